@@ -1,0 +1,32 @@
+# Quick start: `make repro` (install + run the pipeline), `make test` (install + tests).
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.ltcl-installed
+export DVC_NO_ANALYTICS := 1
+export PYTHONUNBUFFERED := 1
+
+.PHONY: install repro test bench compare clean-venv
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# Reinstall only when the package metadata changes (the package itself is installed editable).
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+repro: install
+	$(BIN)/dvc repro
+	@echo
+	@echo "Report: $(CURDIR)/report/index.html  (Markdown: report/report.md)"
+
+test: install
+	$(BIN)/python -m pytest
+
+clean-venv:
+	rm -rf $(VENV)
