@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.ltcl-installed
 export DVC_NO_ANALYTICS := 1
 export PYTHONUNBUFFERED := 1
+# Stage commands call `python`: make it the venv's.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: install repro test bench compare clean-venv
 

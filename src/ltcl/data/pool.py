@@ -1,0 +1,283 @@
+"""The out-of-distribution (OOD) image pool that KDUP / COLT sample from.
+
+KDUP (paper 003, Sec. 3.1.1) and COLT draw extra unlabeled images from a large
+OOD pool (COLT: 300K random images fetched by hand). The default pool here
+needs no download: random crops of the natural photographs that ship inside
+the scikit-image and scikit-learn wheels. Other pool sources: every image
+file under a folder, an existing ``.npy`` (memory-mapped), or the train images
+of another :func:`~ltcl.data.sources.load_source` data set.
+
+Pools are uint8 NHWC arrays; :func:`save_pool` writes ``.npy`` atomically and
+:func:`open_pool` memory-maps it.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ltcl.data.sources import IMAGE_EXTENSIONS, list_image_files, load_source, read_image_files, stack_images
+from ltcl.io import atomic_path
+
+logger = logging.getLogger(__name__)
+
+# Photographs that ship inside the scikit-image wheel (no pooch download needed).
+# Synthetic images (colorwheel, logo, checkerboard, horse, binary_blobs), tiny
+# ones (lfw_subset, microaneurysms) and ``cat`` (a mirrored ``chelsea``) are left out.
+SKIMAGE_PHOTOS = (
+    "astronaut", "camera", "coffee", "chelsea", "rocket", "immunohistochemistry",
+    "hubble_deep_field", "coins", "moon", "page", "text", "brick", "grass", "gravel",
+    "clock", "retina", "cell", "stereo_motorcycle",
+)
+CROP_SCALE = (0.1, 0.6)  # crop side as a fraction of the photo's short side
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601
+POOL_SOURCES = ("bundled", "folder", "npy", "source:<name>")
+
+
+def _as_rgb_uint8(img: np.ndarray) -> np.ndarray:
+    img = np.asarray(img)
+    if img.dtype == bool:
+        img = img.astype(np.uint8) * 255
+    if img.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 photo, got {img.dtype}")
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=2)
+    return np.ascontiguousarray(img[..., :3])
+
+
+@functools.lru_cache(maxsize=1)
+def bundled_photos() -> tuple[tuple[str, np.ndarray], ...]:
+    """(name, HxWx3 uint8) for every bundled photo that loads offline.
+
+    Each skimage loader is tried on its own; one that fails (e.g. a version
+    that moved it out of the wheel) is skipped with a warning.
+    """
+    import skimage.data
+    from sklearn.datasets import load_sample_images
+
+    photos: list[tuple[str, np.ndarray]] = []
+    for name in SKIMAGE_PHOTOS:
+        try:
+            img = getattr(skimage.data, name)()
+            if name == "stereo_motorcycle":
+                img = img[0]
+            photos.append((f"skimage.{name}", _as_rgb_uint8(img)))
+        except Exception as exc:  # noqa: BLE001 - any failure just drops that photo
+            logger.warning("bundled pool: skimage.data.%s unavailable offline (%s); skipped", name, exc)
+    try:
+        bunch = load_sample_images()
+        for fname, img in zip(bunch.filenames, bunch.images):
+            photos.append((f"sklearn.{Path(fname).stem}", _as_rgb_uint8(img)))
+    except Exception as exc:  # noqa: BLE001
+        logger.warning("bundled pool: sklearn sample images unavailable (%s); skipped", exc)
+    if not photos:
+        raise RuntimeError("no bundled photos could be loaded from scikit-image / scikit-learn")
+    return tuple(photos)
+
+
+def to_channels(x: np.ndarray, channels: int, chunk: int = 65536) -> np.ndarray:
+    """Convert uint8 NHWC images to ``channels`` (1: ITU-R 601 luma, 3: replicate gray)."""
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels!r}")
+    c = x.shape[-1]
+    if c == channels:
+        return x
+    if channels == 3:
+        return np.repeat(x, 3, axis=-1)
+    out = np.empty(x.shape[:-1] + (1,), dtype=np.uint8)
+    for s in range(0, len(x), chunk):
+        out[s:s + chunk, ..., 0] = np.rint(x[s:s + chunk].astype(np.float32) @ LUMA).clip(0, 255)
+    return out
+
+
+def _pyramid(photo: np.ndarray, channels: int, levels: int) -> list[np.ndarray]:
+    """Float32 CHW arrays of the photo at scales 1, 1/2, 1/4, ... (2x2 average pooling).
+
+    Odd sizes are edge-padded first, so an edge window averages its in-bounds
+    pixels (PyTorch's ``avg_pool2d(ceil_mode=True)``) and a box scaled by
+    2**-k never leaves the level-k image. numpy rather than torch: these small
+    ops are dominated by intra-op thread hand-offs on a busy 2-core machine.
+    """
+    img = np.asarray(photo, dtype=np.float32)
+    if channels == 1:
+        img = img @ LUMA
+        img = img[..., None]
+    img = np.ascontiguousarray(img.transpose(2, 0, 1))
+    pyramid = [img]
+    for _ in range(levels):
+        c, h, w = pyramid[-1].shape
+        padded = np.pad(pyramid[-1], ((0, 0), (0, h % 2), (0, w % 2)), mode="edge")
+        pyramid.append(padded.reshape(c, (h + 1) // 2, 2, (w + 1) // 2, 2).mean(axis=(2, 4), dtype=np.float32))
+    return pyramid
+
+
+def _crop_photo(photo: np.ndarray, frac: np.ndarray, u: np.ndarray, v: np.ndarray, flip: np.ndarray,
+                image_size: int, channels: int, chunk: int = 4096) -> np.ndarray:
+    """Square crops of one photo, resized with area-averaged bilinear sampling.
+
+    Each box is read from the level of a 2x-average-pooled pyramid where its
+    side is 1-2x the output size (``spatial_scale`` maps level-0 box
+    coordinates there); ``torchvision.ops.roi_align`` with ``sampling_ratio=2``
+    then averages 2x2 bilinear samples per output pixel, which covers each
+    output pixel's footprint: an antialiased resize of every box in one batched
+    call instead of one PIL resize per crop.
+    """
+    import torch
+    from torchvision.ops import roi_align
+
+    h, w = photo.shape[:2]
+    side = frac * min(h, w)
+    x0, y0 = u * (w - side), v * (h - side)
+    boxes = np.stack([np.zeros_like(side), x0, y0, x0 + side, y0 + side], axis=1).astype(np.float32)
+    level = np.maximum(0, np.floor(np.log2(side / image_size))).astype(np.int64)
+    pyramid = _pyramid(photo, channels, int(level.max()))
+    out = np.empty((len(frac), image_size, image_size, channels), dtype=np.uint8)
+    for k in np.unique(level):
+        sel = np.flatnonzero(level == k)
+        img = torch.from_numpy(pyramid[k])[None]
+        for s in range(0, len(sel), chunk):
+            part = sel[s:s + chunk]
+            crops = roi_align(img, torch.from_numpy(boxes[part]), output_size=(image_size, image_size),
+                              spatial_scale=float(2.0 ** -k), sampling_ratio=2, aligned=True).numpy()
+            crops = np.where(flip[part, None, None, None], crops[..., ::-1], crops)
+            out[part] = np.rint(crops).clip(0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
+    return out
+
+
+def bundled_pool(size: int, image_size: int, channels: int, seed: int) -> np.ndarray:
+    """``size`` random crops of the bundled photos (see :func:`build_pool`)."""
+    photos = bundled_photos()
+    rng = np.random.default_rng(seed)
+    photo_id = rng.integers(0, len(photos), size=size)
+    frac = rng.uniform(CROP_SCALE[0], CROP_SCALE[1], size=size)
+    u, v = rng.random(size), rng.random(size)
+    flip = rng.random(size) < 0.5
+    out = np.empty((size, image_size, image_size, channels), dtype=np.uint8)
+    for p, (_, photo) in enumerate(photos):
+        sel = np.flatnonzero(photo_id == p)
+        if sel.size:
+            out[sel] = _crop_photo(photo, frac[sel], u[sel], v[sel], flip[sel], image_size, channels)
+    return out
+
+
+def _subsample(x: np.ndarray, size: int | None, seed: int, what: str) -> np.ndarray:
+    if size is None or size == len(x):
+        return x
+    if size > len(x):
+        raise ValueError(f"size={size} is larger than the {len(x)} images of {what}")
+    idx = np.sort(np.random.default_rng(seed).choice(len(x), size=size, replace=False))
+    return x[idx]
+
+
+def _folder_pool(root: Path, size: int | None, image_size: int, seed: int) -> np.ndarray:
+    """RGB images under ``root``: all, or ``size`` of them in a seeded random order,
+    replacing unreadable files (skipped with a warning) by the next ones."""
+    paths = list_image_files(root)
+    if not paths:
+        raise ValueError(f"folder pool: no image files ({', '.join(IMAGE_EXTENSIONS)}) under {root}")
+    if size is not None and size > len(paths):
+        raise ValueError(f"size={size} is larger than the {len(paths)} image files under {root}")
+    order = np.arange(len(paths)) if size is None else np.random.default_rng(seed).permutation(len(paths))
+    want = len(paths) if size is None else size
+    kept: list[tuple[int, np.ndarray]] = []
+    skipped: list[str] = []
+    start = 0
+    while len(kept) < want and start < len(order):
+        batch = order[start:start + want - len(kept)]
+        start += len(batch)
+        images, bad = read_image_files([paths[i] for i in batch], image_size, on_bad_image="skip")
+        skipped += bad
+        kept += [(int(i), im) for i, im in zip(batch, images) if im is not None]
+    if skipped:
+        logger.warning("folder pool: skipped %d unreadable files under %s", len(skipped), root)
+    if size is not None and len(kept) < size:
+        raise ValueError(f"folder pool: only {len(kept)} readable images under {root}, size={size} requested")
+    kept.sort(key=lambda t: t[0])
+    return stack_images([im for _, im in kept], f"folder pool {root}", force_rgb=True)
+
+
+def build_pool(
+    source: str = "bundled",
+    size: int | None = None,
+    image_size: int = 32,
+    channels: int = 3,
+    seed: int = 0,
+    root: str | os.PathLike | None = None,
+) -> np.ndarray:
+    """Build an OOD pool as a uint8 array (N, image_size, image_size, channels).
+
+    Sources:
+        ``"bundled"``: ``size`` (required) random square crops of the photos
+            shipped in scikit-image / scikit-learn (:data:`SKIMAGE_PHOTOS`,
+            china, flower): photo uniform at random, side uniform in
+            ``CROP_SCALE`` x the short side, uniform position, horizontal flip
+            with p = 0.5, antialiased resize, ITU-R 601 luma when channels == 1.
+            Deterministic given ``seed``.
+        ``"folder"``: every image file under ``root``, recursively (symlinks
+            leaving root refused, unreadable files skipped with a warning),
+            PIL-bilinear resized; a random subset of ``size`` if given.
+        ``"npy"``: ``root`` is an (N, H, W, C) uint8 ``.npy``; returned
+            memory-mapped (first ``size`` rows if given), never loaded whole.
+            H, W must equal image_size and C channels.
+        ``"source:<name>"``: train images of ``load_source(name, root)``
+            (labels dropped), resized; a random subset of ``size`` if given.
+    """
+    if image_size < 1 or int(image_size) != image_size:
+        raise ValueError(f"image_size must be a positive int, got {image_size!r}")
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels!r}")
+    if size is not None and (int(size) != size or size < 1):
+        raise ValueError(f"size must be a positive int or None, got {size!r}")
+    image_size = int(image_size)
+    if source == "bundled":
+        if size is None:
+            raise ValueError("size is required for the bundled pool (number of crops)")
+        return bundled_pool(int(size), image_size, channels, seed)
+    if source == "npy":
+        if root is None:
+            raise ValueError("npy pool: root must be the path of the .npy file")
+        arr = open_pool(root)
+        if arr.shape[1:] != (image_size, image_size, channels):
+            raise ValueError(f"npy pool {root} holds images of shape {arr.shape[1:]}, expected "
+                             f"{(image_size, image_size, channels)} (image_size, channels)")
+        if size is not None:
+            if size > len(arr):
+                raise ValueError(f"size={size} is larger than the {len(arr)} images in {root}")
+            arr = arr[:size]
+        return arr
+    if source == "folder":
+        if root is None or not Path(root).is_dir():
+            raise ValueError(f"folder pool: root must be an existing directory, got {root!r}")
+        return to_channels(_folder_pool(Path(root), size, image_size, seed), channels)
+    if source.startswith("source:"):
+        name = source.split(":", 1)[1]
+        raw = load_source(name, root=root, image_size=image_size)
+        return to_channels(_subsample(raw.x_train, size, seed, f"source {name}"), channels)
+    raise ValueError(f"unknown pool source {source!r}; known: {', '.join(POOL_SOURCES)}")
+
+
+def save_pool(path: str | os.PathLike, arr: np.ndarray, chunk: int = 16384) -> None:
+    """Write a pool as ``.npy`` atomically, streaming through ``open_memmap`` in chunks."""
+    if arr.ndim != 4 or arr.dtype != np.uint8:
+        raise ValueError(f"pool must be uint8 (N, H, W, C), got {arr.dtype} {arr.shape}")
+    with atomic_path(path) as tmp:
+        mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=arr.shape)
+        for s in range(0, len(arr), chunk):
+            mm[s:s + chunk] = arr[s:s + chunk]
+        mm.flush()
+        del mm
+
+
+def open_pool(path: str | os.PathLike) -> np.ndarray:
+    """Memory-map a pool ``.npy`` read-only, validating it is uint8 (N, H, W, C in {1, 3})."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"pool file {path} not found")
+    arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    if arr.ndim != 4 or arr.dtype != np.uint8 or arr.shape[-1] not in (1, 3):
+        raise ValueError(f"pool file {path} must hold uint8 (N, H, W, C) with C in (1, 3), got {arr.dtype} {arr.shape}")
+    return arr

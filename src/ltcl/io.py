@@ -1,0 +1,157 @@
+"""Atomic file IO, content hashes, JSON and checkpoints.
+
+Every writer goes through :func:`atomic_path` / :func:`atomic_write`: data is
+written to a temporary file in the destination directory, flushed and fsynced,
+then moved over the destination with :func:`os.replace` (atomic on POSIX). A
+reader therefore sees either the old file or the complete new one, never a
+partial write; on any exception the temporary file is removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Any, Iterator
+
+import numpy as np
+
+PathLike = str | os.PathLike
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Best-effort fsync of a directory so a rename survives a crash."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
+@contextlib.contextmanager
+def atomic_path(path: PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; move it over ``path`` on success.
+
+    For writers that need a file *name* rather than a file object (e.g.
+    ``np.lib.format.open_memmap``). The caller must close whatever it opened on
+    the temporary path before the block ends. The temporary file is fsynced,
+    then renamed with :func:`os.replace`; on an exception it is deleted and the
+    destination is left untouched.
+    """
+    dest = Path(path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        # mkstemp creates 0600 files; give the result the mode a plain open() would.
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.replace(tmp, dest)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    _fsync_dir(dest.parent)
+
+
+@contextlib.contextmanager
+def atomic_write(path: PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
+    """Open a temporary file for writing and atomically replace ``path`` with it.
+
+    ``mode`` must be a write mode (``"wb"``, ``"w"``, ``"wt"``); text modes use
+    UTF-8. On an exception inside the block the temporary file is removed and
+    ``path`` keeps its previous content (or stays absent).
+    """
+    if mode not in ("wb", "w", "wt"):
+        raise ValueError(f"atomic_write: mode must be one of 'wb', 'w', 'wt', got {mode!r}")
+    with atomic_path(path) as tmp:
+        kwargs: dict[str, Any] = {} if "b" in mode else {"encoding": "utf-8", "newline": "\n"}
+        with open(tmp, mode, **kwargs) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def _jsonable(obj: Any) -> Any:
+    """Convert numpy types / paths to JSON types and non-finite floats to None."""
+    if isinstance(obj, dict):
+        return {(k.item() if isinstance(k, np.generic) else k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        return _jsonable(obj.item())
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    return obj
+
+
+def write_json(path: PathLike, obj: Any) -> None:
+    """Atomically write ``obj`` as JSON (sorted keys, indent 2, NaN/inf -> null).
+
+    numpy arrays and scalars are converted to lists / Python scalars.
+    """
+    text = json.dumps(_jsonable(obj), sort_keys=True, indent=2, allow_nan=False)
+    with atomic_write(path, "w") as fh:
+        fh.write(text + "\n")
+
+
+def read_json(path: PathLike) -> Any:
+    """Read a JSON file written by :func:`write_json` (or any JSON file)."""
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def save_npz(path: PathLike, **arrays: np.ndarray) -> None:
+    """Atomically write an uncompressed ``.npz`` at exactly ``path``."""
+    with atomic_write(path, "wb") as fh:
+        np.savez(fh, **arrays)
+
+
+def sha256_file(path: PathLike, chunk_size: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's content, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_checkpoint(path: PathLike, obj: Any) -> None:
+    """Atomically ``torch.save`` ``obj`` (keep it to tensors / plain containers so
+    :func:`load_checkpoint` can read it with ``weights_only=True``)."""
+    import torch
+
+    with atomic_write(path, "wb") as fh:
+        torch.save(obj, fh)
+
+
+def load_checkpoint(path: PathLike) -> Any:
+    """``torch.load`` on CPU with ``weights_only=True`` (no arbitrary unpickling)."""
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=True)

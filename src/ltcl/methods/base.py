@@ -1,0 +1,140 @@
+"""What every pre-training method offers the training loop.
+
+The loop (``ltcl.train.loop``) knows nothing about any method: it asks the method for the
+size of an epoch, calls ``on_epoch_start`` between epochs (methods refresh pseudo-labels,
+neighbours, prototypes or queues there) and ``training_step`` per batch of indices.
+Methods are looked up by name in one registry (``ltcl.methods.get_method``) so a new method
+is one new module plus one ``@register`` line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Optional
+
+import torch
+from torch import nn
+
+from ltcl.runtime import Runtime
+
+
+@dataclass
+class TrainSet:
+    """Images a method trains on, kept as uint8 NHWC on the training device.
+
+    ``domain`` is 0 for in-distribution (ID) images and 1 for sampled OOD images;
+    ``labels`` holds the long-tailed split's labels (-1 for OOD) and is only read by the
+    supervised methods (GloCo, ProCo, GML).
+    """
+
+    x: torch.Tensor
+    domain: torch.Tensor
+    labels: torch.Tensor
+    num_classes: int
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    @property
+    def num_id(self) -> int:
+        return int((self.domain == 0).sum())
+
+    @property
+    def has_ood(self) -> bool:
+        return bool((self.domain != 0).any())
+
+    @classmethod
+    def from_numpy(cls, x, y, num_classes: int, device: torch.device) -> "TrainSet":
+        xt = torch.as_tensor(x).to(device)
+        yt = torch.as_tensor(y, dtype=torch.long).to(device)
+        return cls(x=xt, domain=torch.zeros(len(xt), dtype=torch.long, device=device), labels=yt,
+                   num_classes=num_classes)
+
+    def with_extra(self, x_extra: torch.Tensor, domain_value: int = 1) -> "TrainSet":
+        """ID images followed by extra images (sampled OOD, or augmented ID copies)."""
+        n = int(x_extra.shape[0])
+        dev = self.x.device
+        return TrainSet(
+            x=torch.cat([self.x, x_extra.to(dev)]),
+            domain=torch.cat([self.domain, torch.full((n,), domain_value, dtype=torch.long, device=dev)]),
+            labels=torch.cat([self.labels, torch.full((n,), -1, dtype=torch.long, device=dev)]),
+            num_classes=self.num_classes,
+        )
+
+
+@dataclass
+class StepOutput:
+    loss: torch.Tensor
+    parts: dict[str, float] = field(default_factory=dict)
+    images: int = 0  # images forwarded through the encoder in this step (for images/s)
+
+
+class Method:
+    """Base class of pre-training methods (SimCLR-like two-view contrastive learning)."""
+
+    name = "base"
+    supervised = False
+
+    def __init__(self, model: nn.Module, data: TrainSet, cfg, runtime: Runtime, augment: nn.Module):
+        self.model = model
+        self.data = data
+        self.cfg = cfg
+        self.runtime = runtime
+        self.augment = augment
+        self.epoch = 0
+
+    # -- the loop's interface -------------------------------------------------
+    def parameters(self) -> Iterator[nn.Parameter]:
+        return self.model.parameters()
+
+    def num_samples(self) -> int:
+        return len(self.data)
+
+    def set_data(self, data: TrainSet) -> None:
+        """Replace the training set (the OOD sampler calls this every T epochs)."""
+        self.data = data
+
+    def on_epoch_start(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def training_step(self, idx: torch.Tensor) -> StepOutput:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        return None
+
+    # -- shared helpers ---------------------------------------------------------
+    def embed(self, x: torch.Tensor, forward: Optional[Callable] = None) -> torch.Tensor:
+        """Projection output (float32) of a float NCHW batch under the runtime's autocast."""
+        with self.runtime.autocast():
+            if forward is None:
+                _, z = self.model(x)
+            else:
+                z = forward(x)
+        return z.float()
+
+    def views(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Two independently augmented views of the images at ``idx``."""
+        x = self.data.x[idx]
+        return self.augment(x), self.augment(x)
+
+
+METHODS: dict[str, type[Method]] = {}
+
+
+def register(name: str) -> Callable[[type[Method]], type[Method]]:
+    def deco(cls: type[Method]) -> type[Method]:
+        cls.name = name
+        METHODS[name] = cls
+        return cls
+
+    return deco
+
+
+def get_method(name: str) -> type[Method]:
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; known: {', '.join(sorted(METHODS))}")
+    return METHODS[name]

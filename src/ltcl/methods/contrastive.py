@@ -1,0 +1,168 @@
+"""Two-view contrastive pre-training: SimCLR, SDCLR and KDUP's pseudo semantic discrimination.
+
+* ``simclr``  NT-Xent between two augmented views (Chen et al. 2020).
+* ``sdclr``   SimCLR whose second view goes through a globally magnitude-pruned copy of the
+              backbone, re-pruned every epoch (Jiang et al. 2021, "Self-Damaging Contrastive
+              Learning").  ``pretrain.sdclr: true`` adds the same pruned branch to ``psd``.
+* ``psd``     KDUP's pre-training loss (paper 003, Sec. 3.1.2, Eq. 8-10): positives of an
+              instance are its other view plus its ``k_pos`` nearest neighbours within its own
+              domain (ID or OOD), found by cosine on the current embeddings every ``interval``
+              epochs and brought into the batch; negatives are the other samples of the batch.
+
+Whenever the training set holds sampled OOD images (domain 1) and ``alpha > 0``, every method
+here adds alpha * L_DD, the domain discrimination loss (paper 003 Eq. 9, from COLT), so
+``simclr`` + ``ood.strategy: colt`` is COLT and ``psd`` + ``kdup`` is KDUP (Eq. 10).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ltcl.data.augment import to_float_normalised
+from ltcl.losses import domain_loss, nt_xent, psd_loss
+from ltcl.methods.base import Method, StepOutput, register
+from ltcl.models.pruning import PrunedBranchNorms, global_magnitude_masks, pruned_forward
+
+
+@register("simclr")
+class SimCLR(Method):
+    pruned_branch = False
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.masks: dict | None = None
+        # SDCLR keeps separate BatchNorms for the pruned branch (dual BN).
+        self.pruned_norms = (PrunedBranchNorms(self.model).to(self.data.x.device)
+                             if self.uses_pruning else None)
+
+    def parameters(self):
+        yield from self.model.parameters()
+        if self.pruned_norms is not None:
+            yield from self.pruned_norms.parameters()
+
+    @property
+    def uses_pruning(self) -> bool:
+        return self.pruned_branch or bool(getattr(self.cfg, "sdclr", False))
+
+    def temperature(self) -> float:
+        """Temperature of the contrastive term at the current epoch (TS overrides it)."""
+        return float(self.cfg.temperature)
+
+    def on_epoch_start(self, epoch: int) -> None:
+        super().on_epoch_start(epoch)
+        if self.uses_pruning:
+            # SDCLR re-prunes the current dense weights at the start of every epoch.
+            self.masks = global_magnitude_masks(self.model, self.cfg.prune_ratio)
+
+    def _pruned(self, x: torch.Tensor) -> torch.Tensor:
+        return pruned_forward(self.model, self.masks, x, norms=self.pruned_norms)[1]
+
+    def encode_pair(self, v1: torch.Tensor, v2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Projections of both views: one dense forward of the concatenated batch, or, with
+        SDCLR, view 1 through the dense and view 2 through the pruned backbone."""
+        if self.uses_pruning:
+            return self.embed(v1), self.embed(v2, forward=self._pruned)
+        z = self.embed(torch.cat([v1, v2]))
+        return z[: len(v1)], z[len(v1):]
+
+    def add_domain_loss(self, loss, parts, z, domain):
+        alpha = float(getattr(self.cfg, "alpha", 0.0))
+        if alpha > 0 and bool((domain != domain[0]).any()):
+            dd = domain_loss(z, domain, self.temperature())
+            parts["dd"] = float(dd.detach())
+            loss = loss + alpha * dd
+        return loss
+
+    def training_step(self, idx: torch.Tensor) -> StepOutput:
+        v1, v2 = self.views(idx)
+        z1, z2 = self.encode_pair(v1, v2)
+        loss = nt_xent(z1, z2, self.temperature())
+        parts = {"contrastive": float(loss.detach())}
+        dom = self.data.domain[idx]
+        loss = self.add_domain_loss(loss, parts, torch.cat([z1, z2]), torch.cat([dom, dom]))
+        return StepOutput(loss=loss, parts=parts, images=2 * len(idx))
+
+
+@register("sdclr")
+class SDCLR(SimCLR):
+    pruned_branch = True
+
+
+@register("psd")
+class PseudoSemanticDiscrimination(SimCLR):
+    """KDUP pre-training (paper 003 Eq. 8-10) with neighbour positives brought into the batch."""
+
+    def __init__(self, *args, refresh_every: int = 25, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.refresh_every = max(1, int(refresh_every))
+        self.neighbours: torch.Tensor | None = None  # (N, k_pos) indices into self.data
+        self._stale = True
+
+    def set_data(self, data) -> None:
+        super().set_data(data)
+        self._stale = True
+
+    def on_epoch_start(self, epoch: int) -> None:
+        super().on_epoch_start(epoch)
+        if self.cfg.k_pos > 0 and (self._stale or epoch % self.refresh_every == 0):
+            self.neighbours = self.compute_neighbours()
+            self._stale = False
+
+    @torch.no_grad()
+    def compute_neighbours(self) -> torch.Tensor:
+        from ltcl.sampling.neighbours import domain_knn  # local: sampling imports faiss
+
+        z = embed_dataset(self.model, self.data.x, self.augment, self.runtime, projection=True)
+        return domain_knn(z, self.data.domain.cpu(), self.cfg.k_pos).to(self.data.x.device)
+
+    def positive_mask(self, ids: torch.Tensor) -> torch.Tensor:
+        """pos[a, b]: rows a and b show the same image, or one is among the other's K_pos
+        nearest neighbours (symmetric); the diagonal is ignored by ``psd_loss``."""
+        pos = ids[:, None] == ids[None, :]
+        if self.neighbours is not None and self.neighbours.shape[1] > 0:
+            nb = self.neighbours[ids]  # (M, K)
+            near = (nb[:, :, None] == ids[None, None, :]).any(1)  # b in N(a)
+            pos = pos | near | near.T
+        return pos
+
+    def training_step(self, idx: torch.Tensor) -> StepOutput:
+        v1, v2 = self.views(idx)
+        ids = [idx, idx]
+        if self.neighbours is not None and self.cfg.k_pos > 0:
+            nb = self.neighbours[idx].reshape(-1)
+            ids.append(nb)
+            v1 = torch.cat([v1, self.augment(self.data.x[nb])])
+        ids_all = torch.cat(ids)
+        z1, z2 = self.encode_pair(v1, v2)
+        # order rows as [anchors view 1, anchors view 2, neighbours]
+        b = len(idx)
+        z = torch.cat([z1[:b], z2, z1[b:]])
+        loss = psd_loss(z, self.positive_mask(ids_all), self.temperature())
+        parts = {"psd": float(loss.detach())}
+        loss = self.add_domain_loss(loss, parts, z, self.data.domain[ids_all])
+        return StepOutput(loss=loss, parts=parts, images=len(ids_all))
+
+    def state_dict(self) -> dict:
+        return {"neighbours": None if self.neighbours is None else self.neighbours.cpu()}
+
+    def load_state_dict(self, state: dict) -> None:
+        nb = state.get("neighbours")
+        self.neighbours = None if nb is None else nb.to(self.data.x.device)
+        self._stale = nb is None
+
+
+@torch.no_grad()
+def embed_dataset(model, x_uint8: torch.Tensor, augment, runtime, projection: bool = True,
+                  batch_size: int = 1024) -> torch.Tensor:
+    """L2-normalised projection (or backbone feature) of every image, no augmentation, eval mode."""
+    was_training = model.training
+    model.eval()
+    mean, std = augment.mean.flatten().tolist(), augment.std.flatten().tolist()
+    out = []
+    for s in range(0, len(x_uint8), batch_size):
+        xb = to_float_normalised(x_uint8[s: s + batch_size], mean, std)
+        with runtime.autocast():
+            h, z = model(xb)
+        out.append(torch.nn.functional.normalize((z if projection else h).float(), dim=1).cpu())
+    model.train(was_training)
+    return torch.cat(out)

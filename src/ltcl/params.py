@@ -1,0 +1,313 @@
+"""One pydantic schema for params.yaml.
+
+Each DVC stage reads only its own sections (``load_params("data", "pretrain")``), so a
+change to the probe's parameters never invalidates the pre-training stage.  Validation
+happens before any work: an unknown key, a wrong type or an out-of-range value stops the
+stage with one message that names the key and what is allowed, and nothing is written.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PARAMS_FILE = "params.yaml"
+
+
+class ParamsError(ValueError):
+    """A params.yaml problem, phrased for the user (key, value, what is allowed)."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------- data
+class DataParams(_Section):
+    source: Literal["digits", "fashion-mnist", "mnist", "cifar10", "cifar100", "folder", "npz"] = "digits"
+    root: str = "data/raw"
+    download: bool = False
+    image_size: Optional[int] = Field(None, ge=8, le=1024)
+    profile: Literal["exp", "pareto"] = "exp"
+    imbalance_ratio: float = Field(100.0, ge=1.0)
+    val_per_class: int = Field(500, ge=0)
+    max_per_class: Optional[int] = Field(None, ge=1)
+    pareto_min: int = Field(5, ge=1)
+    max_test_per_class: Optional[int] = Field(None, ge=1)
+    class_order: Literal["permuted", "given"] = "permuted"
+    subset: Literal["longtail", "balanced-subset"] = "longtail"
+    split_seed: int = Field(0, ge=0)
+    few_shot_fraction: float = Field(0.01, gt=0.0, le=1.0)
+    group_rule: Literal["thirds", "thresholds"] = "thirds"
+    on_bad_image: Literal["error", "skip"] = "error"
+
+
+# --------------------------------------------------------------------------- model / runtime
+class ModelParams(_Section):
+    backbone: Literal["resnet8", "resnet10", "resnet20", "resnet18", "resnet50"] = "resnet18"
+    width: float = Field(1.0, gt=0.0, le=8.0)
+    stem: Literal["auto", "cifar", "imagenet"] = "auto"
+    proj_hidden: int = Field(512, ge=1)
+    proj_dim: int = Field(128, ge=1)
+
+
+class RuntimeParams(_Section):
+    device: str = "auto"
+    amp: bool = True
+    channels_last: bool = True
+    threads: int = Field(0, ge=0, description="torch intra-op threads; 0 = torch's default")
+    deterministic: bool = True
+    compile: bool = False
+    nproc: int = Field(1, ge=1)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if v not in ("auto", "cpu", "cuda", "mps") and not v.startswith("cuda:"):
+            raise ValueError("must be one of auto, cpu, cuda, cuda:N, mps")
+        return v
+
+
+class AugmentParams(_Section):
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    flip: bool = True
+    jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1)
+    jitter_p: float = Field(0.8, ge=0.0, le=1.0)
+    gray_p: float = Field(0.2, ge=0.0, le=1.0)
+
+    @field_validator("crop_scale")
+    @classmethod
+    def _scale(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not (0.0 < v[0] <= v[1] <= 1.0):
+            raise ValueError("must be [lo, hi] with 0 < lo <= hi <= 1")
+        return v
+
+
+class OptimParams(_Section):
+    """Shared shape of the optimiser settings of every training stage."""
+
+    epochs: int = Field(200, ge=1)
+    batch_size: int = Field(512, ge=2)
+    lr: float = Field(0.5, gt=0.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    weight_decay: float = Field(1e-4, ge=0.0)
+    warmup_epochs: int = Field(10, ge=0)
+    seed: int = Field(0, ge=0)
+    checkpoint_every: int = Field(10, ge=1)
+
+
+# --------------------------------------------------------------------------- pretrain
+PRETRAIN_METHODS = ("simclr", "sdclr", "psd", "ts", "tase", "gloco", "gloco+proco", "gml")
+
+
+class PretrainParams(OptimParams):
+    method: str = "psd"
+    temperature: float = Field(0.2, gt=0.0)
+    # SDCLR (Jiang et al. 2021)
+    sdclr: bool = Field(False, description="add SDCLR's pruned branch to the method's loss")
+    prune_ratio: float = Field(0.9, gt=0.0, lt=1.0)
+    # KDUP (paper 003, Sec. 3.1.2)
+    alpha: float = Field(0.3, ge=0.0)
+    k_pos: int = Field(3, ge=0)
+
+    @field_validator("method")
+    @classmethod
+    def _method(cls, v: str) -> str:
+        if v not in PRETRAIN_METHODS:
+            raise ValueError(f"unknown method {v!r}; known: {', '.join(PRETRAIN_METHODS)}")
+        return v
+
+
+# --------------------------------------------------------------------------- OOD sampling
+class OODParams(_Section):
+    """Paper 003 Sec. 3.1.1 (KDUP) and its baselines."""
+
+    strategy: Literal["kdup", "colt", "random", "augment", "none"] = "kdup"
+    # pool
+    source: Literal["bundled", "folder", "npy", "source"] = "bundled"
+    path: Optional[str] = Field(None, description="folder or .npy file for source folder/npy")
+    pool_source: Optional[str] = Field(None, description="make-lt-dataset source name for source=source")
+    pool_size: int = Field(300_000, ge=1)
+    pool_seed: int = Field(0, ge=0)
+    # schedule
+    warmup_epochs: int = Field(100, ge=0)
+    interval: int = Field(25, ge=1, description="T: re-sample every T epochs (Eq. 5)")
+    # clustering + tailness + budget
+    budget: int = Field(10_000, ge=0, description="N_b (Eq. 7)")
+    clusters: int = Field(10, ge=1, description="N_c")
+    cluster_tol: float = Field(0.001, ge=0.0, le=1.0)
+    cluster_max_iter: int = Field(200, ge=1)
+    refine: bool = Field(True, description="KL refinement of the k-means centroids (Eq. 1-3)")
+    knn_k: int = Field(10, ge=1, description="K of the tailness score (Eq. 4)")
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="rho (Eq. 5); 0 = no momentum")
+    budget_temperature: float = Field(1.0, gt=0.0, description="tau of Eq. 7")
+    colt_topk: int = Field(10, ge=1)
+    colt_momentum: float = Field(0.97, ge=0.0, lt=1.0)
+    embed_batch_size: int = Field(1024, ge=1)
+    seed: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _budget(self) -> "OODParams":
+        if self.strategy != "none" and self.budget == 0:
+            raise ValueError(f"ood.budget is 0 but ood.strategy is {self.strategy!r}; "
+                             "use strategy: none to train without OOD data")
+        if self.source in ("folder", "npy") and not self.path:
+            raise ValueError(f"ood.source={self.source!r} needs ood.path")
+        if self.source == "source" and not self.pool_source:
+            raise ValueError("ood.source='source' needs ood.pool_source (a make-lt-dataset source name)")
+        return self
+
+
+# --------------------------------------------------------------------------- distill
+class DistillParams(OptimParams):
+    """Paper 003 Sec. 3.2: guided distillation of g from the frozen f."""
+
+    enabled: bool = True
+    k_kd: int = Field(5, ge=1, description="K_kd nearest neighbours of f (positives)")
+    beta: float = Field(0.4, ge=0.0, description="weight of L_DL (Eq. 13)")
+    clusters: int = Field(10, ge=2, description="clusters of f's embeddings (negatives)")
+    guided_sampling: bool = True
+    guided_weighting: bool = True
+
+
+# --------------------------------------------------------------------------- cluster
+class ClusterParams(_Section):
+    tsne_samples: int = Field(1000, ge=10)
+    l2_normalize: bool = False
+    seed: int = Field(0, ge=0)
+
+
+# --------------------------------------------------------------------------- probe
+class ProbeParams(_Section):
+    protocols: list[Literal["full", "few_shot"]] = ["full", "few_shot"]
+    epochs: int = Field(30, ge=1)
+    milestones: list[int] = [10, 20]
+    few_shot_epochs: int = Field(100, ge=1)
+    few_shot_milestones: list[int] = [40, 60]
+    lr: float = Field(30.0, gt=0.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    batch_size: int = Field(128, ge=1)
+    feature_norm: Literal["none", "l2", "standardize"] = "none"
+    knn_k: list[int] = [1, 10]
+    seed: int = Field(0, ge=0)
+
+    @field_validator("knn_k")
+    @classmethod
+    def _knn(cls, v: list[int]) -> list[int]:
+        if any(k < 1 for k in v):
+            raise ValueError("every k must be >= 1")
+        return v
+
+
+class ReportParams(_Section):
+    title: str = "ltcl report"
+
+
+SECTIONS: dict[str, type[_Section]] = {
+    "data": DataParams,
+    "model": ModelParams,
+    "runtime": RuntimeParams,
+    "augment": AugmentParams,
+    "ood": OODParams,
+    "pretrain": PretrainParams,
+    "distill": DistillParams,
+    "probe": ProbeParams,
+    "cluster": ClusterParams,
+    "report": ReportParams,
+}
+
+
+class Params(BaseModel):
+    """The whole params.yaml (every section optional; defaults as above)."""
+
+    model_config = ConfigDict(extra="forbid")
+    data: DataParams = DataParams()
+    model: ModelParams = ModelParams()
+    runtime: RuntimeParams = RuntimeParams()
+    augment: AugmentParams = AugmentParams()
+    ood: OODParams = OODParams()
+    pretrain: PretrainParams = PretrainParams()
+    distill: DistillParams = DistillParams()
+    probe: ProbeParams = ProbeParams()
+    cluster: ClusterParams = ClusterParams()
+    report: ReportParams = ReportParams()
+
+
+# --------------------------------------------------------------------------- loading
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML loader that refuses duplicate keys (PyYAML silently keeps the last one)."""
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise ParamsError(
+                f"duplicate key {key!r} at line {key_node.start_mark.line + 1} "
+                f"(first defined at line {seen[key] + 1})"
+            )
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise ParamsError(f"{path}: file not found")
+    try:
+        with path.open() as fh:
+            raw = yaml.load(fh, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
+    except ParamsError as exc:
+        raise ParamsError(f"{path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {exc}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: top level must be a mapping of sections")
+    return raw
+
+
+def _format_error(exc: ValidationError, path: Path) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        if not key:  # a check across sections: the message names the keys itself
+            lines.append(err["msg"].removeprefix("Value error, "))
+        elif err["type"] == "extra_forbidden":
+            section = err["loc"][0] if len(err["loc"]) > 1 else None
+            allowed = (
+                sorted(SECTIONS[section].model_fields) if section in SECTIONS else sorted(SECTIONS)
+            )
+            lines.append(f"{key}: unknown key; allowed here: {', '.join(allowed)}")
+        else:
+            got = err.get("input")
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"{key}: {msg} (got {got!r})")
+    return f"{path}: invalid parameters\n  " + "\n  ".join(lines)
+
+
+def validate(raw: dict, path: str | Path = PARAMS_FILE) -> Params:
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        raise ParamsError(_format_error(exc, Path(path))) from None
+
+
+def load_params(path: str | Path = PARAMS_FILE) -> Params:
+    """Read and validate the whole params file (every section, so a typo anywhere is caught)."""
+    return validate(read_yaml(path), path)
+
+
+def params_dict(params: Params, *sections: str) -> dict:
+    """Plain dict of the given sections, for manifests and checkpoints."""
+    dump = params.model_dump(mode="json")
+    return {s: dump[s] for s in sections} if sections else dump

@@ -1,0 +1,191 @@
+"""The report stage: one self-contained HTML page (images inline, no CDN) and a Markdown
+twin, built from the metrics and artefacts the other stages wrote."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from ltcl.report import plots
+
+ENCODER_LABELS = {"pretrain": "f (pre-trained)", "distill": "g (distilled)"}
+PROTOCOL_LABELS = {"full": "Linear probe (full)", "few_shot": "Few-shot linear probe",
+                   "ms": "MS linear probe", "lt": "LT linear probe", "one_percent": "1% linear probe"}
+GROUP_COLUMNS = [("many", "Many"), ("medium", "Med."), ("few", "Few"), ("std", "STD"), ("all", "All")]
+
+
+@dataclass
+class Section:
+    title: str
+    html: str
+    md: str
+    anchor: str = ""
+
+
+@dataclass
+class Report:
+    title: str
+    sections: list[Section] = field(default_factory=list)
+
+    def add(self, title: str, html_body: str, md_body: str) -> None:
+        anchor = "".join(ch if ch.isalnum() else "-" for ch in title.lower()).strip("-")
+        self.sections.append(Section(title, html_body, md_body, anchor))
+
+    def to_html(self) -> str:
+        toc = "".join(f'<li><a href="#{s.anchor}">{html.escape(s.title)}</a></li>' for s in self.sections)
+        body = "".join(f'<section id="{s.anchor}"><h2>{html.escape(s.title)}</h2>{s.html}</section>'
+                       for s in self.sections)
+        return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(self.title)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }}
+table {{ border-collapse: collapse; margin: .5em 0 1em; font-size: 14px; }}
+th, td {{ border: 1px solid #ccc; padding: 3px 8px; text-align: right; }}
+th:first-child, td:first-child {{ text-align: left; }}
+td.best {{ font-weight: bold; background: #eef6ee; }}
+img {{ max-width: 100%; border: 1px solid #eee; margin: .3em 0; }}
+pre {{ background: #f6f6f6; padding: .6em; font-size: 12px; overflow-x: auto; }}
+.note {{ color: #666; font-size: 13px; }}
+</style></head><body>
+<h1>{html.escape(self.title)}</h1><nav><ul>{toc}</ul></nav>{body}</body></html>
+"""
+
+    def to_markdown(self) -> str:
+        return f"# {self.title}\n\n" + "\n".join(f"## {s.title}\n\n{s.md}\n" for s in self.sections)
+
+
+def fmt(v, digits: int = 2) -> str:
+    if v is None or (isinstance(v, float) and not np.isfinite(v)):
+        return "-"
+    if isinstance(v, (bool, str)):
+        return str(v)
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    return f"{float(v):.{digits}f}"
+
+
+def table(rows: list[dict], columns: list[tuple[str, str]], best: dict[str, str] | None = None,
+          first: tuple[str, str] = ("name", "")) -> tuple[str, str]:
+    """(HTML, Markdown) table; ``best`` maps a column key to "max" or "min" to mark the best."""
+    best = best or {}
+    marks = {}
+    for key, how in best.items():
+        vals = [r.get(key) for r in rows if isinstance(r.get(key), (int, float)) and np.isfinite(r.get(key))]
+        if len(vals) > 1:
+            marks[key] = max(vals) if how == "max" else min(vals)
+    head = [first[1]] + [c[1] for c in columns]
+    h = "<table><tr>" + "".join(f"<th>{html.escape(x)}</th>" for x in head) + "</tr>"
+    m = "| " + " | ".join(head) + " |\n|" + "---|" * len(head) + "\n"
+    for r in rows:
+        cells_h, cells_m = [f"<td>{html.escape(str(r.get(first[0], '')))}</td>"], [str(r.get(first[0], ""))]
+        for key, _ in columns:
+            v = r.get(key)
+            is_best = key in marks and v == marks[key]
+            cells_h.append(f'<td class="best">{fmt(v)}</td>' if is_best else f"<td>{fmt(v)}</td>")
+            cells_m.append(f"**{fmt(v)}**" if is_best else fmt(v))
+        h += "<tr>" + "".join(cells_h) + "</tr>"
+        m += "| " + " | ".join(cells_m) + " |\n"
+    return h + "</table>", m
+
+
+def img(uri: str | None, alt: str) -> tuple[str, str]:
+    if not uri:
+        return "", ""
+    return f'<img src="{uri}" alt="{html.escape(alt)}">', f"![{alt}]({uri})"
+
+
+def _read_json(p: Path):
+    return json.loads(p.read_text()) if p.exists() else None
+
+
+def build_report(root: str | Path = ".", title: str = "ltcl report", encoders=("pretrain", "distill")) -> Report:
+    root = Path(root)
+    rep = Report(title)
+    manifest = _read_json(root / "data/lt/manifest.json") or {}
+    names = manifest.get("class_names") or []
+    counts = manifest.get("lt_counts") or []
+    groups = manifest.get("groups") or []
+    dataset = _read_json(root / "metrics/dataset.json") or {}
+
+    # ---- summary
+    probe = {e: _read_json(root / f"metrics/probe/{e}.json") for e in encoders}
+    probe = {e: m for e, m in probe.items() if m}
+    per_class = {e: pd.read_csv(root / f"metrics/probe/{e}_per_class.csv") for e in probe
+                 if (root / f"metrics/probe/{e}_per_class.csv").exists()}
+    summary_rows = [{"name": k, "value": v} for k, v in dataset.items() if not isinstance(v, (dict, list))]
+    h, m = table(summary_rows, [("value", "value")], first=("name", "dataset"))
+    cc = img(plots.class_counts(counts, names, groups), "class counts") if counts else ("", "")
+    rep.add("Dataset", h + cc[0], m + "\n" + cc[1])
+
+    # ---- results per protocol
+    protocols = []
+    for proto in PROTOCOL_LABELS:
+        if any(proto in mtr for mtr in probe.values()):
+            protocols.append(proto)
+    for proto in protocols:
+        rows = [{"name": ENCODER_LABELS.get(e, e), **mtr[proto]} for e, mtr in probe.items() if proto in mtr]
+        h, m = table(rows, GROUP_COLUMNS, best={"many": "max", "medium": "max", "few": "max",
+                                                 "std": "min", "all": "max"}, first=("name", "encoder"))
+        bars = img(plots.group_bars(rows, PROTOCOL_LABELS[proto]), f"{proto} group accuracy")
+        pcb = img(plots.per_class_bars(per_class, proto, names), f"{proto} per-class accuracy")
+        rep.add(PROTOCOL_LABELS[proto], h + bars[0] + pcb[0], m + "\n" + bars[1] + "\n" + pcb[1])
+    if probe:
+        rows = [{"name": ENCODER_LABELS.get(e, e), **mtr.get("knn", {})} for e, mtr in probe.items()]
+        keys = sorted({k for r in rows for k in r if k != "name"}, key=lambda k: (len(k), k))
+        h, m = table(rows, [(k, k.replace("k", "kNN@", 1)) for k in keys], best={k: "max" for k in keys},
+                     first=("name", "encoder"))
+        rep.add("kNN accuracy", h, m)
+
+    # ---- training
+    stage_metrics = {s: _read_json(root / f"metrics/{s}.json") for s in ("pretrain", "distill")}
+    rows = [{"name": s, **{k: v for k, v in mt.items() if isinstance(v, (int, float))}}
+            for s, mt in stage_metrics.items() if mt]
+    if rows:
+        keys = ["epochs", "steps", "final_loss", "seconds", "seconds_per_epoch", "images_per_s"]
+        h, m = table(rows, [(k, k) for k in keys], first=("name", "stage"))
+        curves = {s: plots.read_live_curves(root / "dvclive" / s) for s in ("pretrain", "distill")}
+        c = img(plots.training_curves(curves), "training curves")
+        rep.add("Training", h + c[0], m + "\n" + c[1])
+
+    # ---- params
+    params_path = root / "params.yaml"
+    if params_path.exists():
+        text = params_path.read_text()
+        rep.add("Parameters", f"<pre>{html.escape(text)}</pre>", f"```yaml\n{text}```")
+    return rep
+
+
+_DATA_URI = re.compile(r"\(data:image/png;base64,([A-Za-z0-9+/=]+)\)")
+
+
+def write_report(out_dir: str | Path, report: Report) -> None:
+    """index.html with inline images; report.md with the same images as figures/*.png."""
+    from ltcl.io import atomic_write
+
+    out = Path(out_dir)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    with atomic_write(out / "index.html", "w") as fh:
+        fh.write(report.to_html())
+    counter = iter(range(1, 10_000))
+
+    def _to_file(match: re.Match) -> str:
+        name = f"figures/fig{next(counter):02d}.png"
+        with atomic_write(out / name, "wb") as fh:
+            fh.write(base64.b64decode(match.group(1)))
+        return f"({name})"
+
+    md = _DATA_URI.sub(_to_file, report.to_markdown())
+    with atomic_write(out / "report.md", "w") as fh:
+        fh.write(md)
+
+
+def load_params_text(path: str | Path) -> dict:
+    return yaml.safe_load(Path(path).read_text())

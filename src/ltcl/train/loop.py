@@ -1,0 +1,132 @@
+"""The training loop: epochs, warm-up + cosine learning rate, AMP, progress and logging.
+
+It serves every method through the ``ltcl.methods.base.Method`` interface and knows
+nothing about any of them.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import torch
+from tqdm import tqdm
+
+from ltcl.methods.base import Method
+from ltcl.runtime import Runtime
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or inf loss; the message names epoch, step and loss term."""
+
+
+@dataclass
+class EpochLog:
+    epoch: int
+    loss: float
+    lr: float
+    images_per_s: float
+    seconds: float
+    steps: int
+    parts: dict[str, float] = field(default_factory=dict)
+
+
+def build_optimizer(params, cfg) -> torch.optim.SGD:
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def lr_at(progress_epochs: float, cfg) -> float:
+    """Linear warm-up for ``cfg.warmup_epochs`` then cosine decay to 0 at ``cfg.epochs``.
+
+    Written as a function of fractional epochs rather than a torch LR scheduler because the
+    number of steps per epoch changes when OOD images are re-sampled and must stay exact
+    across resumes; a step-counting scheduler would drift in both cases."""
+    warm = min(cfg.warmup_epochs, cfg.epochs - 1) if cfg.epochs > 1 else 0
+    if warm > 0 and progress_epochs < warm:
+        return cfg.lr * (progress_epochs + 1e-8) / warm
+    span = max(cfg.epochs - warm, 1e-8)
+    t = min(max((progress_epochs - warm) / span, 0.0), 1.0)
+    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def epoch_batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """Shuffled index batches; the last incomplete batch is dropped unless it is the only one
+    (BatchNorm and contrastive losses need more than one sample per batch)."""
+    if n < 2:
+        raise ValueError(f"a training set needs at least 2 images, got {n}")
+    perm = torch.randperm(n, generator=generator)
+    bs = min(batch_size, n)
+    steps = n // bs
+    return [perm[i * bs: (i + 1) * bs] for i in range(steps)]
+
+
+def train_epoch(method: Method, optimizer, cfg, runtime: Runtime, epoch: int,
+                generator: torch.Generator, scaler=None, desc: str = "train") -> EpochLog:
+    method.model.train()
+    batches = epoch_batches(method.num_samples(), cfg.batch_size, generator)
+    device = method.data.x.device
+    total, n_img, sums = 0.0, 0, {}
+    t0 = time.perf_counter()
+    bar = tqdm(batches, desc=f"{desc} {epoch + 1}/{cfg.epochs}", leave=False, mininterval=2.0)
+    for step, idx in enumerate(bar):
+        lr = lr_at(epoch + step / len(batches), cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        out = method.training_step(idx.to(device, non_blocking=True))
+        if not torch.isfinite(out.loss):
+            bad = [k for k, v in out.parts.items() if not math.isfinite(v)] or ["total"]
+            raise NonFiniteLossError(
+                f"{desc}: non-finite loss at epoch {epoch + 1}, step {step + 1}: "
+                f"term(s) {', '.join(bad)} = {out.parts}"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(out.loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            out.loss.backward()
+            optimizer.step()
+        total += float(out.loss.detach())
+        n_img += out.images
+        for k, v in out.parts.items():
+            sums[k] = sums.get(k, 0.0) + v
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    secs = time.perf_counter() - t0
+    steps = len(batches)
+    return EpochLog(
+        epoch=epoch + 1,
+        loss=total / steps,
+        lr=lr_at(epoch + 1, cfg),
+        images_per_s=n_img / max(secs, 1e-9),
+        seconds=secs,
+        steps=steps,
+        parts={k: v / steps for k, v in sums.items()},
+    )
+
+
+def fit(method: Method, cfg, runtime: Runtime, *, start_epoch: int = 0, optimizer=None,
+        before_epoch: Optional[Callable[[int], None]] = None,
+        after_epoch: Optional[Callable[[EpochLog], None]] = None,
+        desc: str = "train", seed: int = 0) -> list[EpochLog]:
+    """Train ``method`` from ``start_epoch`` to ``cfg.epochs``.
+
+    ``before_epoch(epoch)`` runs before the method's own ``on_epoch_start`` (the OOD sampler
+    re-samples there); ``after_epoch(log)`` receives each epoch's log (dvclive, checkpoints).
+    """
+    optimizer = optimizer or build_optimizer(method.parameters(), cfg)
+    scaler = torch.amp.GradScaler(runtime.device.type) if runtime.needs_grad_scaler else None
+    logs = []
+    for epoch in range(start_epoch, cfg.epochs):
+        gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        if before_epoch is not None:
+            before_epoch(epoch)
+        method.on_epoch_start(epoch)
+        log = train_epoch(method, optimizer, cfg, runtime, epoch, gen, scaler, desc)
+        logs.append(log)
+        if after_epoch is not None:
+            after_epoch(log)
+    return logs

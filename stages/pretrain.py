@@ -1,0 +1,20 @@
+"""pretrain: contrastive pre-training of the encoder f on the long-tailed split.
+
+Reads params: model, runtime, augment, pretrain.  Writes: data/models/pretrain.pt,
+metrics/pretrain.json, dvclive/pretrain/ (curves).
+"""
+
+from ltcl.params import load_params
+from ltcl.stage import run_stage
+from ltcl.train.pretrain import run_pretrain_stage
+
+OUTS = ["data/models/pretrain.pt", "metrics/pretrain.json"]
+
+
+def main() -> None:
+    run_pretrain_stage(load_params(), lt_dir="data/lt", ckpt_path=OUTS[0], metrics_path=OUTS[1],
+                       live_dir="dvclive/pretrain")
+
+
+if __name__ == "__main__":
+    run_stage("pretrain", main, outputs=OUTS)

@@ -1,0 +1,102 @@
+"""Shared fixtures: a throw-away copy of the project (dvc.yaml, params.yaml, stages/) with
+tiny parameters, so stage and pipeline tests run the real scripts in seconds."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY = {
+    "data": {"source": "digits", "imbalance_ratio": 10.0, "val_per_class": 10, "max_per_class": 60,
+             "few_shot_fraction": 0.05, "max_test_per_class": 30},
+    "model": {"backbone": "resnet8", "proj_hidden": 64, "proj_dim": 32},
+    "runtime": {"amp": False},
+    "pretrain": {"epochs": 2, "batch_size": 64, "warmup_epochs": 1},
+    "probe": {"epochs": 3, "milestones": [2], "few_shot_epochs": 3, "few_shot_milestones": [2]},
+}
+
+
+def deep_update(base: dict, new: dict) -> dict:
+    for k, v in new.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            deep_update(base[k], v)
+        else:
+            base[k] = v
+    return base
+
+
+def stage_env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    env["DVC_NO_ANALYTICS"] = "1"
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    return env
+
+
+class Project:
+    """A copy of the project in a temporary directory."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def params(self) -> dict:
+        return yaml.safe_load((self.root / "params.yaml").read_text())
+
+    def set_params(self, updates: dict) -> None:
+        p = deep_update(self.params(), updates)
+        (self.root / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+
+    def write_params_text(self, text: str) -> None:
+        (self.root / "params.yaml").write_text(text)
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        proc = subprocess.run(list(args), cwd=self.root, env=stage_env(), capture_output=True, text=True)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def stage(self, script: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return self.run(sys.executable, f"stages/{script}", *args, check=check)
+
+    def dvc(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return self.run(sys.executable, "-m", "dvc", *args, check=check)
+
+    def path(self, rel: str) -> Path:
+        return self.root / rel
+
+
+def make_project(tmp: Path, params: dict | None = None, git: bool = False) -> Project:
+    for name in ("dvc.yaml", "params.yaml", ".dvcignore"):
+        shutil.copy(REPO / name, tmp / name)
+    shutil.copytree(REPO / "stages", tmp / "stages")
+    proj = Project(tmp)
+    proj.set_params(deep_update(yaml.safe_load(yaml.safe_dump(TINY)), params or {}))
+    if git:
+        (tmp / ".dvc").mkdir()
+        shutil.copy(REPO / ".dvc" / "config", tmp / ".dvc" / "config")
+        for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "ci@ltcl"],
+                    ["git", "config", "user.name", "ci"]):
+            subprocess.run(cmd, cwd=tmp, check=True)
+    return proj
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    return make_project(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def built_project(tmp_path_factory) -> Project:
+    """make-lt-dataset + pretrain run once on the tiny params, shared by read-only tests."""
+    proj = make_project(tmp_path_factory.mktemp("built"))
+    proj.stage("make_lt_dataset.py")
+    proj.stage("pretrain.py")
+    return proj

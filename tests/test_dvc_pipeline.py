@@ -1,0 +1,44 @@
+"""The DVC contract: a full `dvc repro` on tiny params, a no-op second repro, and a probe
+parameter experiment that reruns only linear-probe and report."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from conftest import REPO, make_project
+
+
+@pytest.fixture(scope="module")
+def dvc_project(tmp_path_factory):
+    proj = make_project(tmp_path_factory.mktemp("dvc"), git=True)
+    shutil.copytree(REPO / "src", proj.root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    proj.run("git", "add", "-A")
+    proj.run("git", "commit", "-qm", "init")
+    return proj
+
+
+def test_repro_then_noop_then_probe_experiment(dvc_project):
+    p = dvc_project
+    first = p.dvc("repro")
+    for stage in ("make-lt-dataset", "pretrain", "linear-probe@pretrain", "report"):
+        assert f"Running stage '{stage}'" in first.stdout
+    assert p.path("report/index.html").exists()
+    p.run("git", "add", "-A")
+    p.run("git", "commit", "-qm", "baseline run")
+
+    again = p.dvc("repro")
+    assert "Running stage" not in again.stdout and "up to date" in again.stdout
+
+    before = json.loads(p.path("metrics/probe/pretrain.json").read_text())
+    exp = p.dvc("exp", "run", "-S", "probe.lr=0.05", "-S", "probe.feature_norm=l2")
+    ran = {line.split("'")[1] for line in exp.stdout.splitlines() if line.startswith("Running stage")}
+    assert ran == {"linear-probe@pretrain", "report"}
+    after = json.loads(p.path("metrics/probe/pretrain.json").read_text())
+    assert after != before
+    diff = p.dvc("metrics", "diff", "--json")
+    changed = json.loads(diff.stdout)
+    assert "metrics/probe/pretrain.json" in changed
+    assert any(k.startswith("full.") for k in changed["metrics/probe/pretrain.json"])

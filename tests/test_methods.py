@@ -1,0 +1,91 @@
+"""Every pre-training method takes real optimisation steps through the shared loop."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import ltcl.methods  # noqa: F401
+from ltcl.methods.base import TrainSet, get_method
+from ltcl.params import Params
+from ltcl.runtime import Runtime
+from ltcl.train.loop import fit, lr_at
+from ltcl.train.pretrain import build_augment, new_encoder
+
+
+def tiny_setup(method: str, with_ood: bool = False, **pretrain):
+    torch.manual_seed(0)
+    params = Params.model_validate({
+        "model": {"backbone": "resnet8", "proj_hidden": 32, "proj_dim": 16},
+        "pretrain": {"method": method, "epochs": 2, "batch_size": 16, "warmup_epochs": 1, "k_pos": 2,
+                     **pretrain},
+    })
+    rt = Runtime(device=torch.device("cpu"), amp_dtype=None, channels_last=True)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, size=(40, 8, 8, 1), dtype=np.uint8)
+    y = np.repeat(np.arange(4), 10)
+    model, spec = new_encoder(params.model, x, rt)
+    aug = build_augment(params.augment, spec, rt.device)
+    data = TrainSet.from_numpy(x, y, 4, rt.device)
+    if with_ood:
+        data = data.with_extra(torch.as_tensor(rng.integers(0, 255, size=(20, 8, 8, 1), dtype=np.uint8)))
+    m = get_method(method)(model, data, params.pretrain, rt, aug)
+    return m, params
+
+
+@pytest.mark.parametrize("method,kw", [("simclr", {}), ("sdclr", {}), ("psd", {}), ("psd", {"sdclr": True})])
+@pytest.mark.parametrize("with_ood", [False, True])
+def test_method_trains(method, kw, with_ood):
+    m, params = tiny_setup(method, with_ood, **kw)
+    before = [p.detach().clone() for p in m.model.parameters()]
+    logs = fit(m, params.pretrain, m.runtime)
+    assert len(logs) == 2 and all(np.isfinite(l.loss) for l in logs)
+    assert any(not torch.equal(a, b) for a, b in zip(before, m.model.parameters()))
+    if with_ood:
+        assert "dd" in logs[-1].parts  # domain discrimination loss active with two domains
+    else:
+        assert "dd" not in logs[-1].parts
+
+
+def test_psd_neighbours_stay_in_domain():
+    m, _ = tiny_setup("psd", with_ood=True)
+    m.on_epoch_start(0)
+    nb = m.neighbours
+    dom = m.data.domain
+    assert nb.shape == (60, 2)
+    assert torch.equal(dom[nb], dom[:, None].expand_as(nb))
+    assert not (nb == torch.arange(60)[:, None]).any()
+
+
+def test_psd_positive_mask():
+    m, _ = tiny_setup("psd")
+    m.neighbours = torch.tensor([[1, 2], [0, 2], [3, 0], [2, 1]])
+    ids = torch.tensor([0, 3, 0, 3, 1, 2])
+    pos = m.positive_mask(ids)
+    for a in range(6):
+        for b in range(6):
+            i, j = int(ids[a]), int(ids[b])
+            want = i == j or j in m.neighbours[i].tolist() or i in m.neighbours[j].tolist()
+            assert bool(pos[a, b]) == want
+
+
+def test_sdclr_prunes_ninety_percent():
+    m, _ = tiny_setup("sdclr")
+    m.on_epoch_start(0)
+    kept = sum(int(v.sum()) for v in m.masks.values())
+    total = sum(v.numel() for v in m.masks.values())
+    assert abs(1 - kept / total - 0.9) < 1.0 / total + 1e-9
+
+
+def test_lr_schedule_warmup_then_cosine():
+    cfg = Params().pretrain.model_copy(update={"epochs": 10, "warmup_epochs": 2, "lr": 1.0})
+    assert lr_at(1.0, cfg) == pytest.approx(0.5)
+    assert lr_at(2.0, cfg) == pytest.approx(1.0)
+    assert lr_at(6.0, cfg) == pytest.approx(0.5)
+    assert lr_at(10.0, cfg) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_unknown_method_lists_known():
+    with pytest.raises(ValueError, match="known: .*simclr"):
+        get_method("byol")
