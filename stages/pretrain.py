@@ -1,6 +1,8 @@
-"""pretrain: contrastive pre-training of the encoder f on the long-tailed split.
+"""pretrain: contrastive pre-training of the guiding encoder f (paper 003 Sec. 3.1.2).
 
-Reads params: model, runtime, augment, pretrain.  Writes: data/models/pretrain.pt,
+With an OOD strategy it continues from the ood-sampling warm-up, trains on ID + selected
+images and re-samples every ood.interval epochs.
+Reads params: model, runtime, augment, pretrain, ood.  Writes: data/models/pretrain.pt,
 metrics/pretrain.json, dvclive/pretrain/ (curves).
 """
 
@@ -13,7 +15,7 @@ OUTS = ["data/models/pretrain.pt", "metrics/pretrain.json"]
 
 def main() -> None:
     run_pretrain_stage(load_params(), lt_dir="data/lt", ckpt_path=OUTS[0], metrics_path=OUTS[1],
-                       live_dir="dvclive/pretrain")
+                       live_dir="dvclive/pretrain", ood_dir="data/ood")
 
 
 if __name__ == "__main__":

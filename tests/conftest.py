@@ -19,8 +19,12 @@ TINY = {
              "few_shot_fraction": 0.05, "max_test_per_class": 30},
     "model": {"backbone": "resnet8", "proj_hidden": 64, "proj_dim": 32},
     "runtime": {"amp": False},
-    "pretrain": {"epochs": 2, "batch_size": 64, "warmup_epochs": 1},
+    "ood": {"strategy": "none", "pool_size": 300, "warmup_epochs": 1, "interval": 1, "budget": 60,
+            "clusters": 4, "knn_k": 5},
+    "pretrain": {"method": "simclr", "epochs": 2, "batch_size": 64, "warmup_epochs": 1},
+    "distill": {"epochs": 1, "batch_size": 64, "warmup_epochs": 0, "clusters": 4},
     "probe": {"epochs": 3, "milestones": [2], "few_shot_epochs": 3, "few_shot_milestones": [2]},
+    "cluster": {"tsne_samples": 100},
 }
 
 
@@ -94,9 +98,21 @@ def project(tmp_path: Path) -> Project:
 
 
 @pytest.fixture(scope="session")
+def kdup_project(tmp_path_factory) -> Project:
+    """The whole KDUP chain on tiny params: dataset, pool, warm-up + sampling, pre-training
+    with one re-sampling, distillation."""
+    proj = make_project(tmp_path_factory.mktemp("kdup"), {
+        "ood": {"strategy": "kdup"}, "pretrain": {"method": "psd", "epochs": 3}})
+    for script in ("make_lt_dataset.py", "ood_pool.py", "ood_sampling.py", "pretrain.py", "distill.py"):
+        proj.stage(script)
+    return proj
+
+
+@pytest.fixture(scope="session")
 def built_project(tmp_path_factory) -> Project:
     """make-lt-dataset + pretrain run once on the tiny params, shared by read-only tests."""
     proj = make_project(tmp_path_factory.mktemp("built"))
     proj.stage("make_lt_dataset.py")
+    proj.stage("ood_sampling.py")  # strategy none: no warm-up, empty selection
     proj.stage("pretrain.py")
     return proj

@@ -23,7 +23,8 @@ def dvc_project(tmp_path_factory):
 def test_repro_then_noop_then_probe_experiment(dvc_project):
     p = dvc_project
     first = p.dvc("repro")
-    for stage in ("make-lt-dataset", "pretrain", "linear-probe@pretrain", "report"):
+    for stage in ("make-lt-dataset", "ood-pool", "ood-sampling", "pretrain", "distill", "linear-probe@pretrain",
+                  "linear-probe@distill", "cluster@pretrain", "cluster@distill", "report"):
         assert f"Running stage '{stage}'" in first.stdout
     assert p.path("report/index.html").exists()
     p.run("git", "add", "-A")
@@ -34,11 +35,18 @@ def test_repro_then_noop_then_probe_experiment(dvc_project):
 
     before = json.loads(p.path("metrics/probe/pretrain.json").read_text())
     exp = p.dvc("exp", "run", "-S", "probe.lr=0.05", "-S", "probe.feature_norm=l2")
-    ran = {line.split("'")[1] for line in exp.stdout.splitlines() if line.startswith("Running stage")}
-    assert ran == {"linear-probe@pretrain", "report"}
+    assert ran_stages(exp) == {"linear-probe@pretrain", "linear-probe@distill", "report"}
     after = json.loads(p.path("metrics/probe/pretrain.json").read_text())
     assert after != before
     diff = p.dvc("metrics", "diff", "--json")
     changed = json.loads(diff.stdout)
     assert "metrics/probe/pretrain.json" in changed
     assert any(k.startswith("full.") for k in changed["metrics/probe/pretrain.json"])
+
+    # a distillation ablation (Table 6) reruns distill and what evaluates g, never f's stages
+    exp = p.dvc("exp", "run", "-S", "distill.guided_weighting=false")
+    assert ran_stages(exp) == {"distill", "linear-probe@distill", "cluster@distill", "report"}
+
+
+def ran_stages(proc) -> set[str]:
+    return {line.split("'")[1] for line in proc.stdout.splitlines() if line.startswith("Running stage")}

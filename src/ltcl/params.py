@@ -144,6 +144,8 @@ class OODParams(_Section):
     knn_k: int = Field(10, ge=1, description="K of the tailness score (Eq. 4)")
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="rho (Eq. 5); 0 = no momentum")
     budget_temperature: float = Field(1.0, gt=0.0, description="tau of Eq. 7")
+    embedding: Literal["backbone", "projection"] = Field(
+        "backbone", description="space of clustering, tailness and pool selection (see sampling/refresh.py)")
     colt_topk: int = Field(10, ge=1)
     colt_momentum: float = Field(0.97, ge=0.0, lt=1.0)
     embed_batch_size: int = Field(1024, ge=1)
@@ -165,6 +167,8 @@ class OODParams(_Section):
 class DistillParams(OptimParams):
     """Paper 003 Sec. 3.2: guided distillation of g from the frozen f."""
 
+    epochs: int = Field(500, ge=1)
+    lr: float = Field(0.05, gt=0.0)
     enabled: bool = True
     k_kd: int = Field(5, ge=1, description="K_kd nearest neighbours of f (positives)")
     beta: float = Field(0.4, ge=0.0, description="weight of L_DL (Eq. 13)")
@@ -235,6 +239,13 @@ class Params(BaseModel):
     probe: ProbeParams = ProbeParams()
     cluster: ClusterParams = ClusterParams()
     report: ReportParams = ReportParams()
+
+    @model_validator(mode="after")
+    def _cross(self) -> "Params":
+        if self.ood.strategy != "none" and self.ood.warmup_epochs >= self.pretrain.epochs:
+            raise ValueError(f"ood.warmup_epochs ({self.ood.warmup_epochs}) must be smaller than "
+                             f"pretrain.epochs ({self.pretrain.epochs})")
+        return self
 
 
 # --------------------------------------------------------------------------- loading

@@ -281,3 +281,21 @@ def open_pool(path: str | os.PathLike) -> np.ndarray:
     if arr.ndim != 4 or arr.dtype != np.uint8 or arr.shape[-1] not in (1, 3):
         raise ValueError(f"pool file {path} must hold uint8 (N, H, W, C) with C in (1, 3), got {arr.dtype} {arr.shape}")
     return arr
+
+
+def build_and_save_pool(ood_cfg, lt_dir: str | os.PathLike, out_path: str | os.PathLike) -> np.ndarray:
+    """The ood-pool stage: a pool matched to the ID images' size and channels (from the split
+    manifest), written as a memory-mappable ``.npy``."""
+    from ltcl.data.splits import load_manifest
+
+    h, w, c = load_manifest(lt_dir)["image_shape"]
+    if h != w:
+        raise ValueError(f"ID images must be square for the OOD pool, got {h}x{w}")
+    source = f"source:{ood_cfg.pool_source}" if ood_cfg.source == "source" else ood_cfg.source
+    size = ood_cfg.pool_size if ood_cfg.source in ("bundled", "folder", "source") else None
+    pool = build_pool(source, size=size, image_size=int(h), channels=int(c), seed=ood_cfg.pool_seed,
+                      root=ood_cfg.path)
+    if size is not None and ood_cfg.source != "bundled" and len(pool) < size:
+        logger.warning("OOD pool %s has %d images, fewer than ood.pool_size=%d", source, len(pool), size)
+    save_pool(out_path, pool)
+    return pool

@@ -75,7 +75,9 @@ class Method:
     name = "base"
     supervised = False
 
-    def __init__(self, model: nn.Module, data: TrainSet, cfg, runtime: Runtime, augment: nn.Module):
+    def __init__(self, model: nn.Module, data: TrainSet, cfg, runtime: Runtime, augment: nn.Module,
+                 refresh_every: int = 25):
+        self.refresh_every = max(1, int(refresh_every))  # epochs between refreshes of method state
         self.model = model
         self.data = data
         self.cfg = cfg

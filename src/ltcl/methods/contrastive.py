@@ -92,9 +92,8 @@ class SDCLR(SimCLR):
 class PseudoSemanticDiscrimination(SimCLR):
     """KDUP pre-training (paper 003 Eq. 8-10) with neighbour positives brought into the batch."""
 
-    def __init__(self, *args, refresh_every: int = 25, **kwargs):
+    def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.refresh_every = max(1, int(refresh_every))
         self.neighbours: torch.Tensor | None = None  # (N, k_pos) indices into self.data
         self._stale = True
 

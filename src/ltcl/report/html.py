@@ -144,14 +144,87 @@ def build_report(root: str | Path = ".", title: str = "ltcl report", encoders=("
                      first=("name", "encoder"))
         rep.add("kNN accuracy", h, m)
 
+    # ---- OOD sampling (paper 003 Sec. 3.1.1)
+    ood = _read_json(root / "metrics/ood.json")
+    if ood and ood.get("strategy", "none") != "none":
+        h = (f"<p>Strategy <b>{html.escape(ood['strategy'])}</b>: {ood.get('selected', 0)} images added "
+             f"to the {len(counts) and sum(counts)} ID images at the first sampling.</p>")
+        m = f"Strategy **{ood['strategy']}**: {ood.get('selected', 0)} images added at the first sampling.\n\n"
+        diag = ood.get("diagnostics") or {}
+        if "budgets" in ood:
+            rows = [{"name": f"c{k}", "budget": b, "size": ood["cluster_sizes"][k],
+                     "tailness": ood["cluster_tailness"][k],
+                     "majority": names[diag["cluster_majority_class"][k]] if diag.get("cluster_majority_class")
+                     and diag["cluster_majority_class"][k] >= 0 else "-",
+                     "group": (diag.get("cluster_majority_group") or ["-"] * len(ood["budgets"]))[k],
+                     "purity": (diag.get("cluster_purity") or [None] * len(ood["budgets"]))[k]}
+                    for k, b in enumerate(ood["budgets"])]
+            th, tm = table(rows, [("budget", "OOD budget"), ("size", "ID images"), ("tailness", "tailness"),
+                                  ("majority", "majority class"), ("group", "its group"), ("purity", "purity")],
+                           first=("name", "cluster"))
+            bb = img(plots.budget_bars(ood["budgets"], ood["cluster_tailness"],
+                                       [rows[k]["majority"] for k in range(len(rows))],
+                                       [rows[k]["group"] for k in range(len(rows))]), "OOD budget per cluster")
+            verdict = ("tracks rarity" if diag.get("spearman_rarity", 0) > 0.1 else
+                       "does NOT track rarity: budgets follow dense (head) regions")
+            dh = (f"<p>Diagnostics (uses the labels, which the method never sees): Spearman correlation of "
+                  f"sample tailness with true class rarity <b>{fmt(diag.get('spearman_rarity'), 3)}</b> "
+                  f"(tailness {verdict}); share of the budget given to clusters whose majority class is Few: "
+                  f"<b>{fmt(100 * diag.get('few_budget_share', float('nan')))} %</b>; "
+                  f"cluster purity {fmt(diag.get('overall_purity'), 3)}.</p>")
+            dm = (f"Spearman(tailness, rarity) = {fmt(diag.get('spearman_rarity'), 3)} ({verdict}); "
+                  f"budget share of Few-majority clusters = {fmt(100 * diag.get('few_budget_share', float('nan')))} %.\n\n")
+            h += dh + th + bb[0]
+            m += dm + tm + "\n" + bb[1]
+        secs = ood.get("seconds", {})
+        pre = _read_json(root / "metrics/pretrain.json") or {}
+        trow = [{"name": "first update (ood-sampling)", **secs}]
+        if pre.get("ood_updates"):
+            trow.append({"name": f"mean of {pre['ood_updates']} updates in pretrain",
+                         **{k: pre.get(f"ood_update_{k}_s") for k in secs}})
+        keys = [k for k in ("embedding", "clustering", "tailness", "budget", "sampling", "total") if k in secs]
+        th, tm = table(trow, [(k, k + " (s)") for k in keys], first=("name", "OOD update"))
+        rep.add("OOD sampling", h + "<p>Seconds per update (paper 003 Table 15):</p>" + th,
+                m + "Seconds per update (paper 003 Table 15):\n\n" + tm)
+
+    # ---- cluster quality (paper 003 Table 4, Fig. 3; paper 001 Sec. 4)
+    clusters = {e: _read_json(root / f"metrics/cluster/{e}.json") for e in encoders}
+    clusters = {e: c for e, c in clusters.items() if c}
+    if clusters:
+        rows = [{"name": ENCODER_LABELS.get(e, e), **{k: v for k, v in c.items() if k != "geometry"}}
+                for e, c in clusters.items()]
+        h, m = table(rows, [("chi", "CHI"), ("dbi", "DBI"), ("nmi", "NMI"), ("ari", "ARI")],
+                     best={"chi": "max", "dbi": "min", "nmi": "max", "ari": "max"}, first=("name", "encoder"))
+        geo_keys = sorted({k for c in clusters.values() for k in c.get("geometry", {})})
+        if geo_keys:
+            grows = [{"name": ENCODER_LABELS.get(e, e), **c.get("geometry", {})} for e, c in clusters.items()]
+            gh, gm = table(grows, [(k, k) for k in geo_keys], first=("name", "encoder"))
+            h += "<p>Class geometry (paper 001 Sec. 4) on L2-normalised test features:</p>" + gh
+            m += "\nClass geometry (paper 001 Sec. 4):\n\n" + gm
+        pics_h, pics_m = "", ""
+        for e in clusters:
+            p = root / f"metrics/cluster/{e}_tsne.csv"
+            if p.exists():
+                df = pd.read_csv(p)
+                gmap = {int(l): g for l, g in zip(df["label"], df["group"])}
+                groups_of_class = [gmap.get(c, groups[c] if c < len(groups) else "") for c in range(len(names))]
+                pic = img(plots.tsne_scatter(df[["x", "y"]].to_numpy(), df["label"].to_numpy(), groups_of_class,
+                                             names, f"t-SNE of test features, {ENCODER_LABELS.get(e, e)}"),
+                          f"t-SNE {e}")
+                pics_h += pic[0]
+                pics_m += pic[1] + "\n"
+        rep.add("Cluster quality", h + "<p>CHI higher and DBI lower are better (true labels). "
+                "Markers: o Many, s Medium, ^ Few.</p>" + pics_h, m + "\n" + pics_m)
+
     # ---- training
     stage_metrics = {s: _read_json(root / f"metrics/{s}.json") for s in ("pretrain", "distill")}
+    stage_metrics = {s: mt for s, mt in stage_metrics.items() if mt and mt.get("enabled", True)}
     rows = [{"name": s, **{k: v for k, v in mt.items() if isinstance(v, (int, float))}}
             for s, mt in stage_metrics.items() if mt]
     if rows:
         keys = ["epochs", "steps", "final_loss", "seconds", "seconds_per_epoch", "images_per_s"]
         h, m = table(rows, [(k, k) for k in keys], first=("name", "stage"))
-        curves = {s: plots.read_live_curves(root / "dvclive" / s) for s in ("pretrain", "distill")}
+        curves = {s: plots.read_live_curves(root / "dvclive" / s) for s in ("ood-warmup", "pretrain", "distill")}
         c = img(plots.training_curves(curves), "training curves")
         rep.add("Training", h + c[0], m + "\n" + c[1])
 

@@ -206,6 +206,7 @@ class SamplingConfig:
     seed: int = 0
     cluster_max_iter: int = 200
     cluster_lr: float = 1e-3
+    refine: bool = True  # KL refinement of the k-means centroids (kdup; COLT never refines)
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -313,7 +314,7 @@ def sample_ood(
         seed=_round_seed(config.seed, round_index, 1),
         tol=config.cluster_tol,
         max_iter=config.cluster_max_iter,
-        refine=strategy != "colt",
+        refine=config.refine and strategy != "colt",
         lr=config.cluster_lr,
     )
     t1 = time.perf_counter()

@@ -108,11 +108,13 @@ def train_epoch(method: Method, optimizer, cfg, runtime: Runtime, epoch: int,
     )
 
 
-def fit(method: Method, cfg, runtime: Runtime, *, start_epoch: int = 0, optimizer=None,
+def fit(method: Method, cfg, runtime: Runtime, *, start_epoch: int = 0, end_epoch: Optional[int] = None,
+        optimizer=None,
         before_epoch: Optional[Callable[[int], None]] = None,
         after_epoch: Optional[Callable[[EpochLog], None]] = None,
         desc: str = "train", seed: int = 0) -> list[EpochLog]:
-    """Train ``method`` from ``start_epoch`` to ``cfg.epochs``.
+    """Train ``method`` from ``start_epoch`` to ``end_epoch`` (default ``cfg.epochs``); the
+    learning-rate schedule always spans ``cfg.epochs`` (a warm-up phase is its first part).
 
     ``before_epoch(epoch)`` runs before the method's own ``on_epoch_start`` (the OOD sampler
     re-samples there); ``after_epoch(log)`` receives each epoch's log (dvclive, checkpoints).
@@ -120,7 +122,7 @@ def fit(method: Method, cfg, runtime: Runtime, *, start_epoch: int = 0, optimize
     optimizer = optimizer or build_optimizer(method.parameters(), cfg)
     scaler = torch.amp.GradScaler(runtime.device.type) if runtime.needs_grad_scaler else None
     logs = []
-    for epoch in range(start_epoch, cfg.epochs):
+    for epoch in range(start_epoch, cfg.epochs if end_epoch is None else end_epoch):
         gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
         if before_epoch is not None:
             before_epoch(epoch)

@@ -65,6 +65,13 @@ class LiveLogger:
         self.live.end()
 
 
+def empty_curves(live_dir) -> None:
+    """A stage that trains nothing still creates its (empty) curve folder: DVC requires every
+    declared plots output to exist."""
+    if live_dir:
+        (Path(live_dir) / "plots" / "metrics").mkdir(parents=True, exist_ok=True)
+
+
 def train_summary(logs: list[EpochLog], seconds: float) -> dict:
     last = logs[-1] if logs else None
     steps = sum(l.steps for l in logs)
@@ -81,7 +88,7 @@ def train_summary(logs: list[EpochLog], seconds: float) -> dict:
 def run_training(method: Method, cfg, runtime: Runtime, live_dir: Optional[str | Path],
                  before_epoch: Optional[Callable[[int], None]] = None, desc: str = "pretrain",
                  start_epoch: int = 0, after_epoch: Optional[Callable[[EpochLog], None]] = None,
-                 ) -> tuple[list[EpochLog], dict]:
+                 end_epoch: Optional[int] = None, optimizer=None) -> tuple[list[EpochLog], dict]:
     logger = LiveLogger(live_dir) if live_dir else None
 
     def _after(log: EpochLog) -> None:
@@ -92,8 +99,9 @@ def run_training(method: Method, cfg, runtime: Runtime, live_dir: Optional[str |
 
     t0 = time.perf_counter()
     try:
-        logs = fit(method, cfg, runtime, start_epoch=start_epoch, before_epoch=before_epoch,
-                   after_epoch=_after, desc=desc, seed=cfg.seed)
+        logs = fit(method, cfg, runtime, start_epoch=start_epoch, end_epoch=end_epoch,
+                   before_epoch=before_epoch, after_epoch=_after, desc=desc, seed=cfg.seed,
+                   optimizer=optimizer)
     finally:
         if logger:
             logger.close()
@@ -119,12 +127,8 @@ def check_batch_size(cfg, n: int, what: str = "the training set") -> None:
                          f"lower it to at most {n}")
 
 
-def run_pretrain_stage(params, lt_dir: str | Path, ckpt_path: str | Path, metrics_path: str | Path,
-                       live_dir: str | Path | None) -> dict:
-    """Pre-train f on the long-tailed split with ``params.pretrain.method``."""
-    from ltcl.io import write_json
-    from ltcl.models.checkpoint import save_encoder
-    from ltcl.params import params_dict
+def _setup(params, lt_dir):
+    """Everything a pre-training run needs before step one: data, runtime, encoder, augment."""
     from ltcl.runtime import setup_runtime
 
     cfg = params.pretrain
@@ -134,10 +138,163 @@ def run_pretrain_stage(params, lt_dir: str | Path, ckpt_path: str | Path, metric
     model, spec = new_encoder(params.model, x, runtime)
     augment = build_augment(params.augment, spec, runtime.device)
     data = TrainSet.from_numpy(x, y, len(manifest["class_names"]), runtime.device)
-    method = make_method(cfg.method, model, data, cfg, runtime, augment)
-    logs, summary = run_training(method, cfg, runtime, live_dir, desc="pretrain")
-    save_encoder(ckpt_path, model, spec, params=params_dict(params, "model", "augment", "pretrain"),
+    return cfg, x, y, manifest, runtime, model, spec, augment, data
+
+
+def warmup_method_name(cfg) -> str:
+    """The OOD warm-up is plain SimCLR on ID data (SDCLR when the run uses the pruned branch)."""
+    return "sdclr" if (cfg.method == "sdclr" or cfg.sdclr) else "simclr"
+
+
+def make_sampler(params, pool_path, data: TrainSet, spec: dict):
+    from ltcl.data.pool import open_pool
+    from ltcl.sampling.refresh import OODSampler
+
+    ood = params.ood
+    pool = open_pool(pool_path) if ood.strategy in ("kdup", "colt", "random") else None
+    if pool is not None and len(pool) < ood.budget:
+        raise ValueError(f"the OOD pool {pool_path} has {len(pool)} images, fewer than ood.budget="
+                         f"{ood.budget}; raise ood.pool_size or lower ood.budget")
+    return OODSampler(cfg=ood, pool=pool, id_images=data.x[data.domain == 0], mean=spec["mean"],
+                      std=spec["std"], batch_size=params.pretrain.batch_size)
+
+
+def save_selection(path, sel, extra_count: int) -> None:
+    from ltcl.io import save_npz
+
+    def arr(v, dtype):
+        return np.asarray(v.cpu() if isinstance(v, torch.Tensor) else ([] if v is None else v), dtype=dtype)
+
+    save_npz(path, strategy=np.asarray(sel.strategy), pool_indices=arr(sel.pool_indices, np.int64),
+             cluster_of_each=arr(sel.cluster_of_each, np.int64), budgets=arr(sel.budgets, np.int64),
+             id_clusters=arr(sel.id_labels, np.int64), id_indices=arr(sel.id_indices, np.int64),
+             sample_tailness=arr(sel.sample_tailness, np.float32),
+             cluster_tailness=arr(sel.cluster_tailness, np.float32), extra_count=np.asarray(extra_count))
+
+
+def selection_metrics(sel, manifest: dict, y_id: np.ndarray) -> dict:
+    """Budgets, cluster sizes, seconds per step (paper 003 Table 15) and, since the long-tailed
+    split's labels exist, how well tailness tracks true rarity (the diagnostics a user cannot
+    get from the paper: Spearman correlation, share of the budget given to Few-class clusters)."""
+    from ltcl.sampling.select import tailness_diagnostics
+
+    out: dict = {"strategy": sel.strategy, "selected": int(len(sel.cluster_of_each)),
+                 "seconds": {k: round(float(v), 4) for k, v in sel.timings.items()}}
+    if sel.budgets is not None:
+        out["budgets"] = [int(b) for b in sel.budgets]
+        out["cluster_sizes"] = np.bincount(sel.id_labels, minlength=len(sel.budgets)).tolist()
+        out["cluster_tailness"] = [round(float(t), 5) for t in sel.cluster_tailness]
+        counts = np.asarray(manifest["lt_counts"])
+        few = [c for c, g in enumerate(manifest["groups"]) if g == "few"]
+        diag = tailness_diagnostics(sel.sample_tailness, y_id, counts, sel.id_labels, sel.budgets, few)
+        groups = manifest["groups"]
+        diag["cluster_majority_group"] = [groups[c] if c >= 0 else "empty" for c in diag["cluster_majority_class"]]
+        out["diagnostics"] = diag
+    return out
+
+
+def run_ood_sampling_stage(params, lt_dir, pool_path, warmup_path, selection_path, metrics_path,
+                           live_dir=None) -> dict:
+    """Warm-up (SimCLR on ID for ``ood.warmup_epochs``), then the first OOD sampling update."""
+    from ltcl.io import save_checkpoint, write_json
+    from ltcl.params import params_dict
+
+    ood = params.ood
+    if ood.strategy == "none":
+        empty_curves(live_dir)
+        save_checkpoint(warmup_path, {"strategy": "none"})
+        save_npz_empty(selection_path)
+        metrics = {"strategy": "none", "selected": 0}
+        write_json(metrics_path, metrics)
+        return metrics
+    cfg, x, y, manifest, runtime, model, spec, augment, data = _setup(params, lt_dir)
+    if ood.clusters > len(x):
+        raise ValueError(f"ood.clusters={ood.clusters} is larger than the ID set ({len(x)} images)")
+    sampler = make_sampler(params, pool_path, data, spec)
+    method = make_method(warmup_method_name(cfg), model, data, cfg, runtime, augment)
+    optimizer = torch.optim.SGD(method.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                weight_decay=cfg.weight_decay)
+    logs, summary = run_training(method, cfg, runtime, live_dir, desc="ood warm-up",
+                                 end_epoch=ood.warmup_epochs, optimizer=optimizer)
+    sel = sampler.update(model, runtime)
+    extra = sampler.extra_images(sel, seed=ood.seed)
+    save_selection(selection_path, sel, len(extra))
+    save_checkpoint(warmup_path, {
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "spec": spec,
+        "optimizer": optimizer.state_dict(), "method_state": method.state_dict(),
+        "epoch": ood.warmup_epochs, "sampler": sampler.state_dict(), "history": history(logs),
+        "params": params_dict(params, "model", "augment", "pretrain", "ood"),
+    })
+    metrics = {**selection_metrics(sel, manifest, y), "warmup": summary}
+    write_json(metrics_path, metrics)
+    return metrics
+
+
+def save_npz_empty(path) -> None:
+    from ltcl.io import save_npz
+
+    save_npz(path, strategy=np.asarray("none"), pool_indices=np.empty(0, np.int64), extra_count=np.asarray(0))
+
+
+def run_pretrain_stage(params, lt_dir: str | Path, ckpt_path: str | Path, metrics_path: str | Path,
+                       live_dir: str | Path | None, ood_dir: str | Path | None = None) -> dict:
+    """Pre-train f with ``params.pretrain.method``; with an OOD strategy, continue from the
+    warm-up of the ood-sampling stage, train on ID + selected images and re-sample every
+    ``ood.interval`` epochs (paper 003 Sec. 3.1)."""
+    from ltcl.io import load_checkpoint, write_json
+    from ltcl.models.checkpoint import save_encoder
+    from ltcl.params import params_dict
+
+    cfg, x, y, manifest, runtime, model, spec, augment, data = _setup(params, lt_dir)
+    ood = params.ood
+    use_ood = ood.strategy != "none"
+    start_epoch, optimizer, sampler, updates = 0, None, None, []
+    id_data = data
+    if use_ood:
+        ood_dir = Path(ood_dir)
+        warm = load_checkpoint(ood_dir / "warmup.pt")
+        if warm.get("spec") != spec:
+            raise ValueError(f"{ood_dir / 'warmup.pt'} was made for another model or data set "
+                             f"({warm.get('spec', {}).get('backbone')}); rerun ood-sampling")
+        model.load_state_dict(warm["model"])
+        sampler = make_sampler(params, ood_dir / "pool.npy", data, spec)
+        sampler.load_state_dict(warm["sampler"])
+        sel_file = np.load(ood_dir / "selection.npz")
+        from ltcl.sampling.select import OODSelection
+
+        first = OODSelection(str(sel_file["strategy"]), sel_file["pool_indices"], sel_file["cluster_of_each"],
+                             None, None, None, None, None, {}, id_indices=sel_file["id_indices"])
+        data = id_data.with_extra(sampler.extra_images(first, seed=ood.seed))
+        start_epoch = int(warm["epoch"])
+    method = make_method(cfg.method, model, data, cfg, runtime, augment, refresh_every=ood.interval)
+    if use_ood:
+        optimizer = torch.optim.SGD(method.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                    weight_decay=cfg.weight_decay)
+        try:  # continue the warm-up's SGD momentum buffers
+            optimizer.load_state_dict(warm["optimizer"])
+        except ValueError:  # the method has other parameters than the warm-up: fresh momentum
+            pass
+
+    def before_epoch(epoch: int) -> None:
+        since = epoch - start_epoch
+        if use_ood and since > 0 and since % ood.interval == 0:
+            sel = sampler.update(model, runtime)
+            method.set_data(id_data.with_extra(sampler.extra_images(sel, seed=ood.seed + sampler.rounds)))
+            upd = {"epoch": epoch, **{k: float(v) for k, v in sel.timings.items()}}
+            if sel.budgets is not None:
+                diag = selection_metrics(sel, manifest, y)["diagnostics"]
+                upd.update(spearman_rarity=diag["spearman_rarity"], few_budget_share=diag["few_budget_share"])
+            updates.append(upd)
+
+    logs, summary = run_training(method, cfg, runtime, live_dir, desc="pretrain", start_epoch=start_epoch,
+                                 before_epoch=before_epoch, optimizer=optimizer)
+    save_encoder(ckpt_path, model, spec, params=params_dict(params, "model", "augment", "pretrain", "ood"),
                  history=history(logs))
-    metrics = {"method": cfg.method, **summary, "train_images": len(x)}
+    metrics = {"method": cfg.method, "ood_strategy": ood.strategy, **summary, "train_images": len(x),
+               "ood_images": len(data) - len(x), "start_epoch": start_epoch, "ood_updates": len(updates)}
+    if updates:
+        for key in ("embedding", "clustering", "tailness", "budget", "sampling", "total"):
+            metrics[f"ood_update_{key}_s"] = float(np.mean([u[key] for u in updates]))
+        metrics["ood_update_history"] = updates  # per update: epoch, seconds, tailness diagnostics
     write_json(metrics_path, metrics)
     return metrics

@@ -1,0 +1,63 @@
+"""The distill stage's library half (paper 003 Sec. 3.2)."""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ltcl.methods.base import TrainSet
+from ltcl.methods.distill import GuidedDistillation
+from ltcl.train.pretrain import (build_augment, check_batch_size, empty_curves, history, load_train_split,
+                                 run_training)
+
+
+def run_distill_stage(params, lt_dir, teacher_path, ckpt_path, metrics_path, live_dir=None) -> dict:
+    """Train g from the frozen f; with ``distill.enabled: false`` g is f itself (Table 5 "w/o KD")."""
+    from ltcl.io import write_json
+    from ltcl.models.checkpoint import load_encoder, save_encoder
+    from ltcl.params import params_dict
+    from ltcl.runtime import setup_runtime
+    from ltcl.sampling.clustering import cluster_embeddings
+    from ltcl.sampling.neighbours import knn_indices
+    from ltcl.sampling.refresh import embed_images
+
+    cfg = params.distill
+    runtime = setup_runtime(params.runtime, cfg.seed)
+    teacher, spec, _ = load_encoder(teacher_path, runtime.device)
+    if not cfg.enabled:
+        empty_curves(live_dir)
+        save_encoder(ckpt_path, teacher, spec, params=params_dict(params, "distill"), distilled=False)
+        metrics = {"enabled": False, "epochs": 0, "seconds": 0.0}
+        write_json(metrics_path, metrics)
+        return metrics
+    x, y, manifest = load_train_split(lt_dir)
+    check_batch_size(cfg, len(x))
+    if cfg.k_kd >= len(x):
+        raise ValueError(f"distill.k_kd={cfg.k_kd} needs more than {cfg.k_kd} ID images, got {len(x)}")
+    if cfg.clusters > len(x):
+        raise ValueError(f"distill.clusters={cfg.clusters} is larger than the ID set ({len(x)} images)")
+    teacher = teacher.to(memory_format=runtime.memory_format())
+    data = TrainSet.from_numpy(x, y, len(manifest["class_names"]), runtime.device)
+    t0 = time.perf_counter()
+    z_f = embed_images(teacher, data.x, spec["mean"], spec["std"], runtime)
+    centroids, clusters, info = cluster_embeddings(z_f, cfg.clusters, seed=cfg.seed)
+    neighbours = knn_indices(z_f, cfg.k_kd)
+    setup_s = time.perf_counter() - t0
+    student = copy.deepcopy(teacher).train()
+    for p in student.parameters():
+        p.requires_grad_(True)
+    augment = build_augment(params.augment, spec, runtime.device)
+    method = GuidedDistillation(student, data, cfg, runtime, augment, teacher=teacher, neighbours=neighbours,
+                                clusters=clusters, centroids=centroids)
+    logs, summary = run_training(method, cfg, runtime, live_dir, desc="distill")
+    save_encoder(ckpt_path, student, spec, params=params_dict(params, "distill"), history=history(logs),
+                 distilled=True)
+    # how often f's neighbour positives share the true class: what guided sampling relies on
+    nb_precision = float(np.mean(y[neighbours] == y[:, None]))
+    metrics = {"enabled": True, **summary, "setup_seconds": setup_s, "neighbour_precision": nb_precision,
+               "clusters_converged": bool(info.get("converged", False))}
+    write_json(metrics_path, metrics)
+    return metrics

@@ -1,0 +1,24 @@
+"""cluster@<encoder>: CHI / DBI with the true labels, k-means NMI / ARI, paper 001's class
+geometry per group, and a t-SNE map, all on test features of the frozen encoder.
+
+Usage: python stages/cluster.py <encoder>   (pretrain | distill)
+Reads params: cluster, runtime.  Writes: metrics/cluster/<encoder>.json,
+metrics/cluster/<encoder>_tsne.csv.
+"""
+
+import sys
+
+from ltcl.eval.cluster_stage import run_cluster_stage
+from ltcl.params import load_params
+from ltcl.stage import run_stage
+
+encoder = sys.argv[1] if len(sys.argv) > 1 else "pretrain"
+OUTS = [f"metrics/cluster/{encoder}.json", f"metrics/cluster/{encoder}_tsne.csv"]
+
+
+def main() -> None:
+    run_cluster_stage(load_params(), f"data/models/{encoder}.pt", "data/lt", *OUTS)
+
+
+if __name__ == "__main__":
+    run_stage(f"cluster@{encoder}", main, outputs=OUTS)

@@ -1,0 +1,20 @@
+"""ood-pool: prepare the OOD image pool once per pool parameter set (DVC caches it).
+
+Reads params: ood.source, ood.path, ood.pool_source, ood.pool_size, ood.pool_seed.
+Writes: data/ood/pool.npy (uint8 N x H x W x C, memory-mappable), matched to the ID images'
+size and channels.
+"""
+
+from ltcl.data.pool import build_and_save_pool
+from ltcl.params import load_params
+from ltcl.stage import run_stage
+
+OUT = "data/ood/pool.npy"
+
+
+def main() -> None:
+    build_and_save_pool(load_params().ood, "data/lt", OUT)
+
+
+if __name__ == "__main__":
+    run_stage("ood-pool", main, outputs=[OUT])

@@ -1,0 +1,19 @@
+"""ood-sampling: warm-up on ID data, then the first OOD sampling update (paper 003 Sec. 3.1.1).
+
+Reads params: ood, model, runtime, augment, pretrain.  Writes: data/ood/warmup.pt,
+data/ood/selection.npz, metrics/ood.json, dvclive/ood-warmup/.
+"""
+
+from ltcl.params import load_params
+from ltcl.stage import run_stage
+from ltcl.train.pretrain import run_ood_sampling_stage
+
+OUTS = ["data/ood/warmup.pt", "data/ood/selection.npz", "metrics/ood.json"]
+
+
+def main() -> None:
+    run_ood_sampling_stage(load_params(), "data/lt", "data/ood/pool.npy", *OUTS, live_dir="dvclive/ood-warmup")
+
+
+if __name__ == "__main__":
+    run_stage("ood-sampling", main, outputs=OUTS)
