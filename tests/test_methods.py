@@ -18,6 +18,7 @@ def tiny_setup(method: str, with_ood: bool = False, **pretrain):
     torch.manual_seed(0)
     params = Params.model_validate({
         "model": {"backbone": "resnet8", "proj_hidden": 32, "proj_dim": 16},
+        "ood": {"strategy": "none"},
         "pretrain": {"method": method, "epochs": 2, "batch_size": 16, "warmup_epochs": 1, "k_pos": 2,
                      **pretrain},
     })
