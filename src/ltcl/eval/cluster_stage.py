@@ -8,20 +8,15 @@ import pandas as pd
 
 from ltcl.eval.cluster_metrics import cluster_metrics, tsne_embedding
 from ltcl.eval.geometry import class_geometry
-from ltcl.eval.protocols import encoder_features
+from ltcl.eval.protocols import encoder_features, load_frozen
 
 
 def run_cluster_stage(params, ckpt_path, lt_dir, metrics_path, tsne_path) -> dict:
-    from ltcl.data.splits import load_manifest, load_split
+    from ltcl.data.splits import load_split
     from ltcl.io import atomic_write, write_json
-    from ltcl.models.checkpoint import load_encoder
-    from ltcl.runtime import amp_dtype_for, resolve_device
 
     cfg = params.cluster
-    device = resolve_device(params.runtime.device)
-    amp = amp_dtype_for(device, params.runtime.amp) is not None
-    manifest = load_manifest(lt_dir)
-    model, spec, _ = load_encoder(ckpt_path, device)
+    model, spec, manifest, device, amp = load_frozen(params, ckpt_path, lt_dir)
     x, y = load_split(lt_dir, "test")
     feats = encoder_features(model, spec, x, device, amp).numpy()
     num_classes = len(manifest["class_names"])

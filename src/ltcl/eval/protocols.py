@@ -63,18 +63,26 @@ def evaluate_features(feats: dict[str, torch.Tensor], labels: dict[str, np.ndarr
     return metrics, per_class
 
 
-def run_probe_stage(params, ckpt_path, lt_dir, metrics_path, per_class_path) -> dict:
-    """Evaluate the encoder at ``ckpt_path`` on every protocol in ``params.probe``."""
-    from ltcl.data.splits import load_manifest, load_split
-    from ltcl.io import atomic_write, write_json
+def load_frozen(params, ckpt_path, lt_dir):
+    """(encoder in eval mode, its spec, the split manifest, device, amp on?) for an evaluation stage."""
+    from ltcl.data.splits import load_manifest
     from ltcl.models.checkpoint import load_encoder
     from ltcl.runtime import amp_dtype_for, resolve_device
 
-    cfg = params.probe
     device = resolve_device(params.runtime.device)
     amp = amp_dtype_for(device, params.runtime.amp) is not None
     manifest = load_manifest(lt_dir)
     model, spec, _ = load_encoder(ckpt_path, device)
+    return model, spec, manifest, device, amp
+
+
+def run_probe_stage(params, ckpt_path, lt_dir, metrics_path, per_class_path) -> dict:
+    """Evaluate the encoder at ``ckpt_path`` on every protocol in ``params.probe``."""
+    from ltcl.data.splits import load_split
+    from ltcl.io import atomic_write, write_json
+
+    cfg = params.probe
+    model, spec, manifest, device, amp = load_frozen(params, ckpt_path, lt_dir)
     needed = {"val", "test", "probe_full"} | {PROTOCOL_SPLITS[p] for p in cfg.protocols}
     feats, labels = {}, {}
     for split in sorted(needed):

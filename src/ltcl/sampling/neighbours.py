@@ -2,31 +2,16 @@
 
 from __future__ import annotations
 
-import faiss
 import numpy as np
 import torch
 
+from ltcl.sampling.tailness import knn_excluding_self
 
-def knn_indices(z, k: int, exclude_self: bool = True) -> np.ndarray:
-    """Indices (N, k) of each row's k nearest rows by cosine (rows L2-normalised here).
 
-    faiss ``IndexFlatIP`` is exact; ``exclude_self`` drops the query itself even when
-    duplicates tie with it (we search k + 1 and remove the row's own index)."""
-    x = np.ascontiguousarray(_as_numpy(z), dtype=np.float32)
-    n = len(x)
-    extra = 1 if exclude_self else 0
-    if k + extra > n:
-        raise ValueError(f"k={k} nearest neighbours need at least {k + extra} samples, got {n}")
-    faiss.normalize_L2(x)
-    index = faiss.IndexFlatIP(x.shape[1])
-    index.add(x)
-    _, nn = index.search(x, k + extra)
-    if not exclude_self:
-        return nn.astype(np.int64)
-    own = nn == np.arange(n)[:, None]
-    # rows where self was not returned (exact duplicates): drop the last column instead
-    own[~own.any(1), -1] = True
-    return nn[~own].reshape(n, k).astype(np.int64)
+def knn_indices(z, k: int) -> np.ndarray:
+    """Indices (N, k) of each row's k nearest other rows by cosine (exact, faiss); the one
+    implementation is ``ltcl.sampling.tailness.knn_excluding_self`` (Eq. 4 uses it too)."""
+    return knn_excluding_self(_as_numpy(z), k)
 
 
 def domain_knn(z, domain, k: int) -> torch.Tensor:
