@@ -35,7 +35,10 @@ def tiny_setup(method: str, with_ood: bool = False, **pretrain):
     return m, params
 
 
-@pytest.mark.parametrize("method,kw", [("simclr", {}), ("sdclr", {}), ("psd", {}), ("psd", {"sdclr": True})])
+@pytest.mark.parametrize("method,kw", [
+    ("simclr", {}), ("sdclr", {}), ("psd", {}), ("psd", {"sdclr": True}), ("ts", {"ts_period": 4}),
+    ("tase", {"tase_warmup": 1, "tase_refresh": 1, "tase_full": 2}),
+])
 @pytest.mark.parametrize("with_ood", [False, True])
 def test_method_trains(method, kw, with_ood):
     m, params = tiny_setup(method, with_ood, **kw)
@@ -90,3 +93,24 @@ def test_lr_schedule_warmup_then_cosine():
 def test_unknown_method_lists_known():
     with pytest.raises(ValueError, match="known: .*simclr"):
         get_method("byol")
+
+
+def test_ts_temperature_follows_schedule():
+    m, _ = tiny_setup("ts", ts_period=4, tau_min=0.1, tau_max=0.5)
+    taus = []
+    for e in range(5):
+        m.on_epoch_start(e)
+        taus.append(m.temperature())
+    assert taus == pytest.approx([0.5, 0.3, 0.1, 0.3, 0.5])
+
+
+def test_tase_pseudo_labels_after_warmup():
+    m, params = tiny_setup("tase", tase_warmup=1, tase_refresh=1, tase_full=2)
+    m.on_epoch_start(0)
+    assert m.sizes is None  # SimCLR warm-up
+    m.on_epoch_start(1)
+    k = params.pretrain.tase_clusters or 4
+    assert m.sizes.shape == (40,) and int(np.bincount(m.pseudo, minlength=k).sum()) == 40
+    assert torch.equal(m.sizes, torch.as_tensor(np.bincount(m.pseudo)[m.pseudo], dtype=torch.float32))
+    out = m.training_step(torch.arange(16))
+    assert np.isfinite(float(out.loss.detach())) and params.pretrain.tau_min <= out.parts["tau_mean"] <= params.pretrain.tau_max

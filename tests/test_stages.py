@@ -70,3 +70,16 @@ def test_linear_probe_and_report(built_project):
     md = p.path("report/report.md").read_text()
     assert "| f (pre-trained) |" in md and "figures/fig01.png" in md
     assert p.path("report/figures/fig01.png").stat().st_size > 1000
+
+
+def test_paper000_protocols(built_project):
+    p = built_project
+    params = p.params()
+    p.set_params({"probe": {"protocols": ["full", "ms", "lt", "one_percent"]}})
+    try:
+        p.stage("linear_probe.py", "pretrain")
+    finally:
+        p.set_params({"probe": params["probe"]})
+    m = json.loads(p.path("metrics/probe/pretrain.json").read_text())
+    for proto in ("ms", "lt", "one_percent"):
+        assert 0.0 <= m[proto]["all"] <= 100.0 and m[proto]["best_epoch"] >= 1

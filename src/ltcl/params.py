@@ -100,7 +100,7 @@ class OptimParams(_Section):
 
 
 # --------------------------------------------------------------------------- pretrain
-PRETRAIN_METHODS = ("simclr", "sdclr", "psd", "ts", "tase", "gloco", "gloco+proco", "gml")
+PRETRAIN_METHODS = ("simclr", "sdclr", "psd", "ts", "tase")
 
 
 class PretrainParams(OptimParams):
@@ -112,6 +112,15 @@ class PretrainParams(OptimParams):
     # KDUP (paper 003, Sec. 3.1.2)
     alpha: float = Field(0.3, ge=0.0)
     k_pos: int = Field(3, ge=0)
+    # TS (Kukleva et al. 2023) and TASE (paper 000)
+    tau_min: float = Field(0.1, gt=0.0)
+    tau_max: float = Field(1.0, gt=0.0)
+    ts_period: float = Field(200.0, gt=0.0, description="T: epochs of one full cosine oscillation")
+    tase_warmup: int = Field(50, ge=0, description="B: SimCLR epochs before pseudo-labels")
+    tase_refresh: int = Field(10, ge=1, description="F: epochs between pseudo-label refreshes")
+    tase_full: int = Field(500, ge=0, description="S: epoch from which the temperatures are fully applied")
+    tase_clusters: int = Field(0, ge=0, description="K of k-means; 0 = number of classes")
+    tase_mapping: Literal["linear", "log"] = "linear"
 
     @field_validator("method")
     @classmethod
@@ -119,6 +128,14 @@ class PretrainParams(OptimParams):
         if v not in PRETRAIN_METHODS:
             raise ValueError(f"unknown method {v!r}; known: {', '.join(PRETRAIN_METHODS)}")
         return v
+
+    @model_validator(mode="after")
+    def _taus(self) -> "PretrainParams":
+        if self.tau_min > self.tau_max:
+            raise ValueError(f"pretrain.tau_min ({self.tau_min}) must be <= pretrain.tau_max ({self.tau_max})")
+        if self.tase_full < self.tase_warmup:
+            raise ValueError(f"pretrain.tase_full ({self.tase_full}) must be >= tase_warmup ({self.tase_warmup})")
+        return self
 
 
 # --------------------------------------------------------------------------- OOD sampling
@@ -186,7 +203,7 @@ class ClusterParams(_Section):
 
 # --------------------------------------------------------------------------- probe
 class ProbeParams(_Section):
-    protocols: list[Literal["full", "few_shot"]] = ["full", "few_shot"]
+    protocols: list[Literal["full", "few_shot", "ms", "lt", "one_percent"]] = ["full", "few_shot"]
     epochs: int = Field(30, ge=1)
     milestones: list[int] = [10, 20]
     few_shot_epochs: int = Field(100, ge=1)

@@ -1,0 +1,90 @@
+"""Temperature-based remedies for long-tailed contrastive learning.
+
+* ``ts``   (Kukleva et al. 2023, baseline of paper 000): SimCLR with a cosine temperature
+           schedule tau(e) = tau_min + (tau_max - tau_min)(1 + cos(2 pi e / T)) / 2, e counted in
+           fractional epochs; T = ``pretrain.ts_period`` is one full oscillation (the TS code's
+           ``cos(pi e / t_max)`` has T = 2 t_max).
+* ``tase`` (paper 000, Eq. 6, Algorithm 1): SimCLR warm-up for B epochs, then k-means
+           pseudo-labels (faiss, K = number of classes unless ``tase_clusters``) on the
+           projections, refreshed every F epochs; each anchor's temperature grows with the
+           size of its pseudo-class (mapping ``tase_mapping`` between ``tau_min`` and
+           ``tau_max``, introduced linearly from B to S), and each negative j is weighted by
+           1/sqrt(|D_j|).  Before B the loss is SimCLR's with ``pretrain.temperature``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ltcl.losses import nt_xent
+from ltcl.losses.schedules import cosine_temperature
+from ltcl.losses.tase import tase_loss, tase_negative_weights, tase_temperatures
+from ltcl.methods.base import StepOutput, register
+from ltcl.methods.contrastive import SimCLR, embed_dataset
+
+
+@register("ts")
+class TemperatureSchedule(SimCLR):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.progress = 0.0
+
+    def temperature(self) -> float:
+        return cosine_temperature(self.progress, self.cfg.tau_min, self.cfg.tau_max, self.cfg.ts_period)
+
+    def training_step(self, idx: torch.Tensor) -> StepOutput:
+        out = super().training_step(idx)
+        out.parts["tau"] = self.temperature()
+        return out
+
+    def on_epoch_start(self, epoch: int) -> None:
+        super().on_epoch_start(epoch)
+        self.progress = float(epoch)
+
+
+@register("tase")
+class TASE(SimCLR):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.sizes: torch.Tensor | None = None  # |D_j| of every sample's pseudo-class
+        self.pseudo: np.ndarray | None = None
+
+    def on_epoch_start(self, epoch: int) -> None:
+        super().on_epoch_start(epoch)
+        b = self.cfg.tase_warmup
+        if epoch >= b and (self.sizes is None or (epoch - b) % self.cfg.tase_refresh == 0):
+            self.refresh_pseudo_labels()
+
+    @torch.no_grad()
+    def refresh_pseudo_labels(self) -> None:
+        from ltcl.sampling.clustering import kmeans, assign_nearest
+
+        z = embed_dataset(self.model, self.data.x, self.augment, self.runtime).numpy()
+        k = self.cfg.tase_clusters or self.data.num_classes
+        if k > len(z):
+            raise ValueError(f"pretrain.tase_clusters={k} is larger than the training set ({len(z)})")
+        labels = assign_nearest(z, kmeans(z, k, seed=self.cfg.seed + self.epoch))
+        self.pseudo = labels
+        self.sizes = torch.as_tensor(np.bincount(labels, minlength=k)[labels], dtype=torch.float32,
+                                     device=self.data.x.device)
+
+    def training_step(self, idx: torch.Tensor) -> StepOutput:
+        cfg = self.cfg
+        if self.sizes is None:  # warm-up: plain SimCLR
+            return super().training_step(idx)
+        v1, v2 = self.views(idx)
+        z1, z2 = self.encode_pair(v1, v2)
+        sizes = self.sizes
+        tau = tase_temperatures(sizes, cfg.tau_min, cfg.tau_max, self.epoch, cfg.tase_warmup, cfg.tase_full,
+                                cfg.tase_mapping, base_tau=cfg.temperature,
+                                size_range=(float(sizes.min()), float(sizes.max())))[idx]
+        weight = tase_negative_weights(sizes[idx])
+        loss = tase_loss(z1, z2, tau, weight)
+        parts = {"tase": float(loss.detach()), "tau_mean": float(tau.mean())}
+        dom = self.data.domain[idx]
+        loss = self.add_domain_loss(loss, parts, torch.cat([z1, z2]), torch.cat([dom, dom]))
+        return StepOutput(loss=loss, parts=parts, images=2 * len(idx))
+
+    def state_dict(self) -> dict:
+        return {"pseudo": None if self.pseudo is None else torch.as_tensor(self.pseudo)}
