@@ -118,6 +118,13 @@ class Method:
                 z = forward(x)
         return z.float()
 
+    def embed_all(self):
+        """L2-normalised projections (numpy, N x d) of every training image, no augmentation."""
+        from ltcl.sampling.refresh import embed_images  # local: sampling imports faiss
+
+        mean, std = self.augment.mean.flatten().tolist(), self.augment.std.flatten().tolist()
+        return embed_images(self.model, self.data.x, mean, std, self.runtime)
+
     def views(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Two independently augmented views of the images at ``idx``."""
         x = self.data.x[idx]

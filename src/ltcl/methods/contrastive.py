@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import torch
 
-from ltcl.data.augment import to_float_normalised
 from ltcl.losses import domain_loss, nt_xent, psd_loss
 from ltcl.methods.base import Method, StepOutput, register
 from ltcl.models.pruning import PrunedBranchNorms, global_magnitude_masks, pruned_forward
@@ -111,7 +110,7 @@ class PseudoSemanticDiscrimination(SimCLR):
     def compute_neighbours(self) -> torch.Tensor:
         from ltcl.sampling.neighbours import domain_knn  # local: sampling imports faiss
 
-        z = embed_dataset(self.model, self.data.x, self.augment, self.runtime, projection=True)
+        z = self.embed_all()
         return domain_knn(z, self.data.domain.cpu(), self.cfg.k_pos).to(self.data.x.device)
 
     def positive_mask(self, ids: torch.Tensor) -> torch.Tensor:
@@ -148,20 +147,3 @@ class PseudoSemanticDiscrimination(SimCLR):
         nb = state.get("neighbours")
         self.neighbours = None if nb is None else nb.to(self.data.x.device)
         self._stale = nb is None
-
-
-@torch.no_grad()
-def embed_dataset(model, x_uint8: torch.Tensor, augment, runtime, projection: bool = True,
-                  batch_size: int = 1024) -> torch.Tensor:
-    """L2-normalised projection (or backbone feature) of every image, no augmentation, eval mode."""
-    was_training = model.training
-    model.eval()
-    mean, std = augment.mean.flatten().tolist(), augment.std.flatten().tolist()
-    out = []
-    for s in range(0, len(x_uint8), batch_size):
-        xb = to_float_normalised(x_uint8[s: s + batch_size], mean, std)
-        with runtime.autocast():
-            h, z = model(xb)
-        out.append(torch.nn.functional.normalize((z if projection else h).float(), dim=1).cpu())
-    model.train(was_training)
-    return torch.cat(out)

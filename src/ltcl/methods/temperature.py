@@ -21,7 +21,7 @@ from ltcl.losses import nt_xent
 from ltcl.losses.schedules import cosine_temperature
 from ltcl.losses.tase import tase_loss, tase_negative_weights, tase_temperatures
 from ltcl.methods.base import StepOutput, register
-from ltcl.methods.contrastive import SimCLR, embed_dataset
+from ltcl.methods.contrastive import SimCLR
 
 
 @register("ts")
@@ -60,7 +60,7 @@ class TASE(SimCLR):
     def refresh_pseudo_labels(self) -> None:
         from ltcl.sampling.clustering import kmeans, assign_nearest
 
-        z = embed_dataset(self.model, self.data.x, self.augment, self.runtime).numpy()
+        z = self.embed_all()
         k = self.cfg.tase_clusters or self.data.num_classes
         if k > len(z):
             raise ValueError(f"pretrain.tase_clusters={k} is larger than the training set ({len(z)})")
