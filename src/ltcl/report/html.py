@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from ltcl.report import plots
 
@@ -258,7 +257,3 @@ def write_report(out_dir: str | Path, report: Report) -> None:
     md = _DATA_URI.sub(_to_file, report.to_markdown())
     with atomic_write(out / "report.md", "w") as fh:
         fh.write(md)
-
-
-def load_params_text(path: str | Path) -> dict:
-    return yaml.safe_load(Path(path).read_text())

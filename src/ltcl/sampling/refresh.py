@@ -87,7 +87,6 @@ class OODSampler:
         sel.timings["total"] = time.perf_counter() - t0
         self.rounds += 1
         self.history.append(dict(sel.timings))
-        self.last_id_embeddings = id_emb
         return sel
 
     def pool_placeholder(self) -> np.ndarray:

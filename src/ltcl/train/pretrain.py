@@ -15,7 +15,7 @@ from ltcl.data.augment import SimCLRAugment, dataset_stats
 from ltcl.methods.base import Method, TrainSet, get_method
 from ltcl.models.heads import Encoder
 from ltcl.models.checkpoint import build_from_spec, encoder_spec
-from ltcl.train.loop import EpochLog, fit
+from ltcl.train.loop import EpochLog, build_optimizer, fit
 from ltcl.runtime import Runtime
 
 
@@ -212,8 +212,7 @@ def run_ood_sampling_stage(params, lt_dir, pool_path, warmup_path, selection_pat
         raise ValueError(f"ood.clusters={ood.clusters} is larger than the ID set ({len(x)} images)")
     sampler = make_sampler(params, pool_path, data, spec)
     method = make_method(warmup_method_name(cfg), model, data, cfg, runtime, augment)
-    optimizer = torch.optim.SGD(method.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                weight_decay=cfg.weight_decay)
+    optimizer = build_optimizer(method.parameters(), cfg)
     logs, summary = run_training(method, cfg, runtime, live_dir, desc="ood warm-up",
                                  end_epoch=ood.warmup_epochs, optimizer=optimizer)
     sel = sampler.update(model, runtime)
@@ -268,8 +267,7 @@ def run_pretrain_stage(params, lt_dir: str | Path, ckpt_path: str | Path, metric
         start_epoch = int(warm["epoch"])
     method = make_method(cfg.method, model, data, cfg, runtime, augment, refresh_every=ood.interval)
     if use_ood:
-        optimizer = torch.optim.SGD(method.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                    weight_decay=cfg.weight_decay)
+        optimizer = build_optimizer(method.parameters(), cfg)
         try:  # continue the warm-up's SGD momentum buffers
             optimizer.load_state_dict(warm["optimizer"])
         except ValueError:  # the method has other parameters than the warm-up: fresh momentum
