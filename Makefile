@@ -30,5 +30,10 @@ repro: install
 test: install
 	$(BIN)/python -m pytest
 
+# Comparison tables of the DVC experiments (queue them with `ltcl queue table2`, run with
+# `dvc exp run --run-all`): terminal + report/compare/compare.{md,html}.
+compare: install
+	$(BIN)/ltcl compare
+
 clean-venv:
 	rm -rf $(VENV)

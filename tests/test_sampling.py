@@ -483,3 +483,17 @@ def test_tailness_diagnostics_values():
     assert d["cluster_purity"] == pytest.approx([1.0, 2 / 3, 1.0])
     assert d["few_budget_share"] == pytest.approx(0.6) and d["n_few_clusters"] == 1
     assert d["overall_purity"] == pytest.approx(6 / 7)
+
+
+def test_tailness_diagnostics_budget_per_image_by_group():
+    y = np.array([0, 0, 0, 0, 1, 1, 2])
+    clusters = np.array([0, 0, 0, 1, 1, 1, 2])
+    budgets = np.array([10, 30, 60])
+    d = tailness_diagnostics(np.arange(7.0), y, np.array([4, 2, 1]), clusters, budgets, few_classes=[2],
+                             class_groups=["many", "medium", "few"])
+    # per image: cluster budget / cluster size, relative to the mean 100 / 7 (loop reference)
+    per = [budgets[c] / (clusters == c).sum() / (100 / 7) for c in clusters]
+    want = {g: np.mean([per[i] for i in range(7) if ["many", "medium", "few"][y[i]] == g])
+            for g in ("many", "medium", "few")}
+    assert d["budget_per_image"] == pytest.approx(want)
+    assert d["budget_per_image"]["few"] == pytest.approx(60 / (100 / 7))

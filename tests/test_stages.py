@@ -68,7 +68,8 @@ def test_linear_probe_and_report(built_project):
     assert "<img src=\"data:image/png;base64," in page and "http" not in page.replace("http-equiv", "")
     assert "Linear probe (full)" in page and "Many" in page
     md = p.path("report/report.md").read_text()
-    assert "| f (pre-trained) |" in md and "figures/fig01.png" in md
+    assert "| f (pre-trained): simclr |" in md and "figures/fig01.png" in md
+    assert "Run card" in md and "peak memory (MB)" in md and "Tables 13-15" in md
     assert p.path("report/figures/fig01.png").stat().st_size > 1000
 
 

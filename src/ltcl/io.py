@@ -120,6 +120,12 @@ def write_json(path: PathLike, obj: Any) -> None:
         fh.write(text + "\n")
 
 
+def write_text(path: PathLike, text: str) -> None:
+    """Write a text file atomically (temporary file + rename)."""
+    with atomic_write(path, "w") as fh:
+        fh.write(text)
+
+
 def read_json(path: PathLike) -> Any:
     """Read a JSON file written by :func:`write_json` (or any JSON file)."""
     with open(path, encoding="utf-8") as fh:

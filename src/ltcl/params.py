@@ -100,7 +100,8 @@ class OptimParams(_Section):
 
 
 # --------------------------------------------------------------------------- pretrain
-PRETRAIN_METHODS = ("simclr", "sdclr", "psd", "ts", "tase")
+PRETRAIN_METHODS = ("simclr", "sdclr", "psd", "ts", "tase", "gloco", "gloco+proco", "gml")
+SUPERVISED_METHODS = ("gloco", "gloco+proco", "gml")  # read the long-tailed split's labels
 
 
 class PretrainParams(OptimParams):
@@ -121,6 +122,13 @@ class PretrainParams(OptimParams):
     tase_full: int = Field(500, ge=0, description="S: epoch from which the temperatures are fully applied")
     tase_clusters: int = Field(0, ge=0, description="K of k-means; 0 = number of classes")
     tase_mapping: Literal["linear", "log"] = "linear"
+    # GloCo / ProCo (paper 001) - supervised
+    gloco_k: int = Field(3, ge=1, description="k global positives per anchor (Sec. 3.1)")
+    gloco_gamma: float = Field(0.1, gt=0.0, description="gamma of Eq. 13: the tail classes' temperature")
+    proco_alpha: float = Field(0.5, ge=0.0, le=1.0, description="weight of L_GloCo in L_final (Sec. 3.3)")
+    proco_coreset: float = Field(0.1, gt=0.0, le=1.0, description="coreset share of each class (k-center greedy)")
+    # GML teacher (paper 002) - supervised
+    gml_scale: float = Field(30.0, gt=0.0, description="1 / tau_s of the cosine classifier (Eq. 7)")
 
     @field_validator("method")
     @classmethod
@@ -135,6 +143,10 @@ class PretrainParams(OptimParams):
             raise ValueError(f"pretrain.tau_min ({self.tau_min}) must be <= pretrain.tau_max ({self.tau_max})")
         if self.tase_full < self.tase_warmup:
             raise ValueError(f"pretrain.tase_full ({self.tase_full}) must be >= tase_warmup ({self.tase_warmup})")
+        if self.method in ("gloco", "gloco+proco") and self.gloco_gamma > self.tau_max:
+            raise ValueError(f"pretrain.gloco_gamma ({self.gloco_gamma}) must be <= pretrain.tau_max ({self.tau_max})")
+        if self.sdclr and self.method in SUPERVISED_METHODS:
+            raise ValueError(f"pretrain.sdclr: true is not supported with pretrain.method={self.method}")
         return self
 
 
@@ -190,8 +202,19 @@ class DistillParams(OptimParams):
     k_kd: int = Field(5, ge=1, description="K_kd nearest neighbours of f (positives)")
     beta: float = Field(0.4, ge=0.0, description="weight of L_DL (Eq. 13)")
     clusters: int = Field(10, ge=2, description="clusters of f's embeddings (negatives)")
+    method: Literal["auto", "kdup", "gml"] = Field(
+        "auto", description="auto: gml after pretrain.method gml, else kdup (guided distillation)")
     guided_sampling: bool = True
     guided_weighting: bool = True
+    # GML student (paper 002): gamma L_cls + beta L_GML from the teacher's class-wise queues
+    gml_k: int = Field(4096, ge=1, description="k: contrast features in all queues (Eq. 6)")
+    gml_km: int = Field(2, ge=0, description="k_m: minimum queue length (Eq. 6)")
+    gml_temperature: float = Field(0.1, gt=0.0, description="tau_g (initial value if trained)")
+    gml_train_tau: bool = False
+    gml_alpha: float = Field(1.0, ge=0.0, description="alpha of Eq. 11 (1 = Eq. 5)")
+    gml_scale: float = Field(30.0, gt=0.0, description="1 / tau_s of the student's cosine classifier")
+    gml_cls_weight: float = Field(1.0, ge=0.0, description="gamma: weight of L_cls")
+    gml_weight: float = Field(1.0, ge=0.0, description="beta: weight of L_GML")
 
 
 # --------------------------------------------------------------------------- cluster
@@ -259,10 +282,20 @@ class Params(BaseModel):
 
     @model_validator(mode="after")
     def _cross(self) -> "Params":
+        if self.pretrain.method in SUPERVISED_METHODS and self.ood.strategy != "none":
+            raise ValueError(f"pretrain.method={self.pretrain.method} is supervised and trains on the labelled "
+                             f"long-tailed split only; set ood.strategy: none (it is {self.ood.strategy!r})")
         if self.ood.strategy != "none" and self.ood.warmup_epochs >= self.pretrain.epochs:
             raise ValueError(f"ood.warmup_epochs ({self.ood.warmup_epochs}) must be smaller than "
                              f"pretrain.epochs ({self.pretrain.epochs})")
         return self
+
+    @property
+    def distill_method(self) -> str:
+        """The distillation that runs: ``distill.method``, with ``auto`` resolved."""
+        if self.distill.method != "auto":
+            return self.distill.method
+        return "gml" if self.pretrain.method == "gml" else "kdup"
 
 
 # --------------------------------------------------------------------------- loading

@@ -14,12 +14,8 @@ from .kdup import (  # noqa: F401
     psd_loss,
     similarity_distillation_loss,
 )
-
-try:
-    from .tase import tase_loss, tase_temperatures  # noqa: F401
-    from .gloco import adaptive_temperature, gloco_loss  # noqa: F401
-    from .proco import proco_loss  # noqa: F401
-    from .gml import gml_loss, logit_adjusted_cosine_logits  # noqa: F401
-    from .schedules import cosine_temperature  # noqa: F401
-except ImportError:  # pragma: no cover - modules of paper 000/001/002 not present yet
-    pass
+from .gloco import adaptive_temperature, gloco_loss, gloco_simclr_loss  # noqa: F401
+from .gml import gml_loss, log_prior_from_counts, logit_adjusted_cosine_logits  # noqa: F401
+from .proco import class_prototypes, proco_loss  # noqa: F401
+from .schedules import cosine_temperature  # noqa: F401
+from .tase import tase_loss, tase_temperatures  # noqa: F401

@@ -68,7 +68,7 @@ def gml_logits(q: torch.Tensor, contrast: torch.Tensor, contrast_labels: torch.T
         contrast: (K, d) contrast (teacher / queue) features.
         contrast_labels: (K,) class of each contrast feature, in [0, C).
         log_prior: (C,) ``eta_c = log p(c)``; C is taken from its length.
-        temperature: tau_g > 0.
+        temperature: tau_g > 0 (float, or a one-element tensor that may require grad).
         alpha: scale of the logit adjustment (Eq. 11); 1 is Eq. 5.
         contrast_mask: optional (B, K) bool, False to leave contrast k out for query b (e.g. the
             query's own teacher feature, as the paper does when training tau_g, Sec. 3.3).
@@ -80,7 +80,12 @@ def gml_logits(q: torch.Tensor, contrast: torch.Tensor, contrast_labels: torch.T
     _check_2d(contrast, "contrast")
     if contrast.shape[1] != q.shape[1]:
         raise ValueError(f"contrast must have feature dimension {q.shape[1]}, got {contrast.shape[1]}")
-    t = _check_positive(temperature, "temperature")
+    if isinstance(temperature, torch.Tensor):  # a trainable tau_g (Sec. 4.9): keep its graph
+        if temperature.numel() != 1 or not (temperature.detach() > 0).all():
+            raise ValueError("a tensor temperature must hold one value > 0")
+        t = temperature.reshape(())
+    else:
+        t = _check_positive(temperature, "temperature")
     lp = _check_log_prior(log_prior, q)
     num_classes = lp.numel()
     cl = torch.as_tensor(contrast_labels, device=q.device).long()

@@ -3,4 +3,4 @@
 Importing this package registers every method module."""
 
 from ltcl.methods.base import METHODS, Method, StepOutput, TrainSet, get_method, register  # noqa: F401
-from ltcl.methods import contrastive, temperature  # noqa: F401,E402
+from ltcl.methods import contrastive, supervised, temperature  # noqa: F401,E402

@@ -105,9 +105,88 @@ def _read_json(p: Path):
     return json.loads(p.read_text()) if p.exists() else None
 
 
+def encoder_labels(root: Path, encoders) -> dict[str, str]:
+    """"f (pre-trained): gml [supervised]" etc.: which method made each encoder, and whether it
+    read the labels of the long-tailed split (supervised rows are not comparable with
+    self-supervised ones as equals)."""
+    out = {}
+    for e in encoders:
+        mt = _read_json(root / f"metrics/{e}.json") or {}
+        method = mt.get("method")
+        if e == "distill" and mt.get("enabled") is False:
+            method = "= f (no distillation)"
+        label = ENCODER_LABELS.get(e, e) + (f": {method}" if method else "")
+        if e == "pretrain" and mt.get("ood_strategy", "none") != "none":
+            label += f" + {mt['ood_strategy']} OOD"
+        out[e] = label + (" [supervised]" if mt.get("supervised") else "")
+    return out
+
+
+STAGE_METRICS = {"make-lt-dataset": "dataset", "ood-sampling": "ood", "pretrain": "pretrain", "distill": "distill",
+                 "linear-probe@pretrain": "probe/pretrain", "linear-probe@distill": "probe/distill",
+                 "cluster@pretrain": "cluster/pretrain", "cluster@distill": "cluster/distill"}
+
+
+def run_card(root: Path) -> tuple[str, str] | None:
+    """Dataset, split sizes, seeds, machine, wall time and peak memory per stage, and the time
+    table of paper 003 (Tables 13-15) measured on this run."""
+    runs = {st: (_read_json(root / f"metrics/{f}.json") or {}).get("run") for st, f in STAGE_METRICS.items()}
+    runs = {st: r for st, r in runs.items() if r}
+    ds = _read_json(root / "metrics/dataset.json") or {}
+    if not runs and not ds:
+        return None
+    params = {}
+    if (root / "params.yaml").exists():
+        import yaml
+
+        params = yaml.safe_load((root / "params.yaml").read_text()) or {}
+    first = next(iter(runs.values()), {})
+    seeds = {f"{sec}.seed": (params.get(sec) or {}).get("seed") for sec in ("pretrain", "ood", "distill", "probe")}
+    seeds["data.split_seed"] = (params.get("data") or {}).get("split_seed")
+    facts = [
+        ("dataset", f"{ds.get('source', '?')} ({ds.get('image_shape', '?')}), imbalance ratio "
+                    f"{ds.get('imbalance_ratio', '?')}, {ds.get('subset', '')}"),
+        ("split sizes", ", ".join(f"{k[5:]} {v}" for k, v in ds.items() if k.startswith("size_"))),
+        ("seeds", ", ".join(f"{k} {v}" for k, v in seeds.items() if v is not None)),
+        ("machine", f"{first.get('cpu', '?')}, {first.get('cores', '?')} cores, torch threads "
+                    f"{first.get('torch_threads', '?')}, GPU {first.get('gpu') or 'none'}, torch "
+                    f"{first.get('torch', '?')}, Python {first.get('python', '?')}"),
+    ]
+    h = "<table>" + "".join(f"<tr><td>{html.escape(k)}</td><td style='text-align:left'>{html.escape(str(v))}</td></tr>"
+                            for k, v in facts) + "</table>"
+    m = "\n".join(f"- **{k}**: {v}" for k, v in facts) + "\n\n"
+    rows = [{"name": st, "wall_s": r.get("wall_s"), "peak_rss_mb": r.get("peak_rss_mb")} for st, r in runs.items()]
+    if rows:
+        rows.append({"name": "total", "wall_s": sum(r["wall_s"] or 0 for r in rows),
+                     "peak_rss_mb": max(r["peak_rss_mb"] or 0 for r in rows)})
+        th, tm = table(rows, [("wall_s", "wall time (s)"), ("peak_rss_mb", "peak memory (MB)")], first=("name", "stage"))
+        h += "<p>Wall time and peak resident memory per stage (this run):</p>" + th
+        m += "Wall time and peak resident memory per stage (this run):\n\n" + tm
+    pre = _read_json(root / "metrics/pretrain.json") or {}
+    dis = _read_json(root / "metrics/distill.json") or {}
+    ood = _read_json(root / "metrics/ood.json") or {}
+    secs = ood.get("seconds") or {}
+    trow = [{"name": "this run",
+             "pre": pre.get("seconds_per_epoch"),
+             "dis": dis.get("seconds_per_epoch") if dis.get("enabled", True) else None,
+             "clu": pre.get("ood_update_clustering_s", secs.get("clustering")),
+             "tail": pre.get("ood_update_tailness_s", secs.get("tailness")),
+             "samp": pre.get("ood_update_sampling_s", secs.get("sampling")),
+             "upd": pre.get("ood_update_total_s", secs.get("total"))}]
+    cols = [("pre", "s / pre-training epoch"), ("dis", "s / distillation epoch"), ("clu", "clustering (s)"),
+            ("tail", "tailness (s)"), ("samp", "sampling (s)"), ("upd", "OOD update total (s)")]
+    th, tm = table(trow, cols, first=("name", "paper 003 Tables 13-15"))
+    h += ("<p>Time table in the form of paper 003 Tables 13-15 (their CIFAR-10-LT run on two GPUs: 4.32 s per "
+          "pre-training epoch, 2.32 s per distillation epoch, 9.65 s per OOD update with a 300K pool). The OOD "
+          "columns are the mean over this run's updates and are explained in the OOD sampling section.</p>" + th)
+    m += "\nTime table in the form of paper 003 Tables 13-15 (paper, CIFAR-10-LT on 2 GPUs: 4.32 s / 2.32 s / 9.65 s):\n\n" + tm
+    return h, m
+
+
 def build_report(root: str | Path = ".", title: str = "ltcl report", encoders=("pretrain", "distill")) -> Report:
     root = Path(root)
     rep = Report(title)
+    labels = encoder_labels(root, encoders)
     manifest = _read_json(root / "data/lt/manifest.json") or {}
     names = manifest.get("class_names") or []
     counts = manifest.get("lt_counts") or []
@@ -124,20 +203,30 @@ def build_report(root: str | Path = ".", title: str = "ltcl report", encoders=("
     cc = img(plots.class_counts(counts, names, groups), "class counts") if counts else ("", "")
     rep.add("Dataset", h + cc[0], m + "\n" + cc[1])
 
+    # ---- run card
+    card = run_card(root)
+    if card:
+        rep.add("Run card", *card)
+
     # ---- results per protocol
     protocols = []
     for proto in PROTOCOL_LABELS:
         if any(proto in mtr for mtr in probe.values()):
             protocols.append(proto)
     for proto in protocols:
-        rows = [{"name": ENCODER_LABELS.get(e, e), **mtr[proto]} for e, mtr in probe.items() if proto in mtr]
+        rows = [{"name": labels[e], **mtr[proto]} for e, mtr in probe.items() if proto in mtr]
+        if proto == "full":  # a method's own classifier (GML), on the same test set
+            for e in encoders:
+                clf = (_read_json(root / f"metrics/{e}.json") or {}).get("classifier")
+                if clf:
+                    rows.append({"name": f"{labels[e]}, own classifier", **clf})
         h, m = table(rows, GROUP_COLUMNS, best={"many": "max", "medium": "max", "few": "max",
                                                  "std": "min", "all": "max"}, first=("name", "encoder"))
         bars = img(plots.group_bars(rows, PROTOCOL_LABELS[proto]), f"{proto} group accuracy")
         pcb = img(plots.per_class_bars(per_class, proto, names), f"{proto} per-class accuracy")
         rep.add(PROTOCOL_LABELS[proto], h + bars[0] + pcb[0], m + "\n" + bars[1] + "\n" + pcb[1])
     if probe:
-        rows = [{"name": ENCODER_LABELS.get(e, e), **mtr.get("knn", {})} for e, mtr in probe.items()]
+        rows = [{"name": labels[e], **mtr.get("knn", {})} for e, mtr in probe.items()]
         keys = sorted({k for r in rows for k in r if k != "name"}, key=lambda k: (len(k), k))
         h, m = table(rows, [(k, k.replace("k", "kNN@", 1)) for k in keys], best={k: "max" for k in keys},
                      first=("name", "encoder"))
@@ -190,13 +279,13 @@ def build_report(root: str | Path = ".", title: str = "ltcl report", encoders=("
     clusters = {e: _read_json(root / f"metrics/cluster/{e}.json") for e in encoders}
     clusters = {e: c for e, c in clusters.items() if c}
     if clusters:
-        rows = [{"name": ENCODER_LABELS.get(e, e), **{k: v for k, v in c.items() if k != "geometry"}}
+        rows = [{"name": labels[e], **{k: v for k, v in c.items() if k != "geometry"}}
                 for e, c in clusters.items()]
         h, m = table(rows, [("chi", "CHI"), ("dbi", "DBI"), ("nmi", "NMI"), ("ari", "ARI")],
                      best={"chi": "max", "dbi": "min", "nmi": "max", "ari": "max"}, first=("name", "encoder"))
         geo_keys = sorted({k for c in clusters.values() for k in c.get("geometry", {})})
         if geo_keys:
-            grows = [{"name": ENCODER_LABELS.get(e, e), **c.get("geometry", {})} for e, c in clusters.items()]
+            grows = [{"name": labels[e], **c.get("geometry", {})} for e, c in clusters.items()]
             gh, gm = table(grows, [(k, k) for k in geo_keys], first=("name", "encoder"))
             h += "<p>Class geometry (paper 001 Sec. 4) on L2-normalised test features:</p>" + gh
             m += "\nClass geometry (paper 001 Sec. 4):\n\n" + gm
@@ -208,7 +297,7 @@ def build_report(root: str | Path = ".", title: str = "ltcl report", encoders=("
                 gmap = {int(l): g for l, g in zip(df["label"], df["group"])}
                 groups_of_class = [gmap.get(c, groups[c] if c < len(groups) else "") for c in range(len(names))]
                 pic = img(plots.tsne_scatter(df[["x", "y"]].to_numpy(), df["label"].to_numpy(), groups_of_class,
-                                             names, f"t-SNE of test features, {ENCODER_LABELS.get(e, e)}"),
+                                             names, f"t-SNE of test features, {labels[e]}"),
                           f"t-SNE {e}")
                 pics_h += pic[0]
                 pics_m += pic[1] + "\n"

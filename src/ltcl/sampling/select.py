@@ -349,6 +349,7 @@ def tailness_diagnostics(
     cluster_labels: Any | None,
     budgets: Any | None,
     few_classes: Any,
+    class_groups: Any | None = None,
 ) -> dict[str, Any]:
     """How well tailness and budgets track true rarity (uses ground-truth labels; analysis only).
 
@@ -358,7 +359,12 @@ def tailness_diagnostics(
     clusters whose majority true class is a Few class), ``n_few_clusters``, and per cluster
     ``cluster_majority_class`` (-1 if empty), ``cluster_purity`` (NaN if empty),
     ``cluster_sizes``, plus ``overall_purity`` (sum of majority counts / N).
-    Undefined correlations/shares are NaN.  All values are plain Python types.
+    With ``class_groups`` (a group name per class, e.g. "many"/"medium"/"few"),
+    ``budget_per_image`` gives, per group, the mean over its images of (budget of the image's
+    cluster / cluster size), relative to the overall mean budget / N: > 1 means the group's
+    images draw more OOD images than average.  Unlike ``few_budget_share`` it does not need a
+    cluster dominated by a Few class (which rarely exists when N_c ~ C and Few classes hold ~2%
+    of the data).  Undefined correlations/shares are NaN.  All values are plain Python types.
     """
     from scipy.stats import spearmanr
 
@@ -407,4 +413,9 @@ def tailness_diagnostics(
         out["few_budget_share"] = float("nan")
     else:
         out["few_budget_share"] = float(b[few_mask[: b.size]].sum() / b.sum())
+        if class_groups is not None:
+            per_image = b[lab] / sizes[lab] / (b.sum() / lab.size)
+            names = np.asarray(list(class_groups))[y]
+            out["budget_per_image"] = {str(g): float(per_image[names == g].mean())
+                                       for g in dict.fromkeys(class_groups) if (names == g).any()}
     return out

@@ -35,6 +35,9 @@ def run_distill_stage(params, lt_dir, teacher_path, ckpt_path, metrics_path, liv
         return metrics
     x, y, manifest = load_train_split(lt_dir)
     check_batch_size(cfg, len(x))
+    if params.distill_method == "gml":
+        return run_gml_student(params, lt_dir, teacher, spec, x, y, manifest, runtime, ckpt_path, metrics_path,
+                               live_dir)
     if cfg.k_kd >= len(x):
         raise ValueError(f"distill.k_kd={cfg.k_kd} needs more than {cfg.k_kd} ID images, got {len(x)}")
     if cfg.clusters > len(x):
@@ -57,7 +60,36 @@ def run_distill_stage(params, lt_dir, teacher_path, ckpt_path, metrics_path, liv
                  distilled=True)
     # how often f's neighbour positives share the true class: what guided sampling relies on
     nb_precision = float(np.mean(y[neighbours] == y[:, None]))
-    metrics = {"enabled": True, **summary, "setup_seconds": setup_s, "neighbour_precision": nb_precision,
+    metrics = {"enabled": True, "method": "kdup", **summary, "setup_seconds": setup_s, "neighbour_precision": nb_precision,
                "clusters_converged": bool(info.get("converged", False))}
+    write_json(metrics_path, metrics)
+    return metrics
+
+
+def run_gml_student(params, lt_dir, teacher, spec, x, y, manifest, runtime, ckpt_path, metrics_path,
+                    live_dir=None) -> dict:
+    """GML's student (paper 002 Sec. 3.3): a freshly initialised network of the teacher's
+    architecture with a cosine classifier, trained by gamma L_cls + beta L_GML from the frozen
+    teacher's class-wise queues; its classifier's test accuracy is reported beside the probe."""
+    from ltcl.eval.classifier import classifier_report
+    from ltcl.io import write_json
+    from ltcl.methods.supervised import GMLStudent
+    from ltcl.models.checkpoint import build_from_spec, save_encoder
+    from ltcl.params import params_dict
+
+    cfg = params.distill
+    n_classes = len(manifest["class_names"])
+    if cfg.gml_k < cfg.gml_km * n_classes:
+        raise ValueError(f"distill.gml_k={cfg.gml_k} must be >= gml_km * classes = {cfg.gml_km * n_classes} (Eq. 6)")
+    student = build_from_spec(spec).to(runtime.device, memory_format=runtime.memory_format()).train()
+    teacher = teacher.to(memory_format=runtime.memory_format())
+    data = TrainSet.from_numpy(x, y, n_classes, runtime.device)
+    augment = build_augment(params.augment, spec, runtime.device)
+    method = GMLStudent(student, data, cfg, runtime, augment, teacher=teacher)
+    logs, summary = run_training(method, cfg, runtime, live_dir, desc="gml student")
+    save_encoder(ckpt_path, student, spec, params=params_dict(params, "distill"), history=history(logs),
+                 distilled=True, method_state=method.state_dict())
+    metrics = {"enabled": True, "method": "gml", "supervised": True, **summary, "tau_g": method.tau,
+               "classifier": classifier_report(method, lt_dir, spec, manifest, params.data.group_rule)}
     write_json(metrics_path, metrics)
     return metrics

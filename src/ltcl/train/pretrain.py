@@ -186,8 +186,8 @@ def selection_metrics(sel, manifest: dict, y_id: np.ndarray) -> dict:
         out["cluster_tailness"] = [round(float(t), 5) for t in sel.cluster_tailness]
         counts = np.asarray(manifest["lt_counts"])
         few = [c for c, g in enumerate(manifest["groups"]) if g == "few"]
-        diag = tailness_diagnostics(sel.sample_tailness, y_id, counts, sel.id_labels, sel.budgets, few)
         groups = manifest["groups"]
+        diag = tailness_diagnostics(sel.sample_tailness, y_id, counts, sel.id_labels, sel.budgets, few, groups)
         diag["cluster_majority_group"] = [groups[c] if c >= 0 else "empty" for c in diag["cluster_majority_class"]]
         out["diagnostics"] = diag
     return out
@@ -287,9 +287,14 @@ def run_pretrain_stage(params, lt_dir: str | Path, ckpt_path: str | Path, metric
     logs, summary = run_training(method, cfg, runtime, live_dir, desc="pretrain", start_epoch=start_epoch,
                                  before_epoch=before_epoch, optimizer=optimizer)
     save_encoder(ckpt_path, model, spec, params=params_dict(params, "model", "augment", "pretrain", "ood"),
-                 history=history(logs))
-    metrics = {"method": cfg.method, "ood_strategy": ood.strategy, **summary, "train_images": len(x),
-               "ood_images": len(data) - len(x), "start_epoch": start_epoch, "ood_updates": len(updates)}
+                 history=history(logs), method_state=method.state_dict())
+    metrics = {"method": cfg.method, "supervised": bool(method.supervised), "ood_strategy": ood.strategy,
+               **summary, "train_images": len(x), "ood_images": len(data) - len(x), "start_epoch": start_epoch,
+               "ood_updates": len(updates)}
+    if hasattr(method, "predict"):  # a method with its own classifier (GML's teacher)
+        from ltcl.eval.classifier import classifier_report
+
+        metrics["classifier"] = classifier_report(method, lt_dir, spec, manifest, params.data.group_rule)
     if updates:
         for key in ("embedding", "clustering", "tailness", "budget", "sampling", "total"):
             metrics[f"ood_update_{key}_s"] = float(np.mean([u[key] for u in updates]))

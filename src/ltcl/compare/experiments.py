@@ -1,0 +1,151 @@
+"""Experiments as (name, params, metrics) records, read from ``dvc exp show --json`` or from
+result directories (a ``metrics/`` tree with its ``params.yaml``, as the study scripts write).
+
+Each record becomes one or two *rows* of the comparison: the pre-trained encoder f and, when a
+distillation ran, the distilled g (paper 003 reports both).  Rows are named the way the papers
+name them ("SimCLR", "SimCLR + COLT", "SimCLR + KDUP (f)", "SDCLR + KDUP (g)", ...).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# params that only choose a seed / split: runs differing only in these are repeats of one row
+SEED_KEYS = ("data.split_seed", "pretrain.seed", "distill.seed", "ood.seed", "ood.pool_seed", "probe.seed",
+             "cluster.seed")
+METHOD_NAMES = {"simclr": "SimCLR", "sdclr": "SDCLR", "psd": "SimCLR", "ts": "TS", "tase": "TASE",
+                "gloco": "GloCo", "gloco+proco": "GloCo + ProCo", "gml": "GML"}
+OOD_NAMES = {"kdup": "KDUP", "colt": "COLT", "random": "random OOD", "augment": "augmented ID"}
+SUPERVISED = ("gloco", "gloco+proco", "gml")
+
+
+@dataclass
+class Experiment:
+    name: str
+    params: dict[str, Any]  # flattened: "pretrain.method" -> "psd"
+    metrics: dict[str, dict]  # "probe/pretrain" -> {...}; keys are paths under metrics/ without .json
+    source: str = ""
+
+    def metric(self, file: str, *keys: str, default=None):
+        node: Any = self.metrics.get(file)
+        for k in keys:
+            if not isinstance(node, dict) or k not in node:
+                return default
+            node = node[k]
+        return node
+
+
+@dataclass
+class Row:
+    """One encoder of one experiment."""
+
+    label: str
+    experiment: Experiment
+    encoder: str  # "pretrain" | "distill"
+    supervised: bool = False
+    values: dict[str, float] = field(default_factory=dict)
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _metrics_key(path: str) -> str:
+    p = path[len("metrics/"):] if path.startswith("metrics/") else path
+    return p[:-5] if p.endswith(".json") else p
+
+
+def from_exp_show(records: list[dict], include_workspace: bool = False, include_baseline: bool = False) -> list[Experiment]:
+    """Experiments of ``dvc exp show --json`` output (DVC 3): the queued/finished experiments of
+    every commit; optionally the workspace and the commits themselves."""
+    out: list[Experiment] = []
+
+    def add(rec: dict, fallback: str) -> None:
+        data = rec.get("data") or {}
+        if rec.get("error") or not data.get("metrics"):
+            return
+        params = {}
+        for file in (data.get("params") or {}).values():
+            params.update(flatten(file.get("data") or {}))
+        metrics = {_metrics_key(path): (m.get("data") or {}) for path, m in data["metrics"].items()}
+        out.append(Experiment(rec.get("name") or fallback, params, metrics, source=str(rec.get("rev", ""))[:10]))
+
+    for commit in records:
+        if commit.get("rev") == "workspace":
+            if include_workspace:
+                add(commit, "workspace")
+            continue
+        if include_baseline:
+            add(commit, str(commit.get("rev", ""))[:7])
+        for exp in commit.get("experiments") or []:
+            revs = exp.get("revs") or []
+            if revs:
+                add(revs[0], exp.get("name") or str(revs[0].get("rev", ""))[:7])
+    return out
+
+
+def run_exp_show(cwd: str | Path = ".") -> list[dict]:
+    """``dvc exp show --json`` of the repository at ``cwd``."""
+    proc = subprocess.run(["dvc", "exp", "show", "--json"], cwd=cwd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"dvc exp show failed: {proc.stderr.strip() or proc.stdout.strip()}")
+    return json.loads(proc.stdout)
+
+
+def from_directory(path: str | Path) -> Experiment:
+    """A result directory: ``params.yaml`` beside the metrics files (``probe/pretrain.json``, ...),
+    or a project root with ``params.yaml`` and ``metrics/``."""
+    root = Path(path)
+    mroot = root / "metrics" if (root / "metrics").is_dir() else root
+    if not (root / "params.yaml").exists():
+        raise ValueError(f"{root}: no params.yaml")
+    params = flatten(yaml.safe_load((root / "params.yaml").read_text()) or {})
+    metrics = {str(p.relative_to(mroot))[:-5]: json.loads(p.read_text()) for p in sorted(mroot.rglob("*.json"))}
+    return Experiment(root.name, params, metrics, source=str(root))
+
+
+def method_label(p: dict[str, Any]) -> str:
+    method = p.get("pretrain.method", "simclr")
+    base = "SDCLR" if method == "sdclr" or (p.get("pretrain.sdclr") and method != "gml") else METHOD_NAMES.get(method, method)
+    strategy = p.get("ood.strategy", "none")
+    if strategy in OOD_NAMES:
+        base += f" + {OOD_NAMES[strategy]}"
+    elif method == "psd":
+        base += " + PSD"  # KDUP's loss without OOD data
+    if p.get("data.subset") == "balanced-subset":
+        base += " [balanced subset]"
+    return base
+
+
+def rows_of(exp: Experiment) -> list[Row]:
+    """f (and g when a distillation ran) of one experiment, named as the papers do."""
+    p = exp.params
+    label = method_label(p)
+    method = p.get("pretrain.method", "simclr")
+    sup = method in SUPERVISED
+    distilled = bool(p.get("distill.enabled", False)) and "probe/distill" in exp.metrics
+    if "matched" in exp.name:
+        label += " (compute-matched)"
+    rows = []
+    if "probe/pretrain" in exp.metrics:
+        suffix = (" teacher" if method == "gml" else " (f)") if distilled else ""
+        rows.append(Row(label + suffix, exp, "pretrain", sup))
+    if distilled:
+        dist = exp.metrics.get("distill") or {}
+        kind = dist.get("method") or ("gml" if method == "gml" else "kdup")
+        suffix = " student" if kind == "gml" else " (g)"
+        rows.append(Row(label + suffix, exp, "distill", sup or kind == "gml"))
+    return rows

@@ -1,0 +1,126 @@
+"""Paper tables as queues of DVC experiments (``ltcl queue <preset>``).
+
+Each preset is a list of (row name, params overrides) applied on top of the workspace's
+params.yaml with ``dvc exp run --queue -n <name> -S key=value ...``; ``--seeds N`` repeats every
+row with N seeds (each seed also permutes which class gets which count, ``data.split_seed``).
+``dvc exp run --run-all`` (or ``dvc queue start``) runs them, ``ltcl compare`` tabulates them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+T2 = [
+    ("simclr", {"pretrain.method": "simclr", "ood.strategy": "none", "distill.enabled": False}),
+    ("simclr-colt", {"pretrain.method": "simclr", "ood.strategy": "colt", "distill.enabled": False}),
+    ("simclr-kdup", {"pretrain.method": "psd", "pretrain.sdclr": False, "ood.strategy": "kdup", "distill.enabled": True}),
+    ("sdclr", {"pretrain.method": "sdclr", "ood.strategy": "none", "distill.enabled": False}),
+    ("sdclr-colt", {"pretrain.method": "sdclr", "ood.strategy": "colt", "distill.enabled": False}),
+    ("sdclr-kdup", {"pretrain.method": "psd", "pretrain.sdclr": True, "ood.strategy": "kdup", "distill.enabled": True}),
+]
+KDUP = {"pretrain.method": "psd", "ood.strategy": "kdup", "distill.enabled": True}
+
+
+def _grid(name: str, key: str, values: list, base: dict | None = None) -> list[tuple[str, dict]]:
+    return [(f"{name}-{v}", {**(base or KDUP), key: v}) for v in values]
+
+
+def presets(params: dict) -> dict[str, list[tuple[str, dict[str, Any]]]]:
+    """Every preset for the current params (grids are centred on the current values)."""
+    ood = params.get("ood", {})
+    nb, t = int(ood.get("budget", 400)), int(ood.get("interval", 10))
+    return {
+        "table2": T2,
+        "table3": [(f"sampling-{s}", {**KDUP, "ood.strategy": s}) for s in ("random", "colt", "kdup")],
+        "table5": [
+            ("ablation-strong-baseline", {"pretrain.method": "simclr", "ood.strategy": "kdup", "distill.enabled": False}),
+            ("ablation-psd", {**KDUP, "distill.enabled": False}),
+            ("ablation-psd-kd", KDUP),
+        ],
+        "table6": [
+            ("distill-guided", {**KDUP, "distill.guided_sampling": True, "distill.guided_weighting": True}),
+            ("distill-no-weighting", {**KDUP, "distill.guided_sampling": True, "distill.guided_weighting": False}),
+            ("distill-no-sampling", {**KDUP, "distill.guided_sampling": False, "distill.guided_weighting": True}),
+            ("distill-typical", {**KDUP, "distill.guided_sampling": False, "distill.guided_weighting": False}),
+        ],
+        "table8": [(f"alpha{a}-beta{b}", {**KDUP, "pretrain.alpha": a, "distill.beta": b})
+                   for a in (0.1, 0.3, 0.5) for b in (0.2, 0.4, 0.6)],
+        "table9": _grid("budget", "ood.budget", sorted({max(1, nb // 2), nb, 2 * nb})),
+        "table10": _grid("interval", "ood.interval", sorted({max(1, t // 2), t, 2 * t})),
+        "table11": [("momentum-on", {**KDUP, "ood.momentum": 0.9}), ("momentum-off", {**KDUP, "ood.momentum": 0.0})],
+        "methods": [
+            ("m-simclr", T2[0][1]), ("m-sdclr", T2[3][1]),
+            ("m-ts", {"pretrain.method": "ts", "ood.strategy": "none", "distill.enabled": False}),
+            ("m-tase", {"pretrain.method": "tase", "ood.strategy": "none", "distill.enabled": False}),
+            ("m-colt", T2[1][1]), ("m-kdup", KDUP),
+            ("m-gloco", {"pretrain.method": "gloco", "ood.strategy": "none", "distill.enabled": False}),
+            ("m-gloco-proco", {"pretrain.method": "gloco+proco", "ood.strategy": "none", "distill.enabled": False}),
+            ("m-gml", {"pretrain.method": "gml", "ood.strategy": "none", "distill.enabled": True, "distill.method": "auto"}),
+        ],
+        "honest": [
+            ("honest-simclr", T2[0][1]),
+            ("honest-simclr-balanced", {**T2[0][1], "data.subset": "balanced-subset"}),
+            ("honest-kdup", KDUP),
+            ("honest-kdup-balanced", {**KDUP, "data.subset": "balanced-subset"}),
+            ("honest-simclr-matched", {**T2[0][1], "pretrain.epochs": compute_matched_epochs(params)}),
+        ],
+    }
+
+
+def compute_matched_epochs(params: dict, n_id: int | None = None) -> int:
+    """Epochs of ID-only SimCLR with as many optimisation steps as the KDUP pre-training:
+    warm-up W epochs on N_id images, then E - W epochs on N_id + N_b (paper 003 Sec. 3.1)."""
+    ood, pre = params.get("ood", {}), params.get("pretrain", {})
+    if n_id is None:
+        ds = Path("metrics/dataset.json")
+        if not ds.exists():
+            raise ValueError("metrics/dataset.json is missing: run `dvc repro make-lt-dataset` first "
+                             "(the compute-matched baseline needs the size of the long-tailed split)")
+        n_id = int(json.loads(ds.read_text())["size_lt"])
+    b, e, w, nb = int(pre["batch_size"]), int(pre["epochs"]), int(ood["warmup_epochs"]), int(ood["budget"])
+    steps = w * math.ceil(n_id / b) + (e - w) * math.ceil((n_id + nb) / b)
+    return math.ceil(steps / math.ceil(n_id / b))
+
+
+def _value(v: Any) -> str:
+    return yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def set_param_args(overrides: dict[str, Any]) -> list[str]:
+    out = []
+    for k, v in overrides.items():
+        out += ["-S", f"{k}={_value(v)}"]
+    return out
+
+
+def seed_overrides(seed: int) -> dict[str, int]:
+    return {"data.split_seed": seed, "pretrain.seed": seed, "distill.seed": seed, "ood.seed": seed,
+            "probe.seed": seed}
+
+
+def queue_commands(preset: str, params: dict, seeds: int = 1) -> list[list[str]]:
+    table = presets(params)
+    if preset not in table:
+        raise ValueError(f"unknown preset {preset!r}; known: {', '.join(table)}")
+    cmds = []
+    for name, over in table[preset]:
+        for s in range(seeds):
+            full = {**over, **(seed_overrides(s) if seeds > 1 else {})}
+            exp = f"{name}-s{s}" if seeds > 1 else name
+            cmds.append(["dvc", "exp", "run", "--queue", "-n", exp, *set_param_args(full)])
+    return cmds
+
+
+def queue(preset: str, seeds: int = 1, dry_run: bool = False, params_file: str = "params.yaml") -> list[list[str]]:
+    params = yaml.safe_load(Path(params_file).read_text())
+    cmds = queue_commands(preset, params, seeds)
+    if not dry_run:
+        for c in cmds:
+            subprocess.run(c, check=True)
+    return cmds

@@ -1,0 +1,176 @@
+"""``ltcl compare`` / ``ltcl queue`` on fake experiments in the real ``dvc exp show --json`` shape:
+row names, ordering, mean +- std over seeds, best and not-significant marks, params diff, honest
+baselines, rendering; every queue preset validates against the params schema."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from ltcl.cli import main as cli_main
+from ltcl.compare.experiments import from_directory, from_exp_show, method_label
+from ltcl.compare.queue import compute_matched_epochs, presets, queue_commands
+from ltcl.compare.render import html_page, markdown_table, text_table
+from ltcl.compare.table import build_lines, honest_baselines
+from ltcl.params import validate
+from ltcl.presets import merged
+
+REPO = Path(__file__).resolve().parents[1]
+BASE = yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def params_with(over: dict) -> dict:
+    return merged(BASE, over)
+
+
+def probe(all_, few=None, many=None):
+    return {"full": {"many": many or all_ + 2, "medium": all_, "few": few if few is not None else all_ - 3,
+                     "std": 1.0, "all": all_, "val": 0.0, "best_epoch": 1},
+            "few_shot": {"many": 1, "medium": 1, "few": 1, "std": 0, "all": all_ - 10},
+            "knn": {"k1": all_ - 1, "k10": all_ - 0.5}}
+
+
+def rec(name: str, over: dict, f: float, g: float | None = None, seconds=60.0) -> dict:
+    p = params_with(over)
+    metrics = {"metrics/probe/pretrain.json": {"data": probe(f)},
+               "metrics/cluster/pretrain.json": {"data": {"chi": 100.0 + f, "dbi": 2.0}},
+               "metrics/pretrain.json": {"data": {"seconds": seconds, "method": p["pretrain"]["method"]}},
+               "metrics/ood.json": {"data": {"warmup": {"seconds": 0.0}}}}
+    if g is not None:
+        metrics["metrics/probe/distill.json"] = {"data": probe(g)}
+        metrics["metrics/distill.json"] = {"data": {"seconds": 30.0, "enabled": True, "method": "kdup"}}
+    return {"rev": f"{abs(hash(name)) % 10**12:012x}", "name": name, "error": None, "experiments": None,
+            "data": {"rev": "x", "params": {"params.yaml": {"data": p}}, "metrics": metrics}}
+
+
+def exp_show(recs: list[dict]) -> list[dict]:
+    return [{"rev": "workspace", "name": None, "error": None, "experiments": None,
+             "data": {"params": {"params.yaml": {"data": BASE}}, "metrics": {}}},
+            {"rev": "a" * 40, "name": "main", "error": None, "data": {"params": {}, "metrics": {}},
+             "experiments": [{"name": r["name"], "executor": None, "revs": [r]} for r in recs]}]
+
+
+SIMCLR = {"pretrain": {"method": "simclr"}, "ood": {"strategy": "none"}, "distill": {"enabled": False}}
+COLT = {"pretrain": {"method": "simclr"}, "ood": {"strategy": "colt"}, "distill": {"enabled": False}}
+KDUP = {"pretrain": {"method": "psd"}, "ood": {"strategy": "kdup"}, "distill": {"enabled": True}}
+
+
+def seeded(over: dict, s: int) -> dict:
+    return merged(over, {"data.split_seed": s, "pretrain.seed": s})
+
+
+def test_rows_named_as_papers_and_seeds_averaged():
+    recs = [rec(f"simclr-s{s}", seeded(SIMCLR, s), 80 + s) for s in range(3)]
+    recs += [rec(f"colt-s{s}", seeded(COLT, s), 81 + s) for s in range(3)]
+    recs += [rec(f"kdup-s{s}", seeded(KDUP, s), 82 + 2 * s, 85 + 2 * s) for s in range(3)]
+    exps = from_exp_show(exp_show(recs))
+    assert len(exps) == 9
+    lines, keys = build_lines(exps, "full")
+    assert [l.label for l in lines] == ["SimCLR", "SimCLR + COLT", "SimCLR + KDUP (f)", "SimCLR + KDUP (g)"]
+    assert "data.split_seed" not in keys and "pretrain.method" in keys and "ood.strategy" in keys
+    by = {l.label: l for l in lines}
+    assert len(by["SimCLR"].runs) == 3
+    assert by["SimCLR"].mean["all"] == pytest.approx(81.0)
+    assert by["SimCLR"].std["all"] == pytest.approx(np.std([80, 81, 82], ddof=1))
+    g = by["SimCLR + KDUP (g)"]
+    assert g.mean["all"] == pytest.approx(87.0) and "all" in g.best
+    # g beats KDUP (f) by 3 points with std 2 + 2: sqrt(8) = 2.83 < 3 -> significant
+    assert "all" not in g.not_significant
+    assert "std" in by["SimCLR"].best  # all STDs equal: the first is kept as best...
+    assert "std" in by["SimCLR"].not_significant  # ...but marked not significant
+
+
+def test_not_significant_when_within_combined_spread():
+    recs = [rec(f"a-s{s}", seeded(SIMCLR, s), [80, 84][s]) for s in range(2)]
+    recs += [rec(f"b-s{s}", seeded(COLT, s), [81, 84][s]) for s in range(2)]
+    lines, _ = build_lines(from_exp_show(exp_show(recs)), "full")
+    best = [l for l in lines if "all" in l.best][0]
+    assert best.label == "SimCLR + COLT" and "all" in best.not_significant
+    text = text_table(lines, "t", [])
+    assert "(n.s.)" in text and "not a win" in text
+
+
+def test_params_diff_listed_and_supervised_marked():
+    recs = [rec("simclr", SIMCLR, 80), rec("gloco", {**SIMCLR, "pretrain": {"method": "gloco"}}, 85)]
+    lines, keys = build_lines(from_exp_show(exp_show(recs)), "full")
+    md = markdown_table(lines, "Linear probe, full", keys)
+    assert "pretrain.method=gloco" in md and "pretrain.method=simclr" in md
+    assert "GloCo *" in md and "supervised" in md
+    assert "**85.00**" in md
+
+
+def test_honest_baselines_cost_and_share_recovered():
+    recs = [rec("simclr", SIMCLR, 80), rec("simclr-bal", merged(SIMCLR, {"data.subset": "balanced-subset"}), 90),
+            rec("kdup", KDUP, 84, 85), rec("honest-simclr-matched", merged(SIMCLR, {"pretrain.epochs": 99}), 82)]
+    lines, _ = build_lines(from_exp_show(exp_show(recs)), "full")
+    labels = [l.label for l in lines]
+    assert "SimCLR [balanced subset]" in labels and "SimCLR (compute-matched)" in labels
+    h = honest_baselines(lines)
+    assert h["imbalance_cost"]["SimCLR"]["all"] == pytest.approx(10.0)
+    assert h["share_recovered"]["SimCLR + KDUP (g)"]["all"] == pytest.approx(0.5)
+    assert h["share_recovered"]["SimCLR (compute-matched)"]["all"] == pytest.approx(0.2)
+
+
+def test_html_is_self_contained(tmp_path):
+    recs = [rec("simclr", SIMCLR, 80), rec("kdup", KDUP, 84, 85)]
+    lines, keys = build_lines(from_exp_show(exp_show(recs)), "full")
+    page = html_page([("Linear probe, full", lines, keys, [])])
+    assert "data:image/png;base64," in page and "http" not in page.replace("http-equiv", "")
+    assert "<b>85.00</b>" in page
+
+
+def test_compare_cli_on_result_directories(tmp_path, capsys):
+    dirs = []
+    for r in [rec("simclr", SIMCLR, 80), rec("kdup", KDUP, 84, 85)]:
+        d = tmp_path / r["name"]
+        for path, m in r["data"]["metrics"].items():
+            f = d / path[len("metrics/"):]
+            f.parent.mkdir(parents=True, exist_ok=True)
+            f.write_text(json.dumps(m["data"]))
+        (d / "params.yaml").write_text(yaml.safe_dump(r["data"]["params"]["params.yaml"]["data"]))
+        dirs.append(str(d))
+    assert from_directory(dirs[1]).metrics["probe/distill"]["full"]["all"] == 85
+    out = tmp_path / "out"
+    assert cli_main(["compare", "--dirs", *dirs, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "SimCLR + KDUP (g)" in printed and "[85.00]" in printed
+    assert (out / "compare.html").exists() and (out / "compare.md").exists()
+
+
+def test_method_labels():
+    assert method_label({"pretrain.method": "psd", "pretrain.sdclr": True, "ood.strategy": "kdup"}) == "SDCLR + KDUP"
+    assert method_label({"pretrain.method": "sdclr", "ood.strategy": "colt"}) == "SDCLR + COLT"
+    assert method_label({"pretrain.method": "psd", "ood.strategy": "none"}) == "SimCLR + PSD"
+
+
+@pytest.mark.parametrize("preset", list(presets(BASE)))
+def test_every_queue_preset_validates(preset):
+    rows = presets(BASE)[preset]
+    assert rows and len({n for n, _ in rows}) == len(rows)
+    for name, over in rows:
+        validate(merged(BASE, over))  # raises ParamsError on an unknown key or bad combination
+    cmds = queue_commands(preset, BASE, seeds=2)
+    assert len(cmds) == 2 * len(rows) and all(c[:4] == ["dvc", "exp", "run", "--queue"] for c in cmds)
+    assert any("data.split_seed=1" in c for c in cmds[1])
+
+
+def test_table2_preset_has_the_six_rows():
+    labels = [method_label(merged(BASE, o) and {k: v for k, v in _flat(merged(BASE, o)).items()})
+              for _, o in presets(BASE)["table2"]]
+    assert labels == ["SimCLR", "SimCLR + COLT", "SimCLR + KDUP", "SDCLR", "SDCLR + COLT", "SDCLR + KDUP"]
+
+
+def _flat(d):
+    from ltcl.compare.experiments import flatten
+    return flatten(d)
+
+
+def test_compute_matched_epochs_counts_steps():
+    p = params_with({"pretrain": {"epochs": 60, "batch_size": 128}, "ood": {"warmup_epochs": 20, "budget": 400}})
+    # 20 epochs x ceil(403/128)=4 steps + 40 epochs x ceil(803/128)=7 steps = 360 steps -> 90 ID epochs
+    assert compute_matched_epochs(p, n_id=403) == math.ceil((20 * 4 + 40 * 7) / 4)
