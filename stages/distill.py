@@ -9,10 +9,12 @@ from ltcl.stage import run_stage
 from ltcl.train.distill import run_distill_stage
 
 OUTS = ["data/models/distill.pt", "metrics/distill.json"]
+RESUME = "data/checkpoints/distill.pt"  # persistent: a killed run resumes from it
 
 
 def main() -> None:
-    run_distill_stage(load_params(), "data/lt", "data/models/pretrain.pt", *OUTS, live_dir="dvclive/distill")
+    run_distill_stage(load_params(), "data/lt", "data/models/pretrain.pt", *OUTS, live_dir="dvclive/distill",
+                      resume_path=RESUME)
 
 
 if __name__ == "__main__":

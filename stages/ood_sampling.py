@@ -1,7 +1,7 @@
 """ood-sampling: warm-up on ID data, then the first OOD sampling update (paper 003 Sec. 3.1.1).
 
 Reads params: ood, model, runtime, augment, pretrain.  Writes: data/ood/warmup.pt,
-data/ood/selection.npz, metrics/ood.json, dvclive/ood-warmup/.
+data/ood/selection.npz, metrics/ood.json, dvclive/ood-warmup/, data/checkpoints/ood-warmup.pt.
 """
 
 from ltcl.params import load_params
@@ -9,10 +9,12 @@ from ltcl.stage import run_stage
 from ltcl.train.pretrain import run_ood_sampling_stage
 
 OUTS = ["data/ood/warmup.pt", "data/ood/selection.npz", "metrics/ood.json"]
+RESUME = "data/checkpoints/ood-warmup.pt"  # persistent: a killed warm-up resumes from it
 
 
 def main() -> None:
-    run_ood_sampling_stage(load_params(), "data/lt", "data/ood/pool.npy", *OUTS, live_dir="dvclive/ood-warmup")
+    run_ood_sampling_stage(load_params(), "data/lt", "data/ood/pool.npy", *OUTS, live_dir="dvclive/ood-warmup",
+                           resume_path=RESUME)
 
 
 if __name__ == "__main__":

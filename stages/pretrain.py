@@ -3,7 +3,7 @@
 With an OOD strategy it continues from the ood-sampling warm-up, trains on ID + selected
 images and re-samples every ood.interval epochs.
 Reads params: model, runtime, augment, pretrain, ood.  Writes: data/models/pretrain.pt,
-metrics/pretrain.json, dvclive/pretrain/ (curves).
+metrics/pretrain.json, dvclive/pretrain/ (curves), data/checkpoints/pretrain.pt.
 """
 
 from ltcl.params import load_params
@@ -11,11 +11,12 @@ from ltcl.stage import run_stage
 from ltcl.train.pretrain import run_pretrain_stage
 
 OUTS = ["data/models/pretrain.pt", "metrics/pretrain.json"]
+RESUME = "data/checkpoints/pretrain.pt"  # persistent: a killed run resumes from it
 
 
 def main() -> None:
     run_pretrain_stage(load_params(), lt_dir="data/lt", ckpt_path=OUTS[0], metrics_path=OUTS[1],
-                       live_dir="dvclive/pretrain", ood_dir="data/ood")
+                       live_dir="dvclive/pretrain", ood_dir="data/ood", resume_path=RESUME)
 
 
 if __name__ == "__main__":

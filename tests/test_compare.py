@@ -174,3 +174,14 @@ def test_compute_matched_epochs_counts_steps():
     p = params_with({"pretrain": {"epochs": 60, "batch_size": 128}, "ood": {"warmup_epochs": 20, "budget": 400}})
     # 20 epochs x ceil(403/128)=4 steps + 40 epochs x ceil(803/128)=7 steps = 360 steps -> 90 ID epochs
     assert compute_matched_epochs(p, n_id=403) == math.ceil((20 * 4 + 40 * 7) / 4)
+
+
+def test_published_rows_for_cifar10_table2():
+    from ltcl.compare.reference import published_rows
+
+    rows = published_rows({"data.source": "cifar10", "data.imbalance_ratio": 100.0}, "full", REPO / "reference")
+    names = {(r["paper"], r["method"]) for r in rows}
+    assert ("003", "SimCLR + COLT") in names
+    assert all((r["paper"], r["table"]) in {("003", "2"), ("003", "3"), ("000", "1"), ("000", "2"), ("001", "3"),
+                                           ("002", "3")} for r in rows)
+    assert published_rows({"data.source": "digits"}, "full", REPO / "reference") == []

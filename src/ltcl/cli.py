@@ -75,12 +75,16 @@ def main(argv=None) -> int:
         if args.cmd == "compare":
             return compare(args)
         if args.cmd == "queue":
+            import shlex
+
             for cmd in queue(args.preset, args.seeds, args.dry_run):
-                print(" ".join(cmd))
+                print(shlex.join(cmd))
             return 0
         from ltcl.presets import load_preset
 
-        print(" ".join(set_param_args(load_preset(args.file))))
+        import shlex
+
+        print(shlex.join(set_param_args(load_preset(args.file))))
         return 0
     except (ValueError, RuntimeError) as exc:
         print(f"ltcl {args.cmd}: {exc}", file=sys.stderr)

@@ -47,7 +47,7 @@ class DataParams(_Section):
 
 # --------------------------------------------------------------------------- model / runtime
 class ModelParams(_Section):
-    backbone: Literal["resnet8", "resnet10", "resnet20", "resnet18", "resnet50"] = "resnet18"
+    backbone: Literal["resnet8", "resnet10", "resnet20", "resnet32", "resnet18", "resnet50"] = "resnet18"
     width: float = Field(1.0, gt=0.0, le=8.0)
     stem: Literal["auto", "cifar", "imagenet"] = "auto"
     proj_hidden: int = Field(512, ge=1)

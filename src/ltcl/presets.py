@@ -59,7 +59,9 @@ def main(argv=None) -> int:
         write_text("params.yaml", yaml.safe_dump(full, sort_keys=False))
         print(f"params.yaml updated from {argv[0]}")
     else:
-        print(" ".join(set_param_args(over)))
+        import shlex
+
+        print(shlex.join(set_param_args(over)))
     return 0
 
 

@@ -140,6 +140,10 @@ class GloCoProCo(GloCo):
     def state_dict(self) -> dict:
         return {"coreset": None if self.coreset is None else self.coreset.cpu()}
 
+    def load_state_dict(self, state: dict) -> None:
+        c = state.get("coreset")
+        self.coreset = None if c is None else c.to(self.data.x.device)
+
 
 class ClassifierMixin:
     """A method that trains a cosine classifier beside the encoder (paper 002 Eq. 7)."""
@@ -274,4 +278,19 @@ class GMLStudent(ClassifierMixin, Method):
         return other | (starved[:, None] & same)
 
     def state_dict(self) -> dict:
-        return {"classifier": self.classifier.weight.detach().cpu(), "tau_g": self.tau}
+        q, qi = self.queue, self.queue_ids
+        return {"classifier": self.classifier.weight.detach().cpu(), "tau_g": self.tau,
+                "queue": {"features": q.features.cpu(), "filled": q.filled.cpu(), "pointer": list(q.pointer),
+                          "ids": qi.features.cpu(), "ids_filled": qi.filled.cpu(), "ids_pointer": list(qi.pointer)}}
+
+    def load_state_dict(self, state: dict) -> None:
+        st = state.get("queue")
+        if st is None:
+            return
+        dev = self.data.x.device
+        self.queue.features.copy_(st["features"].to(dev))
+        self.queue.filled.copy_(st["filled"].to(dev))
+        self.queue.pointer = list(st["pointer"])
+        self.queue_ids.features.copy_(st["ids"].to(dev))
+        self.queue_ids.filled.copy_(st["ids_filled"].to(dev))
+        self.queue_ids.pointer = list(st["ids_pointer"])

@@ -88,3 +88,13 @@ class TASE(SimCLR):
 
     def state_dict(self) -> dict:
         return {"pseudo": None if self.pseudo is None else torch.as_tensor(self.pseudo)}
+
+    def load_state_dict(self, state: dict) -> None:
+        pseudo = state.get("pseudo")
+        if pseudo is None:
+            self.pseudo, self.sizes = None, None
+            return
+        self.pseudo = pseudo.numpy()
+        k = max(int(self.pseudo.max()) + 1, self.cfg.tase_clusters or self.data.num_classes)
+        self.sizes = torch.as_tensor(np.bincount(self.pseudo, minlength=k)[self.pseudo], dtype=torch.float32,
+                                     device=self.data.x.device)

@@ -11,10 +11,11 @@ import numpy as np
 from ltcl.methods.base import TrainSet
 from ltcl.methods.distill import GuidedDistillation
 from ltcl.train.pretrain import (build_augment, check_batch_size, empty_curves, history, load_train_split,
-                                 run_training)
+                                 no_training_state, run_training, stage_resumer)
 
 
-def run_distill_stage(params, lt_dir, teacher_path, ckpt_path, metrics_path, live_dir=None) -> dict:
+def run_distill_stage(params, lt_dir, teacher_path, ckpt_path, metrics_path, live_dir=None,
+                      resume_path=None) -> dict:
     """Train g from the frozen f; with ``distill.enabled: false`` g is f itself (Table 5 "w/o KD")."""
     from ltcl.io import write_json
     from ltcl.models.checkpoint import load_encoder, save_encoder
@@ -29,15 +30,18 @@ def run_distill_stage(params, lt_dir, teacher_path, ckpt_path, metrics_path, liv
     teacher, spec, _ = load_encoder(teacher_path, runtime.device)
     if not cfg.enabled:
         empty_curves(live_dir)
+        no_training_state(resume_path, "distill.enabled is false")
         save_encoder(ckpt_path, teacher, spec, params=params_dict(params, "distill"), distilled=False)
         metrics = {"enabled": False, "epochs": 0, "seconds": 0.0}
         write_json(metrics_path, metrics)
         return metrics
     x, y, manifest = load_train_split(lt_dir)
     check_batch_size(cfg, len(x))
+    resumer = stage_resumer("distill", params, ("distill", "augment", "pretrain", "data"),
+                            [Path(lt_dir) / "manifest.json", Path(teacher_path)], resume_path, cfg.checkpoint_every)
     if params.distill_method == "gml":
         return run_gml_student(params, lt_dir, teacher, spec, x, y, manifest, runtime, ckpt_path, metrics_path,
-                               live_dir)
+                               live_dir, resumer)
     if cfg.k_kd >= len(x):
         raise ValueError(f"distill.k_kd={cfg.k_kd} needs more than {cfg.k_kd} ID images, got {len(x)}")
     if cfg.clusters > len(x):
@@ -55,7 +59,8 @@ def run_distill_stage(params, lt_dir, teacher_path, ckpt_path, metrics_path, liv
     augment = build_augment(params.augment, spec, runtime.device)
     method = GuidedDistillation(student, data, cfg, runtime, augment, teacher=teacher, neighbours=neighbours,
                                 clusters=clusters, centroids=centroids)
-    logs, summary = run_training(method, cfg, runtime, live_dir, desc="distill")
+    logs, summary = run_training(method, cfg, runtime, live_dir, desc="distill", resumer=resumer,
+                                 resume_state=resumer.load())
     save_encoder(ckpt_path, student, spec, params=params_dict(params, "distill"), history=history(logs),
                  distilled=True)
     # how often f's neighbour positives share the true class: what guided sampling relies on
@@ -67,7 +72,7 @@ def run_distill_stage(params, lt_dir, teacher_path, ckpt_path, metrics_path, liv
 
 
 def run_gml_student(params, lt_dir, teacher, spec, x, y, manifest, runtime, ckpt_path, metrics_path,
-                    live_dir=None) -> dict:
+                    live_dir=None, resumer=None) -> dict:
     """GML's student (paper 002 Sec. 3.3): a freshly initialised network of the teacher's
     architecture with a cosine classifier, trained by gamma L_cls + beta L_GML from the frozen
     teacher's class-wise queues; its classifier's test accuracy is reported beside the probe."""
@@ -86,7 +91,8 @@ def run_gml_student(params, lt_dir, teacher, spec, x, y, manifest, runtime, ckpt
     data = TrainSet.from_numpy(x, y, n_classes, runtime.device)
     augment = build_augment(params.augment, spec, runtime.device)
     method = GMLStudent(student, data, cfg, runtime, augment, teacher=teacher)
-    logs, summary = run_training(method, cfg, runtime, live_dir, desc="gml student")
+    logs, summary = run_training(method, cfg, runtime, live_dir, desc="gml student", resumer=resumer,
+                                 resume_state=resumer.load() if resumer is not None else None)
     save_encoder(ckpt_path, student, spec, params=params_dict(params, "distill"), history=history(logs),
                  distilled=True, method_state=method.state_dict())
     metrics = {"enabled": True, "method": "gml", "supervised": True, **summary, "tau_g": method.tau,

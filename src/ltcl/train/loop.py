@@ -37,6 +37,11 @@ def build_optimizer(params, cfg) -> torch.optim.SGD:
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
+def make_scaler(runtime: Runtime):
+    """fp16 autocast needs a gradient scaler; bf16 and fp32 do not (None)."""
+    return torch.amp.GradScaler(runtime.device.type) if runtime.needs_grad_scaler else None
+
+
 def lr_at(progress_epochs: float, cfg) -> float:
     """Linear warm-up for ``cfg.warmup_epochs`` then cosine decay to 0 at ``cfg.epochs``.
 
@@ -109,7 +114,7 @@ def train_epoch(method: Method, optimizer, cfg, runtime: Runtime, epoch: int,
 
 
 def fit(method: Method, cfg, runtime: Runtime, *, start_epoch: int = 0, end_epoch: Optional[int] = None,
-        optimizer=None,
+        optimizer=None, scaler=None,
         before_epoch: Optional[Callable[[int], None]] = None,
         after_epoch: Optional[Callable[[EpochLog], None]] = None,
         desc: str = "train", seed: int = 0) -> list[EpochLog]:
@@ -120,7 +125,8 @@ def fit(method: Method, cfg, runtime: Runtime, *, start_epoch: int = 0, end_epoc
     re-samples there); ``after_epoch(log)`` receives each epoch's log (dvclive, checkpoints).
     """
     optimizer = optimizer or build_optimizer(method.parameters(), cfg)
-    scaler = torch.amp.GradScaler(runtime.device.type) if runtime.needs_grad_scaler else None
+    if scaler is None:
+        scaler = make_scaler(runtime)
     logs = []
     for epoch in range(start_epoch, cfg.epochs if end_epoch is None else end_epoch):
         gen = torch.Generator().manual_seed(seed * 100_003 + epoch)

@@ -47,10 +47,10 @@ def make_method(name: str, model: Encoder, data: TrainSet, cfg, runtime: Runtime
 class LiveLogger:
     """Per-epoch curves with dvclive (``dvc plots`` and the report read them)."""
 
-    def __init__(self, directory: str | Path, prefix: str = ""):
+    def __init__(self, directory: str | Path, prefix: str = "", resume: bool = False):
         from dvclive import Live
 
-        self.live = Live(dir=str(directory), save_dvc_exp=False, dvcyaml=None, report=None)
+        self.live = Live(dir=str(directory), save_dvc_exp=False, dvcyaml=None, report=None, resume=resume)
         self.prefix = prefix
 
     def __call__(self, log: EpochLog) -> None:
@@ -88,24 +88,43 @@ def train_summary(logs: list[EpochLog], seconds: float) -> dict:
 def run_training(method: Method, cfg, runtime: Runtime, live_dir: Optional[str | Path],
                  before_epoch: Optional[Callable[[int], None]] = None, desc: str = "pretrain",
                  start_epoch: int = 0, after_epoch: Optional[Callable[[EpochLog], None]] = None,
-                 end_epoch: Optional[int] = None, optimizer=None) -> tuple[list[EpochLog], dict]:
-    logger = LiveLogger(live_dir) if live_dir else None
+                 end_epoch: Optional[int] = None, optimizer=None, resumer=None,
+                 resume_state: Optional[dict] = None) -> tuple[list[EpochLog], dict]:
+    """Train with the shared loop; with a ``resumer`` save a checkpoint every
+    ``checkpoint_every`` epochs (and at the end), and with ``resume_state`` (from
+    ``resumer.load()``) continue where it stopped.  Returns all epoch logs and a summary."""
+    from ltcl.train.loop import make_scaler
+
+    optimizer = optimizer or build_optimizer(method.parameters(), cfg)
+    scaler = make_scaler(runtime)
+    prev: list[EpochLog] = []
+    if resume_state is not None:
+        resumer.restore(resume_state, method, optimizer, scaler)
+        start_epoch = int(resume_state["epoch"])
+        prev = [EpochLog(**d) for d in resume_state["logs"]]
+    logger = LiveLogger(live_dir, resume=bool(prev)) if live_dir else None
+    done: list[EpochLog] = list(prev)
 
     def _after(log: EpochLog) -> None:
+        done.append(log)
         if logger:
             logger(log)
         if after_epoch:
             after_epoch(log)
+        if resumer is not None:
+            resumer.save(log.epoch, method, optimizer, history(done), scaler)
 
     t0 = time.perf_counter()
     try:
-        logs = fit(method, cfg, runtime, start_epoch=start_epoch, end_epoch=end_epoch,
-                   before_epoch=before_epoch, after_epoch=_after, desc=desc, seed=cfg.seed,
-                   optimizer=optimizer)
+        fit(method, cfg, runtime, start_epoch=start_epoch, end_epoch=end_epoch, before_epoch=before_epoch,
+            after_epoch=_after, desc=desc, seed=cfg.seed, optimizer=optimizer, scaler=scaler)
     finally:
         if logger:
             logger.close()
-    return logs, train_summary(logs, time.perf_counter() - t0)
+    if resumer is not None and done:
+        resumer.save(done[-1].epoch, method, optimizer, history(done), scaler, force=True)
+    seconds = time.perf_counter() - t0 + sum(l.seconds for l in prev)
+    return done, train_summary(done, seconds)
 
 
 def history(logs: list[EpochLog]) -> list[dict]:
@@ -194,7 +213,7 @@ def selection_metrics(sel, manifest: dict, y_id: np.ndarray) -> dict:
 
 
 def run_ood_sampling_stage(params, lt_dir, pool_path, warmup_path, selection_path, metrics_path,
-                           live_dir=None) -> dict:
+                           live_dir=None, resume_path=None) -> dict:
     """Warm-up (SimCLR on ID for ``ood.warmup_epochs``), then the first OOD sampling update."""
     from ltcl.io import save_checkpoint, write_json
     from ltcl.params import params_dict
@@ -202,6 +221,7 @@ def run_ood_sampling_stage(params, lt_dir, pool_path, warmup_path, selection_pat
     ood = params.ood
     if ood.strategy == "none":
         empty_curves(live_dir)
+        no_training_state(resume_path, "ood.strategy is none: no warm-up")
         save_checkpoint(warmup_path, {"strategy": "none"})
         save_npz_empty(selection_path)
         metrics = {"strategy": "none", "selected": 0}
@@ -213,8 +233,11 @@ def run_ood_sampling_stage(params, lt_dir, pool_path, warmup_path, selection_pat
     sampler = make_sampler(params, pool_path, data, spec)
     method = make_method(warmup_method_name(cfg), model, data, cfg, runtime, augment)
     optimizer = build_optimizer(method.parameters(), cfg)
+    resumer = stage_resumer("ood-warmup", params, ("model", "augment", "pretrain", "ood"),
+                            [Path(lt_dir) / "manifest.json"], resume_path, cfg.checkpoint_every)
     logs, summary = run_training(method, cfg, runtime, live_dir, desc="ood warm-up",
-                                 end_epoch=ood.warmup_epochs, optimizer=optimizer)
+                                 end_epoch=ood.warmup_epochs, optimizer=optimizer, resumer=resumer,
+                                 resume_state=resumer.load())
     sel = sampler.update(model, runtime)
     extra = sampler.extra_images(sel, seed=ood.seed)
     save_selection(selection_path, sel, len(extra))
@@ -229,14 +252,47 @@ def run_ood_sampling_stage(params, lt_dir, pool_path, warmup_path, selection_pat
     return metrics
 
 
+def no_training_state(resume_path, why: str) -> None:
+    """A stage that trains nothing still writes its (persistent) checkpoint output, as DVC
+    requires every declared output to exist."""
+    if resume_path is not None:
+        from ltcl.io import save_checkpoint
+
+        save_checkpoint(resume_path, {"fingerprint": None, "epoch": 0, "note": why})
+
+
 def save_npz_empty(path) -> None:
     from ltcl.io import save_npz
 
     save_npz(path, strategy=np.asarray("none"), pool_indices=np.empty(0, np.int64), extra_count=np.asarray(0))
 
 
+def selection_state(sel) -> dict:
+    """An OOD selection as tensors (checkpoints load with weights_only=True: no numpy)."""
+    as_t = lambda a: None if a is None else torch.as_tensor(np.asarray(a, dtype=np.int64))  # noqa: E731
+    return {"strategy": str(sel.strategy), "pool_indices": as_t(sel.pool_indices),
+            "cluster_of_each": as_t(sel.cluster_of_each), "id_indices": as_t(sel.id_indices)}
+
+
+def selection_from_state(st: dict):
+    from ltcl.sampling.select import OODSelection
+
+    as_np = lambda t: None if t is None else t.numpy()  # noqa: E731
+    return OODSelection(st["strategy"], as_np(st["pool_indices"]), as_np(st["cluster_of_each"]), None, None, None,
+                        None, None, {}, id_indices=as_np(st["id_indices"]))
+
+
+def stage_resumer(stage: str, params, sections: tuple[str, ...], inputs: list, resume_path, every: int, extra=None):
+    from ltcl.params import params_dict
+    from ltcl.train.resume import Resumer, fingerprint
+
+    fp = fingerprint(stage, params_dict(params, *sections, "runtime"), inputs)
+    return Resumer(resume_path, fp, every, extra)
+
+
 def run_pretrain_stage(params, lt_dir: str | Path, ckpt_path: str | Path, metrics_path: str | Path,
-                       live_dir: str | Path | None, ood_dir: str | Path | None = None) -> dict:
+                       live_dir: str | Path | None, ood_dir: str | Path | None = None,
+                       resume_path: str | Path | None = None) -> dict:
     """Pre-train f with ``params.pretrain.method``; with an OOD strategy, continue from the
     warm-up of the ood-sampling stage, train on ID + selected images and re-sample every
     ``ood.interval`` epochs (paper 003 Sec. 3.1)."""
@@ -263,6 +319,7 @@ def run_pretrain_stage(params, lt_dir: str | Path, ckpt_path: str | Path, metric
 
         first = OODSelection(str(sel_file["strategy"]), sel_file["pool_indices"], sel_file["cluster_of_each"],
                              None, None, None, None, None, {}, id_indices=sel_file["id_indices"])
+        current = {"selection": selection_state(first), "seed": ood.seed}
         data = id_data.with_extra(sampler.extra_images(first, seed=ood.seed))
         start_epoch = int(warm["epoch"])
     method = make_method(cfg.method, model, data, cfg, runtime, augment, refresh_every=ood.interval)
@@ -273,10 +330,26 @@ def run_pretrain_stage(params, lt_dir: str | Path, ckpt_path: str | Path, metric
         except ValueError:  # the method has other parameters than the warm-up: fresh momentum
             pass
 
+    inputs = [Path(lt_dir) / "manifest.json"]
+    if use_ood:
+        inputs += [ood_dir / "warmup.pt", ood_dir / "selection.npz", ood_dir / "pool.npy"]
+    resumer = stage_resumer("pretrain", params, ("model", "augment", "pretrain", "ood"), inputs, resume_path,
+                            cfg.checkpoint_every,
+                            extra=lambda: {"sampler": sampler.state_dict(), **current, "updates": updates}
+                            if use_ood else {})
+    state = resumer.load()
+    if state is not None and use_ood:  # the OOD images of the last update before the stop
+        ex = state["extra"]
+        sampler.load_state_dict(ex["sampler"])
+        current.update(selection=ex["selection"], seed=ex["seed"])
+        updates.extend(ex["updates"])
+        method.set_data(id_data.with_extra(sampler.extra_images(selection_from_state(ex["selection"]), ex["seed"])))
+
     def before_epoch(epoch: int) -> None:
         since = epoch - start_epoch
         if use_ood and since > 0 and since % ood.interval == 0:
             sel = sampler.update(model, runtime)
+            current.update(selection=selection_state(sel), seed=ood.seed + sampler.rounds)
             method.set_data(id_data.with_extra(sampler.extra_images(sel, seed=ood.seed + sampler.rounds)))
             upd = {"epoch": epoch, **{k: float(v) for k, v in sel.timings.items()}}
             if sel.budgets is not None:
@@ -285,7 +358,8 @@ def run_pretrain_stage(params, lt_dir: str | Path, ckpt_path: str | Path, metric
             updates.append(upd)
 
     logs, summary = run_training(method, cfg, runtime, live_dir, desc="pretrain", start_epoch=start_epoch,
-                                 before_epoch=before_epoch, optimizer=optimizer)
+                                 before_epoch=before_epoch, optimizer=optimizer, resumer=resumer,
+                                 resume_state=state)
     save_encoder(ckpt_path, model, spec, params=params_dict(params, "model", "augment", "pretrain", "ood"),
                  history=history(logs), method_state=method.state_dict())
     metrics = {"method": cfg.method, "supervised": bool(method.supervised), "ood_strategy": ood.strategy,

@@ -1,0 +1,75 @@
+"""Resumable training (issue 7): a pre-training run killed with SIGKILL and rerun ends with the
+same weights, bit for bit, as an uninterrupted run; a checkpoint made with other params is
+ignored."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import make_project, stage_env
+
+
+def _weights(path):
+    return torch.load(path, weights_only=True)["model"]
+
+
+def _ckpt_epoch(path) -> int:
+    try:
+        return int(torch.load(path, weights_only=True)["epoch"])
+    except Exception:  # not written yet, or being replaced
+        return -1
+
+
+@pytest.mark.parametrize("variant", [
+    {"ood": {"strategy": "kdup", "interval": 2}, "pretrain": {"method": "psd"}},
+    {"ood": {"strategy": "none"}, "pretrain": {"method": "gloco+proco"}},
+])
+def test_sigkill_then_resume_matches_uninterrupted(tmp_path, variant):
+    proj = make_project(tmp_path, {**variant, "pretrain": {**variant["pretrain"], "epochs": 9, "checkpoint_every": 1},
+                                   "runtime": {"threads": 1}})
+    for s in ("make_lt_dataset.py", "ood_pool.py", "ood_sampling.py"):
+        proj.stage(s)
+    proj.stage("pretrain.py")
+    reference = _weights(proj.path("data/models/pretrain.pt"))
+    ck = proj.path("data/checkpoints/pretrain.pt")
+    assert _ckpt_epoch(ck) == 9
+    ck.unlink()
+    proj.path("data/models/pretrain.pt").unlink()
+
+    proc = subprocess.Popen([sys.executable, "stages/pretrain.py"], cwd=proj.root, env=stage_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while _ckpt_epoch(ck) < 4 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = _ckpt_epoch(ck)
+    assert 4 <= killed_at < 9 and not proj.path("data/models/pretrain.pt").exists()
+
+    out = proj.stage("pretrain.py")
+    assert f"resuming from data/checkpoints/pretrain.pt after epoch {killed_at}" in out.stderr
+    resumed = _weights(proj.path("data/models/pretrain.pt"))
+    assert reference.keys() == resumed.keys()
+    for k in reference:
+        assert torch.equal(reference[k], resumed[k]), k
+
+
+def test_checkpoint_of_other_params_is_ignored(tmp_path):
+    proj = make_project(tmp_path, {"pretrain": {"epochs": 2, "checkpoint_every": 1}})
+    for s in ("make_lt_dataset.py", "ood_sampling.py", "pretrain.py"):
+        proj.stage(s)
+    proj.set_params({"pretrain": {"lr": 0.1}})
+    out = proj.stage("pretrain.py")
+    assert "made with other params or inputs; starting from scratch" in out.stderr
+    # the distill stage with distillation off still writes its checkpoint output (DVC needs it)
+    proj.set_params({"distill": {"enabled": False}})
+    proj.stage("distill.py")
+    assert proj.path("data/checkpoints/distill.pt").exists()
