@@ -30,6 +30,13 @@ repro: install
 test: install
 	$(BIN)/python -m pytest
 
+# Benchmarks of issue 6 (throughput, hardware efficiency, OOD sampling, dvc overhead): prints a
+# table with targets and PASS/MISS, writes metrics/bench.json. `make bench BENCH_ARGS=--scale`
+# adds the 1M-image pool benchmark (writes and deletes ~3 GB in /tmp).
+BENCH_ARGS ?=
+bench: install
+	$(BIN)/python benchmarks/run_all.py $(BENCH_ARGS)
+
 # Comparison tables of the DVC experiments (queue them with `ltcl queue table2`, run with
 # `dvc exp run --run-all`): terminal + report/compare/compare.{md,html}.
 compare: install

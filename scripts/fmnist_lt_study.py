@@ -85,6 +85,11 @@ class Runner:
                   "ood": {"seed": seed}, "probe": {"seed": seed}}
         p = merge(merge(merge(merge(json.loads(json.dumps(self.base)), COMMON), self.overrides), seeded), updates)
         (self.work / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+        if arm != "data":  # no metrics of an earlier arm may be copied with this one's
+            for sub in ("probe", "cluster"):
+                shutil.rmtree(self.work / "metrics" / sub, ignore_errors=True)
+            for f in ("distill.json", "pretrain.json", "ood.json"):
+                (self.work / "metrics" / f).unlink(missing_ok=True)
         t0 = time.time()
         for st in stages:
             r = subprocess.run([sys.executable, f"stages/{st[0]}", *st[1:]], cwd=self.work, env=self.env,
@@ -118,6 +123,8 @@ def summarise(out: Path) -> str:
             continue
         arm = d.name.split("_", 1)[1]
         for enc in ("pretrain", "distill"):
+            if enc == "distill" and not any("distill.py" in st for st in ARMS.get(arm, ((), ()))[1]):
+                continue  # an arm without distillation (files of an earlier arm may linger in work/metrics)
             f = d / "probe" / f"{enc}.json"
             if f.exists():
                 m = json.loads(f.read_text())

@@ -2,7 +2,8 @@
 
 Reads params: ood.source, ood.path, ood.pool_source, ood.pool_size, ood.pool_seed.
 Writes: data/ood/pool.npy (uint8 N x H x W x C, memory-mappable), matched to the ID images'
-size and channels.
+size and channels, and data/ood/pool.json (its sha256, shape, dtype and pool parameters, which
+ood-sampling and pretrain check the pool against).
 """
 
 from ltcl.data.pool import build_and_save_pool
@@ -10,6 +11,7 @@ from ltcl.params import load_params
 from ltcl.stage import run_stage
 
 OUT = "data/ood/pool.npy"
+MANIFEST = "data/ood/pool.json"  # written by build_and_save_pool beside the pool
 
 
 def main() -> None:
@@ -17,4 +19,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage("ood-pool", main, outputs=[OUT])
+    run_stage("ood-pool", main, outputs=[OUT, MANIFEST])

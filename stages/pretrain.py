@@ -3,14 +3,16 @@
 With an OOD strategy it continues from the ood-sampling warm-up, trains on ID + selected
 images and re-samples every ood.interval epochs.
 Reads params: model, runtime, augment, pretrain, ood.  Writes: data/models/pretrain.pt,
-metrics/pretrain.json, dvclive/pretrain/ (curves), data/checkpoints/pretrain.pt.
+data/models/pretrain.pt.sha256, metrics/pretrain.json, dvclive/pretrain/ (curves),
+data/checkpoints/pretrain.pt.
 """
 
 from ltcl.params import load_params
 from ltcl.stage import run_stage
+from ltcl.train import distributed
 from ltcl.train.pretrain import run_pretrain_stage
 
-OUTS = ["data/models/pretrain.pt", "metrics/pretrain.json"]
+OUTS = ["data/models/pretrain.pt", "metrics/pretrain.json", "data/models/pretrain.pt.sha256"]
 RESUME = "data/checkpoints/pretrain.pt"  # persistent: a killed run resumes from it
 
 
@@ -20,4 +22,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage("pretrain", main, outputs=OUTS)
+    # runtime.nproc > 1: rerun this script under torchrun (DDP) and exit with its status
+    distributed.maybe_torchrun(__file__, OUTS, "pretrain")
+    # under torchrun rank 0 alone writes (and on failure removes) the outputs; a failing rank
+    # exits and torchrun stops the others
+    run_stage("pretrain", main, outputs=OUTS if distributed.is_main() else [])
+    distributed.shutdown()

@@ -3,7 +3,12 @@ tiny parameters, so stage and pipeline tests run the real scripts in seconds."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import os
+import random
+import runpy
 import shutil
 import subprocess
 import sys
@@ -90,6 +95,74 @@ def make_project(tmp: Path, params: dict | None = None, git: bool = False) -> Pr
                     ["git", "config", "user.name", "ci"]):
             subprocess.run(cmd, cwd=tmp, check=True)
     return proj
+
+
+def refused(proc, *needles: str, absent: tuple[str, ...] = (), proj: Project | None = None) -> str:
+    """Assert a stage failed as a user error: exit 2, one message holding every needle, no
+    traceback, and none of ``absent`` (its outputs) left behind.  Returns the message."""
+    err = proc.stderr
+    assert proc.returncode == 2, f"exit {proc.returncode}:\n{err}"
+    assert "Traceback" not in err, err
+    assert "error:" in err, err
+    for needle in needles:
+        assert needle in err, f"{needle!r} not in:\n{err}"
+    for rel in absent:
+        assert not proj.path(rel).exists(), f"{rel} was left behind"
+    return err
+
+
+def stage_inproc(proj: Project, script: str, *args: str) -> subprocess.CompletedProcess:
+    """Run ``stages/<script>`` as ``__main__`` in this process, in the project directory; return
+    its exit code and stderr like ``proj.stage(..., check=False)``.  Global state a stage sets
+    (torch's deterministic mode and threads, the RNGs, argv, cwd) is restored afterwards."""
+    import numpy as np
+    import torch
+
+    saved = (os.getcwd(), list(sys.argv), torch.are_deterministic_algorithms_enabled(),
+             torch.is_deterministic_algorithms_warn_only_enabled(), torch.get_num_threads(),
+             torch.backends.cudnn.benchmark, torch.get_rng_state(), np.random.get_state(), random.getstate(),
+             os.environ.get("CUBLAS_WORKSPACE_CONFIG"))
+    err, code = io.StringIO(), 0
+    try:
+        os.chdir(proj.root)
+        sys.argv = [f"stages/{script}", *args]
+        with contextlib.redirect_stderr(err):
+            try:
+                runpy.run_path(f"stages/{script}", run_name="__main__")
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 1
+            except Exception:  # a crash, as the interpreter would report it
+                import traceback
+
+                traceback.print_exc()
+                code = 1
+    finally:
+        os.chdir(saved[0])
+        sys.argv = saved[1]
+        torch.use_deterministic_algorithms(saved[2], warn_only=saved[3])
+        torch.set_num_threads(saved[4])
+        torch.backends.cudnn.benchmark = saved[5]
+        torch.set_rng_state(saved[6])
+        np.random.set_state(saved[7])
+        random.setstate(saved[8])
+        if saved[9] is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+        else:
+            os.environ["CUBLAS_WORKSPACE_CONFIG"] = saved[9]
+    return subprocess.CompletedProcess([script, *args], code, "", err.getvalue())
+
+
+def fake_encoder(proj: Project, rel: str = "data/models/pretrain.pt", image_shape=None, **model) -> None:
+    """An untrained but well-formed encoder checkpoint (with its sha256 sidecar), as pretrain
+    writes it: lets the distill / probe tests skip training."""
+    from ltcl.models.checkpoint import build_from_spec, encoder_spec, save_encoder
+    from ltcl.params import ModelParams
+
+    h, w, c = image_shape or json.loads(proj.path("data/lt/manifest.json").read_text())["image_shape"]
+    cfg = ModelParams(**{**proj.params()["model"], **model})
+    spec = encoder_spec(cfg, c, h, [0.5] * c, [0.25] * c)
+    proj.path(rel).parent.mkdir(parents=True, exist_ok=True)
+    save_encoder(proj.path(rel), build_from_spec(spec), spec)
 
 
 @pytest.fixture

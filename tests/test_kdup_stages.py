@@ -97,10 +97,5 @@ def test_distill_disabled_is_f(project):
     assert all(torch.equal(a, b) for a, b in zip(f.state_dict().values(), g.state_dict().values()))
 
 
-def test_pool_smaller_than_budget(project):
-    project.set_params({"ood": {"strategy": "kdup", "pool_size": 30}})
-    for script in ("make_lt_dataset.py", "ood_pool.py"):
-        project.stage(script)
-    proc = project.stage("ood_sampling.py", check=False)
-    assert proc.returncode == 2 and "fewer than ood.budget" in proc.stderr
-    assert not project.path("data/ood/warmup.pt").exists()
+# A pool smaller than the OOD budget: tests/test_bad_input.py (refused in params.yaml for
+# bundled / folder / source pools, when ood-sampling opens an .npy pool).

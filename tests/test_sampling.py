@@ -497,3 +497,22 @@ def test_tailness_diagnostics_budget_per_image_by_group():
             for g in ("many", "medium", "few")}
     assert d["budget_per_image"] == pytest.approx(want)
     assert d["budget_per_image"]["few"] == pytest.approx(60 / (100 / 7))
+
+
+def test_empty_cluster_gets_no_budget(monkeypatch):
+    """A cluster left without ID samples draws no OOD images; the others share N_b exactly."""
+    import ltcl.sampling.select as sel_mod
+
+    rng = np.random.default_rng(0)
+    id_emb = rng.normal(size=(60, 8)).astype(np.float32)
+    pool = rng.normal(size=(500, 8)).astype(np.float32)
+    real = sel_mod.cluster_embeddings
+
+    def one_empty(z, k, **kw):
+        c, lab, info = real(z, k, **kw)
+        lab = np.where(lab == 2, 0, lab)  # cluster 2 loses all its members
+        return c, lab, info
+    monkeypatch.setattr(sel_mod, "cluster_embeddings", one_empty)
+    sel, _ = sample_ood(id_emb, pool, SamplingConfig(strategy="kdup", budget=100, clusters=4, knn_k=5))
+    assert sel.budgets[2] == 0 and sel.budgets.sum() == 100
+    assert (sel.cluster_of_each != 2).all()

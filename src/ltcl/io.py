@@ -147,6 +147,40 @@ def sha256_file(path: PathLike, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def sha256_sidecar(path: PathLike) -> Path:
+    """The hash sidecar of ``path``: ``model.pt`` -> ``model.pt.sha256``."""
+    path = Path(path)
+    return path.with_name(path.name + ".sha256")
+
+
+def write_sha256_sidecar(path: PathLike) -> str:
+    """Write ``<path>.sha256`` in ``sha256sum`` format (``<hex>  <name>``, so
+    ``sha256sum -c model.pt.sha256`` checks it by hand); returns the hex digest."""
+    digest = sha256_file(path, chunk_size=16 << 20)
+    write_text(sha256_sidecar(path), f"{digest}  {Path(path).name}\n")
+    return digest
+
+
+def verify_sha256_sidecar(path: PathLike, how: str = "rerun the stage that wrote it") -> bool:
+    """Check ``path`` against ``<path>.sha256`` when that sidecar exists.
+
+    Returns False when there is no sidecar, True when the hashes match; raises ValueError
+    naming the file (and ``how`` to get a good one) when they differ or the sidecar is
+    unreadable."""
+    side = sha256_sidecar(path)
+    if not side.is_file():
+        return False
+    fields = side.read_text(encoding="utf-8", errors="replace").split()
+    expected = fields[0].lower() if fields else ""
+    if len(expected) != 64 or any(c not in "0123456789abcdef" for c in expected):
+        raise ValueError(f"{side} does not hold a sha256 digest; {how}")
+    actual = sha256_file(path, chunk_size=16 << 20)
+    if actual != expected:
+        raise ValueError(f"hash mismatch for {path}: {side} has sha256 {expected}, the file has {actual} "
+                         f"(changed or corrupt since it was written); {how}")
+    return True
+
+
 def save_checkpoint(path: PathLike, obj: Any) -> None:
     """Atomically ``torch.save`` ``obj`` (keep it to tensors / plain containers so
     :func:`load_checkpoint` can read it with ``weights_only=True``)."""

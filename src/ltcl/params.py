@@ -26,6 +26,9 @@ class _Section(BaseModel):
 
 
 # --------------------------------------------------------------------------- data
+DATA_SOURCES = ("digits", "fashion-mnist", "mnist", "cifar10", "cifar100", "folder", "npz")  # = ltcl.data.sources.SOURCES
+
+
 class DataParams(_Section):
     source: Literal["digits", "fashion-mnist", "mnist", "cifar10", "cifar100", "folder", "npz"] = "digits"
     root: str = "data/raw"
@@ -180,11 +183,25 @@ class OODParams(_Section):
     embed_batch_size: int = Field(1024, ge=1)
     seed: int = Field(0, ge=0)
 
+    @field_validator("pool_source")
+    @classmethod
+    def _pool_source(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and v not in DATA_SOURCES:
+            raise ValueError(f"unknown data source {v!r}; known: {', '.join(DATA_SOURCES)}")
+        return v
+
     @model_validator(mode="after")
     def _budget(self) -> "OODParams":
         if self.strategy != "none" and self.budget == 0:
             raise ValueError(f"ood.budget is 0 but ood.strategy is {self.strategy!r}; "
                              "use strategy: none to train without OOD data")
+        # bundled / folder / source pools hold exactly pool_size images (an npy pool: its rows,
+        # checked when the pool is opened); kdup, colt and random draw the budget from the pool
+        if (self.strategy in ("kdup", "colt", "random") and self.source != "npy"
+                and self.pool_size < self.budget):
+            raise ValueError(f"ood.pool_size ({self.pool_size}) is smaller than ood.budget ({self.budget}): "
+                             f"strategy {self.strategy!r} selects ood.budget distinct pool images; "
+                             "raise ood.pool_size or lower ood.budget")
         if self.source in ("folder", "npy") and not self.path:
             raise ValueError(f"ood.source={self.source!r} needs ood.path")
         if self.source == "source" and not self.pool_source:
@@ -285,6 +302,11 @@ class Params(BaseModel):
         if self.pretrain.method in SUPERVISED_METHODS and self.ood.strategy != "none":
             raise ValueError(f"pretrain.method={self.pretrain.method} is supervised and trains on the labelled "
                              f"long-tailed split only; set ood.strategy: none (it is {self.ood.strategy!r})")
+        if (self.pretrain.method == "psd" and self.ood.strategy != "none"
+                and self.pretrain.k_pos >= self.ood.budget):
+            raise ValueError(f"pretrain.k_pos ({self.pretrain.k_pos}) must be smaller than ood.budget "
+                             f"({self.ood.budget}): PSD takes each image's k_pos nearest neighbours within its "
+                             "own domain, and the OOD domain holds ood.budget images")
         if self.ood.strategy != "none" and self.ood.warmup_epochs >= self.pretrain.epochs:
             raise ValueError(f"ood.warmup_epochs ({self.ood.warmup_epochs}) must be smaller than "
                              f"pretrain.epochs ({self.pretrain.epochs})")
@@ -338,17 +360,22 @@ def read_yaml(path: str | Path) -> dict:
 
 
 def _format_error(exc: ValidationError, path: Path) -> str:
+    import difflib
+
     lines = []
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"])
-        if not key:  # a check across sections: the message names the keys itself
+        if not key or (err["type"] == "value_error" and len(err["loc"]) == 1 and key in SECTIONS):
+            # a check across keys (of one section or several): the message names the keys itself
             lines.append(err["msg"].removeprefix("Value error, "))
         elif err["type"] == "extra_forbidden":
             section = err["loc"][0] if len(err["loc"]) > 1 else None
             allowed = (
                 sorted(SECTIONS[section].model_fields) if section in SECTIONS else sorted(SECTIONS)
             )
-            lines.append(f"{key}: unknown key; allowed here: {', '.join(allowed)}")
+            close = difflib.get_close_matches(str(err["loc"][-1]), allowed, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            lines.append(f"{key}: unknown key{hint}; allowed here: {', '.join(allowed)}")
         else:
             got = err.get("input")
             msg = err["msg"].removeprefix("Value error, ")

@@ -72,6 +72,20 @@ def varying_keys(exps: list[Experiment]) -> list[str]:
     return out
 
 
+BASE_ORDER = ["SimCLR", "SDCLR", "TS", "TASE", "GloCo", "GloCo + ProCo", "GML"]
+OOD_ORDER = ["", "PSD", "random OOD", "augmented ID", "COLT", "KDUP"]
+
+
+def line_order(line: "Line") -> tuple:
+    """The papers' order: baseline first, then its OOD variants (random, COLT, KDUP), f before g;
+    balanced-subset and compute-matched rows right after their long-tailed row."""
+    label = line.label
+    base = next((i for i, b in reversed(list(enumerate(BASE_ORDER))) if label.startswith(b)), len(BASE_ORDER))
+    ood = max((i for i, o in enumerate(OOD_ORDER) if o and f"+ {o}" in label), default=0)
+    enc = 1 if line.runs and line.runs[0].encoder == "distill" else 0
+    return (base, ood, "[balanced subset]" in label, "(compute-matched)" in label, enc, label)
+
+
 def build_lines(exps: list[Experiment], protocol: str = "full") -> tuple[list[Line], list[str]]:
     """Lines of the table for ``protocol`` and the keys that vary between experiments."""
     keys = varying_keys(exps)
@@ -84,7 +98,7 @@ def build_lines(exps: list[Experiment], protocol: str = "full") -> tuple[list[Li
             key = (r.label, tuple(repr(e.params.get(k)) for k in keys))
             line = groups.setdefault(key, Line(r.label, r.supervised, [], params={k: e.params.get(k) for k in keys}))
             line.runs.append(r)
-    lines = list(groups.values())
+    lines = sorted(groups.values(), key=line_order)
     for line in lines:
         for key, _, _ in COLUMNS:
             vals = [r.values[key] for r in line.runs if key in r.values and math.isfinite(r.values[key])]

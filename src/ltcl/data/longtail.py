@@ -95,6 +95,7 @@ def longtail_counts(
         zero = sum(1 for c in counts if c < 1)
         raise ValueError(
             f"{zero} of {num_classes} classes would get zero images with n_max={n_max} and "
-            f"ratio={ratio} (profile {profile!r}); raise n_max or lower the ratio (need n_max >= ratio)"
+            f"ratio={ratio} (profile {profile!r}); raise n_max (data.max_per_class) or lower the ratio "
+            f"(data.imbalance_ratio): the smallest class gets n_max / ratio images, so n_max >= ratio is needed"
         )
     return counts

@@ -87,35 +87,43 @@ def _check_images(x: np.ndarray, what: str) -> np.ndarray:
     return x
 
 
-def validate_raw(raw: RawDataset) -> RawDataset:
+def validate_raw(raw: RawDataset, where: str | os.PathLike | None = None) -> RawDataset:
     """Check shapes, dtypes and labels of a :class:`RawDataset`; return it normalised.
 
     Raises ValueError for: non-uint8 or non-NHWC images, train/test images of
     different sizes or channel counts, label arrays of the wrong length, labels
-    outside ``0..C-1`` (C = ``len(class_names)``) and classes absent from train.
+    outside ``0..C-1`` (C = ``len(class_names)``) and classes absent from train.  Messages
+    start with the data set's name and ``where`` (its file or folder) when given.
     """
-    x_train = _check_images(raw.x_train, f"{raw.name}: x_train")
-    x_test = _check_images(raw.x_test, f"{raw.name}: x_test")
+    name = raw.name if where is None else f"{raw.name} {where}"
+    x_train = _check_images(raw.x_train, f"{name}: x_train")
+    x_test = _check_images(raw.x_test, f"{name}: x_test")
+    if x_train.shape[-1] != x_test.shape[-1]:
+        raise ValueError(
+            f"{name}: mixed channel counts: train images have {x_train.shape[-1]} channel(s) "
+            f"(shape {x_train.shape[1:]}), test images {x_test.shape[-1]} (shape {x_test.shape[1:]}); "
+            "convert both splits to grayscale or both to RGB"
+        )
     if x_train.shape[1:] != x_test.shape[1:]:
         raise ValueError(
-            f"{raw.name}: mixed image sizes/channel counts: train images are {x_train.shape[1:]}, "
-            f"test images are {x_test.shape[1:]} (pass image_size to resize both)"
+            f"{name}: mixed image sizes: train images are {x_train.shape[1:3]}, "
+            f"test images are {x_test.shape[1:3]} (set data.image_size to resize both)"
         )
     num_classes = len(raw.class_names)
     if num_classes < 1:
-        raise ValueError(f"{raw.name}: class_names is empty")
+        raise ValueError(f"{name}: class_names is empty")
     ys = []
     for split, x, y in (("train", x_train, raw.y_train), ("test", x_test, raw.y_test)):
         y = np.asarray(y)
         if y.ndim != 1 or len(y) != len(x):
-            raise ValueError(f"{raw.name}: y_{split} must be 1-D with {len(x)} labels, got shape {y.shape}")
+            raise ValueError(f"{name}: y_{split} must be 1-D with {len(x)} labels, got shape {y.shape}")
         if len(y) and not np.issubdtype(y.dtype, np.integer):
-            raise ValueError(f"{raw.name}: y_{split} must hold integers, got dtype {y.dtype}")
+            raise ValueError(f"{name}: y_{split} must hold integers, got dtype {y.dtype}")
         y = y.astype(np.int64, copy=False)
         bad = np.unique(y[(y < 0) | (y >= num_classes)])
         if bad.size:
             raise ValueError(
-                f"{raw.name}: y_{split} has out-of-range labels {bad.tolist()}; "
+                f"{name}: y_{split} has out-of-range labels {bad.tolist()}; "
                 f"allowed 0..{num_classes - 1} ({num_classes} classes)"
             )
         ys.append(y)
@@ -123,7 +131,7 @@ def validate_raw(raw: RawDataset) -> RawDataset:
     missing = np.flatnonzero(present == 0)
     if missing.size:
         names = [f"{c} ({raw.class_names[c]})" for c in missing.tolist()]
-        raise ValueError(f"{raw.name}: classes missing from the train split: {', '.join(names)}")
+        raise ValueError(f"{name}: classes missing from the train split: {', '.join(names)}")
     raw.x_train, raw.x_test = x_train, x_test
     raw.y_train, raw.y_test = ys
     raw.class_names = [str(c) for c in raw.class_names]
@@ -371,14 +379,28 @@ class RestrictedUnpickler(pickle.Unpickler):
             raise pickle.UnpicklingError(f"refused global {module}.{name}") from None
 
 
+class BadPickleError(pickle.UnpicklingError, ValueError):
+    """A refused (possibly tampered) or corrupt pickle.  Also a ValueError, so a stage reports it
+    as a user error (one message, exit code 2) rather than a crash."""
+
+
 def restricted_loads(data: bytes, what: str = "pickle") -> Any:
-    """Unpickle ``data`` with :class:`RestrictedUnpickler` (``encoding="bytes"``)."""
+    """Unpickle ``data`` with :class:`RestrictedUnpickler` (``encoding="bytes"``).
+
+    Raises :class:`BadPickleError` (an ``UnpicklingError`` and a ``ValueError``) naming
+    ``what`` for a refused global, or a truncated or corrupt pickle.
+    """
     try:
         return RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
     except pickle.UnpicklingError as exc:
-        raise pickle.UnpicklingError(f"{what}: {exc}") from exc
-    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
-        raise ValueError(f"{what}: corrupt pickle: {type(exc).__name__}: {exc}") from exc
+        msg = str(exc)
+        if msg.startswith("refused global"):
+            raise BadPickleError(f"{what}: {msg} (only numpy arrays, lists, dicts, bytes, str and numbers "
+                                 "are allowed: the file may have been tampered with)") from exc
+        raise BadPickleError(f"{what}: corrupt or truncated pickle: {msg}") from exc
+    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError, MemoryError,
+            OverflowError, RecursionError) as exc:
+        raise BadPickleError(f"{what}: corrupt or truncated pickle: {type(exc).__name__}: {exc}") from exc
 
 
 _CIFAR = {
@@ -458,10 +480,11 @@ class _CifarReader:
                     fh = tf.extractfile(info)
                     assert fh is not None
                     out[m] = restricted_loads(fh.read(), what)
-        except (tarfile.TarError, EOFError, OSError) as exc:
+        except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
             if isinstance(exc, FileNotFoundError):
                 raise
-            raise ValueError(f"{self.name}: corrupt archive {self.archive}: {exc}") from exc
+            raise ValueError(f"{self.name}: corrupt or truncated archive {self.archive}: "
+                             f"{type(exc).__name__}: {exc}") from exc
         return out
 
 
@@ -628,16 +651,27 @@ def read_image_files(paths: Sequence[Path], size: int | None, on_bad_image: str)
     return images, skipped
 
 
-def stack_images(images: Sequence[np.ndarray], what: str, force_rgb: bool | None = None) -> np.ndarray:
+def check_same_size(images: Sequence[np.ndarray], what: str, paths: Sequence[Any] | None = None) -> None:
+    """ValueError if the HxW sizes differ, naming up to five sizes (and, given ``paths``, one
+    file of each)."""
+    first: dict[tuple[int, int], Any] = {}
+    for i, im in enumerate(images):
+        first.setdefault(tuple(im.shape[:2]), None if paths is None else paths[i])
+    if len(first) > 1:
+        examples = ", ".join(f"{h}x{w}" + ("" if first[(h, w)] is None else f" ({first[(h, w)]})")
+                             for h, w in sorted(first)[:5])
+        raise ValueError(f"{what}: mixed image sizes: {examples}; set data.image_size to resize them")
+
+
+def stack_images(images: Sequence[np.ndarray], what: str, force_rgb: bool | None = None,
+                 paths: Sequence[Any] | None = None) -> np.ndarray:
     """Stack HxWxC images; grayscale is expanded to RGB unless all are grayscale.
 
-    Mixed spatial sizes raise ValueError (pass image_size to resize).
+    Mixed spatial sizes raise ValueError (see :func:`check_same_size`; set image_size to resize).
     """
     if not images:
         raise ValueError(f"{what}: no images")
-    sizes = {im.shape[:2] for im in images}
-    if len(sizes) > 1:
-        raise ValueError(f"{what}: mixed image sizes {sorted(sizes)[:5]}; pass image_size to resize them")
+    check_same_size(images, what, paths)
     rgb = any(im.shape[2] == 3 for im in images) if force_rgb is None else force_rgb
     if rgb:
         images = [np.repeat(im, 3, axis=2) if im.shape[2] == 1 else im for im in images]
@@ -673,6 +707,7 @@ def load_folder_source(
     if unknown:
         raise ValueError(f"folder: test classes {unknown} have no train directory in {root / 'train'}")
     split_images: dict[str, tuple[list[np.ndarray], np.ndarray]] = {}
+    split_paths: dict[str, list[Path]] = {}
     skipped: list[str] = []
     for split, classes in (("train", class_names), ("test", test_classes)):
         paths: list[Path] = []
@@ -685,10 +720,13 @@ def load_folder_source(
         skipped += bad
         keep = [i for i, im in enumerate(imgs) if im is not None]
         split_images[split] = ([imgs[i] for i in keep], np.asarray([labels[i] for i in keep], dtype=np.int64))
+        split_paths[split] = [paths[i] for i in keep]
     all_imgs = split_images["train"][0] + split_images["test"][0]
     rgb = any(im.shape[2] == 3 for im in all_imgs)
-    x_tr = stack_images(split_images["train"][0], f"folder {root / 'train'}", force_rgb=rgb)
-    x_te = stack_images(split_images["test"][0], f"folder {root / 'test'}", force_rgb=rgb)
+    check_same_size(all_imgs, f"folder {root}", split_paths["train"] + split_paths["test"])  # train and test
+    x_tr = stack_images(split_images["train"][0], f"folder {root / 'train'}", force_rgb=rgb,
+                        paths=split_paths["train"])
+    x_te = stack_images(split_images["test"][0], f"folder {root / 'test'}", force_rgb=rgb, paths=split_paths["test"])
     raw = RawDataset("folder", x_tr, split_images["train"][1], x_te, split_images["test"][1], class_names, skipped)
     return raw
 
@@ -711,12 +749,21 @@ def load_npz_source(root: Path | None = None, download: bool = False, **_: Any) 
         path = path / "data.npz"
     if not path.is_file():
         raise FileNotFoundError(f"npz: {path} not found")
-    with np.load(path, allow_pickle=False) as f:
-        missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in f.files]
-        if missing:
-            raise ValueError(f"npz: {path} lacks arrays {missing} (has {f.files})")
-        arrays = {k: f[k] for k in ("x_train", "y_train", "x_test", "y_test")}
-        names = [str(n) for n in f["class_names"].tolist()] if "class_names" in f.files else None
+    import zipfile
+
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if not hasattr(f, "files"):
+                raise ValueError("a single array, not an .npz archive")
+            missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in f.files]
+            if missing:
+                raise ValueError(f"lacks arrays {missing} (has {f.files})")
+            arrays = {k: f[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+            names = [str(n) for n in f["class_names"].tolist()] if "class_names" in f.files else None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise ValueError(f"npz: {path}: unreadable or corrupt: {exc}") from exc
     if names is None:
         top = max(int(arrays["y_train"].max(initial=-1)), int(arrays["y_test"].max(initial=-1)))
         names = [str(i) for i in range(top + 1)]
@@ -761,7 +808,10 @@ def load_source(
         raise ValueError(f"image_size must be a positive int or None, got {image_size!r}")
     root_path = Path(root).expanduser() if root is not None else None
     raw = SOURCES[name](root=root_path, download=download, image_size=image_size, on_bad_image=on_bad_image)
-    raw = validate_raw(raw)
+    where = None
+    if root_path is not None and name != "digits":  # name the file or folder the data came from
+        where = root_path / "data.npz" if name == "npz" and root_path.is_dir() else root_path
+    raw = validate_raw(raw, where)
     if image_size is not None:
         raw.x_train = resize_images(raw.x_train, int(image_size))
         raw.x_test = resize_images(raw.x_test, int(image_size))

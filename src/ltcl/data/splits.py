@@ -333,8 +333,9 @@ def verify_file(out_dir: str | os.PathLike, filename: str, manifest: dict[str, A
         raise ValueError(f"{path} is not listed in {Path(out_dir) / MANIFEST}")
     actual = sha256_file(path)
     if actual != expected:
-        raise ValueError(f"hash mismatch for {path}: manifest has sha256 {expected}, file has {actual} "
-                         f"(file changed or corrupt; re-run the split stage)")
+        raise ValueError(f"hash mismatch for {path}: {Path(out_dir) / MANIFEST} has sha256 {expected}, the file has "
+                         f"{actual} (changed or corrupt since make-lt-dataset wrote it); restore it with "
+                         f"`dvc checkout` or rebuild it with `dvc repro -f make-lt-dataset`")
 
 
 def load_split(out_dir: str | os.PathLike, name: str, verify: bool = True) -> Split:

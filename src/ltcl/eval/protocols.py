@@ -72,7 +72,7 @@ def load_frozen(params, ckpt_path, lt_dir):
     device = resolve_device(params.runtime.device)
     amp = amp_dtype_for(device, params.runtime.amp) is not None
     manifest = load_manifest(lt_dir)
-    model, spec, _ = load_encoder(ckpt_path, device)
+    model, spec, _ = load_encoder(ckpt_path, device, model_cfg=params.model, image_shape=manifest.get("image_shape"))
     return model, spec, manifest, device, amp
 
 

@@ -70,10 +70,24 @@ class StepOutput:
 
 
 class Method:
-    """Base class of pre-training methods (SimCLR-like two-view contrastive learning)."""
+    """Base class of pre-training methods (SimCLR-like two-view contrastive learning).
+
+    Distributed training (``ltcl.train.distributed``): a method that computes its loss on
+    embeddings gathered over ranks (:meth:`gather`, :meth:`gather_ids`), so that every rank's
+    loss is the global batch's, declares ``supports_ddp = True`` in its own class body.  The
+    flag is not inherited: a subclass that changes the step must be checked and opt in again,
+    otherwise training under torchrun stops with "method X does not support DDP yet" instead
+    of silently computing a per-rank loss.
+    """
 
     name = "base"
     supervised = False
+    supports_ddp = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "supports_ddp" not in cls.__dict__:
+            cls.supports_ddp = False
 
     def __init__(self, model: nn.Module, data: TrainSet, cfg, runtime: Runtime, augment: nn.Module,
                  refresh_every: int = 25):
@@ -102,6 +116,27 @@ class Method:
     def training_step(self, idx: torch.Tensor) -> StepOutput:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    @property
+    def ddp(self) -> Optional[nn.Module]:
+        """The DistributedDataParallel step set by ``ltcl.train.distributed.prepare`` (None in
+        one process).  Kept in a tuple, not as a module attribute, so that the resume
+        checkpoint (which saves every module attribute of a method) never stores the wrapper."""
+        return self.__dict__.get("_ddp_holder", (None,))[0]
+
+    @ddp.setter
+    def ddp(self, module: Optional[nn.Module]) -> None:
+        self.__dict__["_ddp_holder"] = (module,)
+
+    def step(self, idx: torch.Tensor) -> StepOutput:
+        """What the loop calls: ``training_step`` on this rank's indices, through
+        DistributedDataParallel when training runs in several processes."""
+        if self.ddp is None:
+            return self.training_step(idx)
+        loss = self.ddp(idx)
+        out = self.ddp.module.last
+        out.loss = loss
+        return out
+
     def state_dict(self) -> dict:
         return {}
 
@@ -117,6 +152,19 @@ class Method:
             else:
                 z = forward(x)
         return z.float()
+
+    def gather(self, t: torch.Tensor) -> torch.Tensor:
+        """``t``'s rows of every rank, concatenated in rank order, with gradients (identity in
+        one process): contrastive losses then see the global batch."""
+        from ltcl.train.distributed import all_gather_with_grad
+
+        return all_gather_with_grad(t)
+
+    def gather_ids(self, t: torch.Tensor) -> torch.Tensor:
+        """Like :meth:`gather` for tensors without gradients (indices, domains, labels)."""
+        from ltcl.train.distributed import all_gather_tensor
+
+        return all_gather_tensor(t)
 
     def embed_all(self):
         """L2-normalised projections (numpy, N x d) of every training image, no augmentation."""

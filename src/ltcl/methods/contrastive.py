@@ -12,6 +12,10 @@
 Whenever the training set holds sampled OOD images (domain 1) and ``alpha > 0``, every method
 here adds alpha * L_DD, the domain discrimination loss (paper 003 Eq. 9, from COLT), so
 ``simclr`` + ``ood.strategy: colt`` is COLT and ``psd`` + ``kdup`` is KDUP (Eq. 10).
+
+Under DDP (``ltcl.train.distributed``) each rank embeds its slice of the global batch and the
+embeddings (with gradients), indices and domains are all-gathered before the losses, so every
+rank computes the loss of the whole global batch, as a single process would.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from ltcl.models.pruning import PrunedBranchNorms, global_magnitude_masks, prune
 @register("simclr")
 class SimCLR(Method):
     pruned_branch = False
+    supports_ddp = True
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -75,9 +80,10 @@ class SimCLR(Method):
     def training_step(self, idx: torch.Tensor) -> StepOutput:
         v1, v2 = self.views(idx)
         z1, z2 = self.encode_pair(v1, v2)
+        z1, z2 = self.gather(z1), self.gather(z2)  # the global batch under DDP (identity otherwise)
         loss = nt_xent(z1, z2, self.temperature())
         parts = {"contrastive": float(loss.detach())}
-        dom = self.data.domain[idx]
+        dom = self.gather_ids(self.data.domain[idx])
         loss = self.add_domain_loss(loss, parts, torch.cat([z1, z2]), torch.cat([dom, dom]))
         return StepOutput(loss=loss, parts=parts, images=2 * len(idx))
 
@@ -85,11 +91,14 @@ class SimCLR(Method):
 @register("sdclr")
 class SDCLR(SimCLR):
     pruned_branch = True
+    supports_ddp = True
 
 
 @register("psd")
 class PseudoSemanticDiscrimination(SimCLR):
     """KDUP pre-training (paper 003 Eq. 8-10) with neighbour positives brought into the batch."""
+
+    supports_ddp = True
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -103,7 +112,10 @@ class PseudoSemanticDiscrimination(SimCLR):
     def on_epoch_start(self, epoch: int) -> None:
         super().on_epoch_start(epoch)
         if self.cfg.k_pos > 0 and (self._stale or epoch % self.refresh_every == 0):
-            self.neighbours = self.compute_neighbours()
+            from ltcl.train.distributed import on_main
+
+            # under DDP rank 0 computes the neighbours and every rank uses the same ones
+            self.neighbours = on_main(lambda: self.compute_neighbours().cpu()).to(self.data.x.device)
             self._stale = False
 
     @torch.no_grad()
@@ -130,11 +142,13 @@ class PseudoSemanticDiscrimination(SimCLR):
             nb = self.neighbours[idx].reshape(-1)
             ids.append(nb)
             v1 = torch.cat([v1, self.augment(self.data.x[nb])])
-        ids_all = torch.cat(ids)
         z1, z2 = self.encode_pair(v1, v2)
-        # order rows as [anchors view 1, anchors view 2, neighbours]
+        # order rows as [anchors view 1, anchors view 2, neighbours]; under DDP each block is
+        # gathered over ranks, which gives the single-process order of the global batch
         b = len(idx)
-        z = torch.cat([z1[:b], z2, z1[b:]])
+        blocks = [z1[:b], z2] + ([z1[b:]] if len(ids) > 2 else [])
+        z = torch.cat([self.gather(t) for t in blocks])
+        ids_all = torch.cat([self.gather_ids(i) for i in ids])
         loss = psd_loss(z, self.positive_mask(ids_all), self.temperature())
         parts = {"psd": float(loss.detach())}
         loss = self.add_domain_loss(loss, parts, z, self.data.domain[ids_all])

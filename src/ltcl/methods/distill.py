@@ -29,6 +29,7 @@ def farthest_clusters(centroids: np.ndarray) -> np.ndarray:
 
 class GuidedDistillation(Method):
     name = "kdup-distill"
+    supports_ddp = True
 
     def __init__(self, model, data, cfg, runtime, augment, *, teacher, neighbours, clusters, centroids,
                  **kwargs):
@@ -68,18 +69,28 @@ class GuidedDistillation(Method):
         return pos, neg
 
     def training_step(self, idx: torch.Tensor) -> StepOutput:
+        from ltcl.train.distributed import rank
+
         x = self.data.x
         b = len(idx)
+        # Under DDP the random positives / negatives are drawn for the global batch on every rank
+        # (the generator advances identically everywhere) and each rank keeps its own slice, so the
+        # draws equal a single process's; embeddings are gathered before the loss (L_DL pairs every
+        # anchor with every other of the global batch).  In one process gidx is idx.
+        gidx = self.gather_ids(idx)
+        mine = slice(rank() * b, rank() * b + b) if len(gidx) > b else slice(0, b)
         if self.cfg.guided_sampling:
-            pos, neg = self.pick(idx)
+            pos, neg = self.pick(gidx)
+            pos, neg = pos[mine], neg[mine]
             views = self.augment(torch.cat([x[idx], x[pos], x[neg]]))
         else:  # "KD with typical loss": another view as positive, a random batch member as negative
-            shift = 1 + int(torch.randint(b - 1, (1,), generator=self.generator))
-            neg = torch.roll(idx, shift)
+            shift = 1 + int(torch.randint(len(gidx) - 1, (1,), generator=self.generator))
+            neg = torch.roll(gidx, shift)[mine]
             views = self.augment(torch.cat([x[idx], x[idx], x[neg]]))
         y = self.embed(views)
         with torch.no_grad():
             z = self.embed(views, forward=lambda v: self.teacher(v)[1])
-        loss, parts = guided_learning_loss(y[:b], y[b:2 * b], y[2 * b:], z[:b], z[b:2 * b], z[2 * b:],
-                                           self.cfg.beta, weighted=self.cfg.guided_weighting)
+        ys = [self.gather(y[i * b:(i + 1) * b]) for i in range(3)]
+        zs = [self.gather_ids(z[i * b:(i + 1) * b]) for i in range(3)]
+        loss, parts = guided_learning_loss(*ys, *zs, self.cfg.beta, weighted=self.cfg.guided_weighting)
         return StepOutput(loss=loss, parts={k: float(v) for k, v in parts.items()}, images=3 * b)

@@ -26,6 +26,8 @@ from ltcl.methods.contrastive import SimCLR
 
 @register("ts")
 class TemperatureSchedule(SimCLR):
+    supports_ddp = True  # SimCLR's (gathered) step with a scalar temperature per epoch
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.progress = 0.0

@@ -1,14 +1,24 @@
 """Encoder checkpoints as plain dicts (state dict, numbers, strings): loadable with
-``torch.load(weights_only=True)`` so a downloaded checkpoint cannot run code."""
+``torch.load(weights_only=True)`` so a downloaded checkpoint cannot run code.
+
+Every encoder file gets a ``<file>.sha256`` sidecar (``sha256sum`` format) when it is saved;
+:func:`load_encoder` checks the file against it, so a checkpoint replaced or corrupted after
+the stage that wrote it is refused with a message naming the file.
+"""
 
 from __future__ import annotations
 
+import pickle
+import zipfile
 from pathlib import Path
 
 import torch
 
-from ltcl.io import load_checkpoint, save_checkpoint
+from ltcl.io import load_checkpoint, save_checkpoint, sha256_sidecar, verify_sha256_sidecar, write_sha256_sidecar
 from ltcl.models.heads import Encoder, build_encoder
+
+# the spec keys that fix the architecture, and the params.yaml key each comes from
+MODEL_KEYS = ("backbone", "width", "stem", "proj_hidden", "proj_dim")
 
 
 def encoder_spec(model_cfg, channels: int, image_size: int, mean, std) -> dict:
@@ -32,19 +42,77 @@ def build_from_spec(spec: dict) -> Encoder:
 
 
 def save_encoder(path: str | Path, model: Encoder, spec: dict, **extra) -> None:
+    """Write the checkpoint atomically, then its ``<path>.sha256`` sidecar (a stale sidecar is
+    removed first, so a crash in between leaves a checkpoint without one, never a wrong one)."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    sha256_sidecar(path).unlink(missing_ok=True)
     save_checkpoint(path, {"model": state, "spec": spec, **extra})
+    write_sha256_sidecar(path)
 
 
-def load_encoder(path: str | Path, device: torch.device | str = "cpu") -> tuple[Encoder, dict, dict]:
-    """(encoder in eval mode on ``device``, its spec, the whole checkpoint dict)."""
-    ckpt = load_checkpoint(path)
+def _rebuild_hint(path: Path) -> str:
+    stage = path.stem if path.stem in ("pretrain", "distill") else None
+    if stage is None:
+        return "rerun the stage that wrote it"
+    return f"restore it with `dvc checkout {path}` or rebuild it with `dvc repro -f {stage}`"
+
+
+def check_encoder_spec(spec: dict, path: str | Path, model_cfg=None, image_shape=None) -> None:
+    """ValueError naming ``path`` when its encoder spec does not match the ``model`` params
+    (backbone, width, stem, projection sizes) or the images it will be fed (H, W, C)."""
+    path = Path(path)
+    hint = f"rerun {path.stem} (`dvc repro {path.stem}`)" if path.stem in ("pretrain", "distill") else \
+        "rerun the stage that made it"
+    if model_cfg is not None:
+        diffs = []
+        for key in MODEL_KEYS:
+            want, have = getattr(model_cfg, key), spec.get(key)
+            same = float(want) == float(have) if key == "width" and isinstance(have, (int, float)) else want == have
+            if not same:
+                diffs.append(f"model.{key} is {want!r} in params.yaml but {have!r} in the checkpoint")
+        if diffs:
+            raise ValueError(f"{path} is a checkpoint of a different model: {'; '.join(diffs)}. "
+                             f"Set the model params it was made with, or {hint}")
+    if image_shape is not None:
+        h, w, c = (int(v) for v in image_shape)
+        size, ch = spec.get("image_size"), spec.get("channels")
+        if (size, size, ch) != (h, w, c):
+            raise ValueError(f"{path} was trained on {size}x{size}x{ch} images but the data set holds {h}x{w}x{c} "
+                             f"images: it belongs to another data set; {hint}")
+
+
+def load_encoder(path: str | Path, device: torch.device | str = "cpu", model_cfg=None,
+                 image_shape=None) -> tuple[Encoder, dict, dict]:
+    """(encoder in eval mode on ``device``, its spec, the whole checkpoint dict).
+
+    Checks, each failure a ValueError naming the file: the ``<path>.sha256`` sidecar when
+    present; that the file is a readable ltcl encoder checkpoint (``weights_only`` load);
+    that its weights fit the architecture it declares; and, when given, that it matches the
+    ``model`` params (``model_cfg``) and the images it will see (``image_shape`` = H, W, C).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"encoder checkpoint {path} not found (run the stage that makes it first)")
+    verify_sha256_sidecar(path, _rebuild_hint(path))
+    try:
+        ckpt = load_checkpoint(path)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, AttributeError) as exc:
+        raise ValueError(f"{path}: not a readable ltcl encoder checkpoint ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "spec" not in ckpt:
-        raise ValueError(f"{path}: not an ltcl encoder checkpoint (keys: {list(ckpt)[:8]})")
-    model = build_from_spec(ckpt["spec"])
+        keys = list(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise ValueError(f"{path}: not an ltcl encoder checkpoint (keys: {keys})")
+    spec = ckpt["spec"]
+    if not isinstance(spec, dict):
+        raise ValueError(f"{path}: not an ltcl encoder checkpoint (its spec is a {type(spec).__name__})")
+    check_encoder_spec(spec, path, model_cfg, image_shape)
+    try:
+        model = build_from_spec(spec)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: its model spec is invalid ({type(exc).__name__}: {exc})") from None
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as exc:
         raise ValueError(f"{path}: checkpoint does not match the model it declares "
-                         f"({ckpt['spec']['backbone']}): {str(exc).splitlines()[0]}") from None
-    return model.to(device).eval(), ckpt["spec"], ckpt
+                         f"({spec['backbone']}): {str(exc).splitlines()[0]}") from None
+    return model.to(device).eval(), spec, ckpt

@@ -17,19 +17,20 @@ def knn_indices(z, k: int) -> np.ndarray:
 def domain_knn(z, domain, k: int) -> torch.Tensor:
     """k nearest neighbours of each sample among samples of its own domain (paper 003,
     Sec. 3.1.2: "The nearest neighbors ... are selected among the samples within the
-    instance's domain").  A domain with k or fewer samples uses all of its other members,
-    padded by repeating them (and the sample itself when it is alone)."""
+    instance's domain").  Every domain needs more than k samples: a smaller one raises
+    ValueError naming the domain and its size (``pretrain.k_pos`` is k for PSD)."""
     z = _as_numpy(z)
     domain = _as_numpy(domain).astype(np.int64)
     out = np.empty((len(z), k), dtype=np.int64)
-    for d in np.unique(domain):
+    domains, sizes = np.unique(domain, return_counts=True)
+    small = [(int(d), int(n)) for d, n in zip(domains, sizes) if n <= k]
+    if small:
+        names = ", ".join(f"{'ID' if d == 0 else 'OOD' if d == 1 else d} domain has {n}" for d, n in small)
+        raise ValueError(f"pretrain.k_pos={k} nearest same-domain neighbours need more than {k} images in every "
+                         f"domain, but the {names}; lower pretrain.k_pos")
+    for d in domains:
         members = np.flatnonzero(domain == d)
-        if len(members) > k:
-            out[members] = members[knn_indices(z[members], k)]
-        else:
-            for row, i in enumerate(members):
-                others = np.delete(members, row) if len(members) > 1 else members
-                out[i] = np.resize(others, k)
+        out[members] = members[knn_indices(z[members], k)]
     return torch.from_numpy(out)
 
 

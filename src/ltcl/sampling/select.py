@@ -326,7 +326,12 @@ def sample_ood(
         tail = momentum_update(prev_tailness, tailness_scores(z, config.knn_k), config.momentum)
     t2 = time.perf_counter()
     cl_tail = cluster_tailness(tail, labels, config.clusters)
-    budgets = allocate_budget(cl_tail, config.budget, config.budget_temperature)
+    # Eq. 7 over the clusters that hold ID samples: a cluster the KL refinement left empty
+    # represents no in-distribution data, so it draws no OOD images (measured: at 12,406 ID x
+    # 300K it would otherwise have taken 209 of 10,000).
+    nonempty = np.bincount(np.asarray(labels), minlength=config.clusters) > 0
+    budgets = np.zeros(config.clusters, dtype=np.int64)
+    budgets[nonempty] = allocate_budget(cl_tail[torch.as_tensor(nonempty)], config.budget, config.budget_temperature)
     t3 = time.perf_counter()
     id_indices = None
     if strategy == "augment":

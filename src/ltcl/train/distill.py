@@ -10,13 +10,17 @@ import numpy as np
 
 from ltcl.methods.base import TrainSet
 from ltcl.methods.distill import GuidedDistillation
+from ltcl.train import distributed
 from ltcl.train.pretrain import (build_augment, check_batch_size, empty_curves, history, load_train_split,
                                  no_training_state, run_training, stage_resumer)
 
 
 def run_distill_stage(params, lt_dir, teacher_path, ckpt_path, metrics_path, live_dir=None,
                       resume_path=None) -> dict:
-    """Train g from the frozen f; with ``distill.enabled: false`` g is f itself (Table 5 "w/o KD")."""
+    """Train g from the frozen f; with ``distill.enabled: false`` g is f itself (Table 5 "w/o KD").
+
+    Launched by torchrun, every rank trains its slice of each global batch (DDP); rank 0 computes
+    f's clusters and neighbours (broadcast to every rank) and alone writes the outputs."""
     from ltcl.io import write_json
     from ltcl.models.checkpoint import load_encoder, save_encoder
     from ltcl.params import params_dict
@@ -26,14 +30,21 @@ def run_distill_stage(params, lt_dir, teacher_path, ckpt_path, metrics_path, liv
     from ltcl.sampling.refresh import embed_images
 
     cfg = params.distill
+    distributed.init_from_env(params.runtime)
+    distributed.check_stage("distill", params, distributed.world_size())
     runtime = setup_runtime(params.runtime, cfg.seed)
     teacher, spec, _ = load_encoder(teacher_path, runtime.device)
+    main = distributed.is_main()
+    if not cfg.enabled and not main:
+        distributed.barrier()
+        return {"enabled": False, "epochs": 0, "seconds": 0.0}
     if not cfg.enabled:
         empty_curves(live_dir)
         no_training_state(resume_path, "distill.enabled is false")
         save_encoder(ckpt_path, teacher, spec, params=params_dict(params, "distill"), distilled=False)
         metrics = {"enabled": False, "epochs": 0, "seconds": 0.0}
         write_json(metrics_path, metrics)
+        distributed.barrier()
         return metrics
     x, y, manifest = load_train_split(lt_dir)
     check_batch_size(cfg, len(x))
@@ -49,9 +60,14 @@ def run_distill_stage(params, lt_dir, teacher_path, ckpt_path, metrics_path, liv
     teacher = teacher.to(memory_format=runtime.memory_format())
     data = TrainSet.from_numpy(x, y, len(manifest["class_names"]), runtime.device)
     t0 = time.perf_counter()
-    z_f = embed_images(teacher, data.x, spec["mean"], spec["std"], runtime)
-    centroids, clusters, info = cluster_embeddings(z_f, cfg.clusters, seed=cfg.seed)
-    neighbours = knn_indices(z_f, cfg.k_kd)
+
+    def guidance():
+        z_f = embed_images(teacher, data.x, spec["mean"], spec["std"], runtime)
+        centroids, clusters, info = cluster_embeddings(z_f, cfg.clusters, seed=cfg.seed)
+        return centroids, clusters, info, knn_indices(z_f, cfg.k_kd)
+
+    # under DDP rank 0 computes f's clusters and neighbours and every rank uses the same ones
+    centroids, clusters, info, neighbours = distributed.on_main(guidance)
     setup_s = time.perf_counter() - t0
     student = copy.deepcopy(teacher).train()
     for p in student.parameters():
@@ -61,13 +77,17 @@ def run_distill_stage(params, lt_dir, teacher_path, ckpt_path, metrics_path, liv
                                 clusters=clusters, centroids=centroids)
     logs, summary = run_training(method, cfg, runtime, live_dir, desc="distill", resumer=resumer,
                                  resume_state=resumer.load())
-    save_encoder(ckpt_path, student, spec, params=params_dict(params, "distill"), history=history(logs),
-                 distilled=True)
     # how often f's neighbour positives share the true class: what guided sampling relies on
     nb_precision = float(np.mean(y[neighbours] == y[:, None]))
     metrics = {"enabled": True, "method": "kdup", **summary, "setup_seconds": setup_s, "neighbour_precision": nb_precision,
                "clusters_converged": bool(info.get("converged", False))}
-    write_json(metrics_path, metrics)
+    if distributed.is_distributed():
+        metrics["processes"] = distributed.world_size()
+    if main:  # rank 0 alone writes the outputs
+        save_encoder(ckpt_path, student, spec, params=params_dict(params, "distill"), history=history(logs),
+                     distilled=True)
+        write_json(metrics_path, metrics)
+    distributed.barrier()
     return metrics
 
 

@@ -6,6 +6,7 @@ nothing about any of them.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from tqdm import tqdm
 
 from ltcl.methods.base import Method
 from ltcl.runtime import Runtime
+from ltcl.train import distributed
 
 
 class NonFiniteLossError(RuntimeError):
@@ -71,15 +73,31 @@ def train_epoch(method: Method, optimizer, cfg, runtime: Runtime, epoch: int,
                 generator: torch.Generator, scaler=None, desc: str = "train") -> EpochLog:
     method.model.train()
     batches = epoch_batches(method.num_samples(), cfg.batch_size, generator)
+    world = distributed.world_size()
+    if world > 1:
+        # the distributed sampler: every rank holds the same global batches (same seeded
+        # permutation) and trains on its own disjoint slice of each; augmentations are drawn
+        # from a per-rank seed so the ranks' slices do not share crop / jitter parameters
+        batches = distributed.shard_batches(batches, distributed.rank(), world)
+        rng = distributed.rank_rng(int(torch.randint(2 ** 62, (1,), generator=generator)), method.data.x.device)
+    else:
+        rng = contextlib.nullcontext()
+    with rng:
+        return _run_epoch(method, optimizer, cfg, epoch, batches, scaler, desc, world)
+
+
+def _run_epoch(method: Method, optimizer, cfg, epoch: int, batches: list[torch.Tensor], scaler, desc: str,
+               world: int) -> EpochLog:
     device = method.data.x.device
     total, n_img, sums = 0.0, 0, {}
     t0 = time.perf_counter()
-    bar = tqdm(batches, desc=f"{desc} {epoch + 1}/{cfg.epochs}", leave=False, mininterval=2.0)
+    bar = tqdm(batches, desc=f"{desc} {epoch + 1}/{cfg.epochs}", leave=False, mininterval=2.0,
+               disable=not distributed.is_main())
     for step, idx in enumerate(bar):
         lr = lr_at(epoch + step / len(batches), cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        out = method.training_step(idx.to(device, non_blocking=True))
+        out = method.step(idx.to(device, non_blocking=True))
         if not torch.isfinite(out.loss):
             bad = [k for k, v in out.parts.items() if not math.isfinite(v)] or ["total"]
             raise NonFiniteLossError(
@@ -94,8 +112,8 @@ def train_epoch(method: Method, optimizer, cfg, runtime: Runtime, epoch: int,
         else:
             out.loss.backward()
             optimizer.step()
-        total += float(out.loss.detach())
-        n_img += out.images
+        total += float(out.loss.detach())  # under DDP: the global batch's loss, the same on every rank
+        n_img += out.images * world  # every rank forwards as many images
         for k, v in out.parts.items():
             sums[k] = sums.get(k, 0.0) + v
     if device.type == "cuda":
@@ -123,18 +141,28 @@ def fit(method: Method, cfg, runtime: Runtime, *, start_epoch: int = 0, end_epoc
 
     ``before_epoch(epoch)`` runs before the method's own ``on_epoch_start`` (the OOD sampler
     re-samples there); ``after_epoch(log)`` receives each epoch's log (dvclive, checkpoints).
+
+    In a process group of several ranks (torchrun) the method's step runs through
+    DistributedDataParallel for the duration of the call (``ltcl.train.distributed.prepare``).
     """
     optimizer = optimizer or build_optimizer(method.parameters(), cfg)
     if scaler is None:
         scaler = make_scaler(runtime)
+    wrapped = method.ddp is None
+    if wrapped:
+        distributed.prepare(method, cfg, runtime)
     logs = []
-    for epoch in range(start_epoch, cfg.epochs if end_epoch is None else end_epoch):
-        gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
-        if before_epoch is not None:
-            before_epoch(epoch)
-        method.on_epoch_start(epoch)
-        log = train_epoch(method, optimizer, cfg, runtime, epoch, gen, scaler, desc)
-        logs.append(log)
-        if after_epoch is not None:
-            after_epoch(log)
+    try:
+        for epoch in range(start_epoch, cfg.epochs if end_epoch is None else end_epoch):
+            gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
+            if before_epoch is not None:
+                before_epoch(epoch)
+            method.on_epoch_start(epoch)
+            log = train_epoch(method, optimizer, cfg, runtime, epoch, gen, scaler, desc)
+            logs.append(log)
+            if after_epoch is not None:
+                after_epoch(log)
+    finally:
+        if wrapped:
+            distributed.release(method)
     return logs

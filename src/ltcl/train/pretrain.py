@@ -15,6 +15,7 @@ from ltcl.data.augment import SimCLRAugment, dataset_stats
 from ltcl.methods.base import Method, TrainSet, get_method
 from ltcl.models.heads import Encoder
 from ltcl.models.checkpoint import build_from_spec, encoder_spec
+from ltcl.train import distributed
 from ltcl.train.loop import EpochLog, build_optimizer, fit
 from ltcl.runtime import Runtime
 
@@ -92,7 +93,10 @@ def run_training(method: Method, cfg, runtime: Runtime, live_dir: Optional[str |
                  resume_state: Optional[dict] = None) -> tuple[list[EpochLog], dict]:
     """Train with the shared loop; with a ``resumer`` save a checkpoint every
     ``checkpoint_every`` epochs (and at the end), and with ``resume_state`` (from
-    ``resumer.load()``) continue where it stopped.  Returns all epoch logs and a summary."""
+    ``resumer.load()``) continue where it stopped.  Returns all epoch logs and a summary.
+
+    Under torchrun (a process group of more than one rank) the method's step runs through
+    DistributedDataParallel (see ``fit``), and rank 0 alone writes curves and checkpoints."""
     from ltcl.train.loop import make_scaler
 
     optimizer = optimizer or build_optimizer(method.parameters(), cfg)
@@ -102,7 +106,11 @@ def run_training(method: Method, cfg, runtime: Runtime, live_dir: Optional[str |
         resumer.restore(resume_state, method, optimizer, scaler)
         start_epoch = int(resume_state["epoch"])
         prev = [EpochLog(**d) for d in resume_state["logs"]]
-    logger = LiveLogger(live_dir, resume=bool(prev)) if live_dir else None
+    # (fit wraps the method in DDP under torchrun, after this restore: it starts from the resumed weights)
+    main = distributed.is_main()
+    if not main:
+        resumer = None  # rank 0 alone writes the resume checkpoint
+    logger = LiveLogger(live_dir, resume=bool(prev)) if live_dir and main else None
     done: list[EpochLog] = list(prev)
 
     def _after(log: EpochLog) -> None:
@@ -295,11 +303,16 @@ def run_pretrain_stage(params, lt_dir: str | Path, ckpt_path: str | Path, metric
                        resume_path: str | Path | None = None) -> dict:
     """Pre-train f with ``params.pretrain.method``; with an OOD strategy, continue from the
     warm-up of the ood-sampling stage, train on ID + selected images and re-sample every
-    ``ood.interval`` epochs (paper 003 Sec. 3.1)."""
+    ``ood.interval`` epochs (paper 003 Sec. 3.1).
+
+    Launched by torchrun, every rank trains its slice of each global batch (DDP); rank 0 runs
+    the OOD sampling updates (their result is broadcast) and alone writes the outputs."""
     from ltcl.io import load_checkpoint, write_json
     from ltcl.models.checkpoint import save_encoder
     from ltcl.params import params_dict
 
+    distributed.init_from_env(params.runtime)
+    distributed.check_stage("pretrain", params, distributed.world_size())
     cfg, x, y, manifest, runtime, model, spec, augment, data = _setup(params, lt_dir)
     ood = params.ood
     use_ood = ood.strategy != "none"
@@ -348,7 +361,12 @@ def run_pretrain_stage(params, lt_dir: str | Path, ckpt_path: str | Path, metric
     def before_epoch(epoch: int) -> None:
         since = epoch - start_epoch
         if use_ood and since > 0 and since % ood.interval == 0:
-            sel = sampler.update(model, runtime)
+            def update():
+                return sampler.update(model, runtime), sampler.state_dict()
+
+            sel, sampler_state = distributed.on_main(update)  # rank 0 samples, every rank gets its result
+            if not distributed.is_main():
+                sampler.load_state_dict(sampler_state)
             current.update(selection=selection_state(sel), seed=ood.seed + sampler.rounds)
             method.set_data(id_data.with_extra(sampler.extra_images(sel, seed=ood.seed + sampler.rounds)))
             upd = {"epoch": epoch, **{k: float(v) for k, v in sel.timings.items()}}
@@ -360,11 +378,16 @@ def run_pretrain_stage(params, lt_dir: str | Path, ckpt_path: str | Path, metric
     logs, summary = run_training(method, cfg, runtime, live_dir, desc="pretrain", start_epoch=start_epoch,
                                  before_epoch=before_epoch, optimizer=optimizer, resumer=resumer,
                                  resume_state=state)
-    save_encoder(ckpt_path, model, spec, params=params_dict(params, "model", "augment", "pretrain", "ood"),
-                 history=history(logs), method_state=method.state_dict())
     metrics = {"method": cfg.method, "supervised": bool(method.supervised), "ood_strategy": ood.strategy,
                **summary, "train_images": len(x), "ood_images": len(data) - len(x), "start_epoch": start_epoch,
                "ood_updates": len(updates)}
+    if distributed.is_distributed():
+        metrics["processes"] = distributed.world_size()
+    if not distributed.is_main():  # rank 0 alone writes the outputs
+        distributed.barrier()
+        return metrics
+    save_encoder(ckpt_path, model, spec, params=params_dict(params, "model", "augment", "pretrain", "ood"),
+                 history=history(logs), method_state=method.state_dict())
     if hasattr(method, "predict"):  # a method with its own classifier (GML's teacher)
         from ltcl.eval.classifier import classifier_report
 
@@ -374,4 +397,5 @@ def run_pretrain_stage(params, lt_dir: str | Path, ckpt_path: str | Path, metric
             metrics[f"ood_update_{key}_s"] = float(np.mean([u[key] for u in updates]))
         metrics["ood_update_history"] = updates  # per update: epoch, seconds, tailness diagnostics
     write_json(metrics_path, metrics)
+    distributed.barrier()
     return metrics

@@ -1,0 +1,44 @@
+"""Issue 7, "Determinism": the same params and seeds give identical metrics on CPU.  The tiny
+KDUP pipeline (make-lt-dataset, ood-pool, ood-sampling with strategy kdup, pretrain with psd,
+distill, linear-probe of f and g) runs in two separate projects, each stage in its own process;
+the probe and kNN accuracies, the OOD selection and the weights must be identical."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+
+from conftest import make_project
+
+PIPELINE = ("make_lt_dataset.py", "ood_pool.py", "ood_sampling.py", "pretrain.py", "distill.py")
+
+
+def accuracies(proj) -> dict:
+    out = {}
+    for enc in ("pretrain", "distill"):
+        m = json.loads(proj.path(f"metrics/probe/{enc}.json").read_text())
+        out[enc] = {key: m[key] for key in ("full", "few_shot", "knn")}
+    return out
+
+
+def test_same_params_same_metrics(kdup_project, tmp_path):
+    a = kdup_project  # built by conftest (shared with test_kdup_stages)
+    b = make_project(tmp_path)
+    b.write_params_text(a.path("params.yaml").read_text())
+    for script in PIPELINE:
+        b.stage(script)
+    for proj in (a, b):
+        for enc in ("pretrain", "distill"):
+            proj.stage("linear_probe.py", enc)
+
+    acc_a, acc_b = accuracies(a), accuracies(b)
+    assert acc_a == acc_b
+    assert set(acc_a["pretrain"]["full"]) >= {"many", "medium", "few", "std", "all"}
+    assert set(acc_a["distill"]["knn"]) >= {"k1", "k10"}
+    sel_a, sel_b = (np.load(p.path("data/ood/selection.npz")) for p in (a, b))
+    np.testing.assert_array_equal(sel_a["pool_indices"], sel_b["pool_indices"])
+    for name in ("pretrain.pt", "distill.pt"):
+        wa, wb = (torch.load(p.path(f"data/models/{name}"), weights_only=True)["model"] for p in (a, b))
+        assert all(torch.equal(wa[k], wb[k]) for k in wa), name
