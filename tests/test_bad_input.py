@@ -266,7 +266,7 @@ def test_more_clusters_than_samples(built):
 @pytest.mark.parametrize("key, value, needle", [
     ("k_kd", 5000, "distill.k_kd=5000 needs more than 5000 ID images"),
     ("clusters", 5000, "distill.clusters=5000 is larger than the ID set"),
-    ("batch_size", 5000, "batch_size=5000 is larger than the training set"),
+    ("batch_size", 5000, "distill.batch_size=5000 is larger than the training set"),
 ])
 def test_distill_sizes_larger_than_the_data(built, key, value, needle):
     """k_kd (f's neighbours within the ID domain, the only domain distill sees), the clusters
@@ -281,7 +281,7 @@ def test_distill_sizes_larger_than_the_data(built, key, value, needle):
 def test_batch_size_larger_than_dataset(built):
     built.set_params({"pretrain": {"batch_size": 5000}})
     proc = stage_inproc(built, "pretrain.py")
-    refused(proc, "batch_size=5000 is larger than the training set", "lower it to at most",
+    refused(proc, "pretrain.batch_size=5000 is larger than the training set", "lower it to at most",
             absent=("data/models/pretrain.pt", "data/models/pretrain.pt.sha256", "metrics/pretrain.json"),
             proj=built)
 

@@ -66,7 +66,7 @@ def varying_keys(exps: list[Experiment]) -> list[str]:
     for k in keys:
         if k in SEED_KEYS:
             continue
-        vals = {repr(e.params.get(k)) for e in exps}
+        vals = {repr(e.params[k]) for e in exps if k in e.params}  # a key an older run lacks is no difference
         if len(vals) > 1:
             out.append(k)
     return out

@@ -47,7 +47,7 @@ def run_distill_stage(params, lt_dir, teacher_path, ckpt_path, metrics_path, liv
         distributed.barrier()
         return metrics
     x, y, manifest = load_train_split(lt_dir)
-    check_batch_size(cfg, len(x))
+    check_batch_size(cfg, len(x), section="distill")
     resumer = stage_resumer("distill", params, ("distill", "augment", "pretrain", "data"),
                             [Path(lt_dir) / "manifest.json", Path(teacher_path)], resume_path, cfg.checkpoint_every)
     if params.distill_method == "gml":

@@ -148,9 +148,9 @@ def load_train_split(lt_dir: str | Path):
     return x, y, manifest
 
 
-def check_batch_size(cfg, n: int, what: str = "the training set") -> None:
+def check_batch_size(cfg, n: int, what: str = "the training set", section: str = "pretrain") -> None:
     if cfg.batch_size > n:
-        raise ValueError(f"batch_size={cfg.batch_size} is larger than {what} ({n} images); "
+        raise ValueError(f"{section}.batch_size={cfg.batch_size} is larger than {what} ({n} images); "
                          f"lower it to at most {n}")
 
 
