@@ -26,28 +26,15 @@ REPO = Path(__file__).resolve().parents[1]
 TARGET_NOOP_S = 2.0
 EXPECTED_AFTER_PROBE = {"linear-probe@pretrain", "linear-probe@distill", "report"}
 
-# tests/conftest.py TINY (copied: the benchmarks must not import the test suite)
-TINY = {
-    "data": {"source": "digits", "imbalance_ratio": 10.0, "val_per_class": 10, "max_per_class": 60,
-             "few_shot_fraction": 0.05, "max_test_per_class": 30},
-    "model": {"backbone": "resnet8", "proj_hidden": 64, "proj_dim": 32},
-    "runtime": {"amp": False},
-    "ood": {"strategy": "none", "pool_size": 300, "warmup_epochs": 1, "interval": 1, "budget": 60,
-            "clusters": 4, "knn_k": 5},
-    "pretrain": {"method": "simclr", "epochs": 2, "batch_size": 64, "warmup_epochs": 1},
-    "distill": {"epochs": 1, "batch_size": 64, "warmup_epochs": 0, "clusters": 4},
-    "probe": {"epochs": 3, "milestones": [2], "few_shot_epochs": 3, "few_shot_milestones": [2]},
-    "cluster": {"tsne_samples": 100},
-}
+# the tests' tiny params (configs/tiny.yaml: the whole pipeline in seconds)
+TINY = yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text())
 
 
 def deep_update(base: dict, new: dict) -> dict:
-    for k, v in new.items():
-        if isinstance(v, dict) and isinstance(base.get(k), dict):
-            deep_update(base[k], v)
-        else:
-            base[k] = v
-    return base
+    from ltcl.compare.experiments import flatten
+    from ltcl.presets import merged
+
+    return merged(base, flatten(new))
 
 
 def _env(threads: int) -> dict:
@@ -68,7 +55,7 @@ def make_scratch(root: Path, params: dict | None = None) -> None:
     (root / ".dvc").mkdir()
     shutil.copy(REPO / ".dvc" / "config", root / ".dvc" / "config")
     p = yaml.safe_load((root / "params.yaml").read_text())
-    deep_update(p, yaml.safe_load(yaml.safe_dump(params if params is not None else TINY)))
+    p = deep_update(p, yaml.safe_load(yaml.safe_dump(params if params is not None else TINY)))
     (root / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
     # dvclive (pretrain, distill) needs a commit to compare against
     for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "bench@ltcl"],

@@ -19,18 +19,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
-TINY = {
-    "data": {"source": "digits", "imbalance_ratio": 10.0, "val_per_class": 10, "max_per_class": 60,
-             "few_shot_fraction": 0.05, "max_test_per_class": 30},
-    "model": {"backbone": "resnet8", "proj_hidden": 64, "proj_dim": 32},
-    "runtime": {"amp": False},
-    "ood": {"strategy": "none", "pool_size": 300, "warmup_epochs": 1, "interval": 1, "budget": 60,
-            "clusters": 4, "knn_k": 5},
-    "pretrain": {"method": "simclr", "epochs": 2, "batch_size": 64, "warmup_epochs": 1},
-    "distill": {"epochs": 1, "batch_size": 64, "warmup_epochs": 0, "clusters": 4},
-    "probe": {"epochs": 3, "milestones": [2], "few_shot_epochs": 3, "few_shot_milestones": [2]},
-    "cluster": {"tsne_samples": 100},
-}
+TINY = yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text())  # shared with benchmarks/bench_pipeline.py
 
 
 def deep_update(base: dict, new: dict) -> dict:
