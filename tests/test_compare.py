@@ -116,6 +116,21 @@ def test_honest_baselines_cost_and_share_recovered():
     assert h["share_recovered"]["SimCLR (compute-matched)"]["all"] == pytest.approx(0.2)
 
 
+def test_share_recovered_undefined_when_cost_is_noise():
+    """A balanced-minus-LT difference inside the seeds' spread gives no share (None, "n/a")."""
+    from ltcl.compare.render import honest_text
+
+    recs = [rec(f"simclr-s{s}", seeded(SIMCLR, s), [80, 82][s]) for s in range(2)]
+    recs += [rec(f"bal-s{s}", seeded(merged(SIMCLR, {"data.subset": "balanced-subset"}), s), [81, 81.5][s])
+             for s in range(2)]
+    recs += [rec(f"kdup-s{s}", seeded(KDUP, s), 83, 84) for s in range(2)]
+    lines, _ = build_lines(from_exp_show(exp_show(recs)), "full")
+    h = honest_baselines(lines)
+    assert h["imbalance_cost"]["SimCLR"]["all"] == pytest.approx(0.25)
+    assert h["share_recovered"]["SimCLR + KDUP (g)"]["all"] is None
+    assert "all n/a" in honest_text(h)
+
+
 def test_html_is_self_contained(tmp_path):
     recs = [rec("simclr", SIMCLR, 80), rec("kdup", KDUP, 84, 85)]
     lines, keys = build_lines(from_exp_show(exp_show(recs)), "full")

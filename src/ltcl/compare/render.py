@@ -153,14 +153,19 @@ def html_page(sections: list[tuple[str, list[Line], list[str], list[dict]]], ext
 
 def honest_text(honest: dict) -> str:
     out = []
+    spread = honest.get("cost_spread", {})
     if honest.get("imbalance_cost"):
-        out.append("Cost of imbalance (balanced subset minus long-tailed, points):")
+        out.append("Cost of imbalance (balanced subset minus long-tailed, points; ± combined seed spread):")
         for label, c in honest["imbalance_cost"].items():
-            out.append(f"  {label}: " + ", ".join(f"{k} {v:+.2f}" for k, v in c.items()))
+            sp = spread.get(label, {})
+            out.append(f"  {label}: " + ", ".join(f"{k} {v:+.2f}" + (f" ± {sp[k]:.2f}" if k in sp else "")
+                                                  for k, v in c.items()))
     if honest.get("share_recovered"):
-        out.append("Share of SimCLR's imbalance cost recovered ((row - SimCLR) / cost):")
+        out.append("Share of SimCLR's imbalance cost recovered ((row - SimCLR) / cost; n/a where the cost "
+                   "lies within the seeds' spread):")
         for label, c in honest["share_recovered"].items():
-            out.append(f"  {label}: " + ", ".join(f"{k} {100 * v:+.0f}%" for k, v in c.items()))
+            out.append(f"  {label}: " + ", ".join(f"{k} " + ("n/a" if v is None else f"{100 * v:+.0f}%")
+                                                  for k, v in c.items()))
     return "\n".join(out)
 
 

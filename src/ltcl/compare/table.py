@@ -134,18 +134,22 @@ def honest_baselines(lines: list[Line]) -> dict[str, Any]:
     (line - SimCLR) / (SimCLR balanced - SimCLR)."""
     by_label = {l.label: l for l in lines}
     cost: dict[str, dict[str, float]] = {}
+    noise: dict[str, dict[str, float]] = {}
     for l in lines:
         if l.label.endswith(" [balanced subset]"):
             lt = by_label.get(l.label[: -len(" [balanced subset]")])
             if lt:
-                cost[lt.label] = {k: l.mean[k] - lt.mean[k] for k in ("many", "medium", "few", "all")
-                                  if k in l.mean and k in lt.mean}
-    recovered: dict[str, dict[str, float]] = {}
+                keys = [k for k in ("many", "medium", "few", "all") if k in l.mean and k in lt.mean]
+                cost[lt.label] = {k: l.mean[k] - lt.mean[k] for k in keys}
+                noise[lt.label] = {k: math.hypot(l.std.get(k, 0.0), lt.std.get(k, 0.0)) for k in keys}
+    recovered: dict[str, dict[str, float | None]] = {}
     base = by_label.get("SimCLR")
     if base and "SimCLR" in cost:
         for l in lines:
             if l is base or "[balanced subset]" in l.label:
                 continue
-            recovered[l.label] = {k: (l.mean[k] - base.mean[k]) / c for k, c in cost["SimCLR"].items()
-                                  if k in l.mean and abs(c) > 1e-9}
-    return {"imbalance_cost": cost, "share_recovered": recovered}
+            # a share of a cost that lies within the seeds' spread is not defined (None)
+            recovered[l.label] = {k: ((l.mean[k] - base.mean[k]) / c
+                                      if abs(c) > max(noise["SimCLR"][k], 1e-9) else None)
+                                  for k, c in cost["SimCLR"].items() if k in l.mean}
+    return {"imbalance_cost": cost, "cost_spread": noise, "share_recovered": recovered}
