@@ -120,7 +120,7 @@ def test_gml_student_queues_follow_eq6_and_teacher_stays_frozen():
     # every filled slot of class c holds a teacher feature of an image of class c
     ids, _ = m.queue_ids.contents()
     assert torch.equal(m.data.labels[ids[:, 0].long()], labels)
-    pred = m.predict(torch.randn(5, 1, 8, 8))
+    pred = m.predict(torch.randint(0, 256, (5, 8, 8, 1), dtype=torch.uint8))
     assert pred.shape == (5,) and set(pred.tolist()) <= set(range(4))
 
 

@@ -166,12 +166,15 @@ class Method:
 
         return all_gather_tensor(t)
 
+    def norm_stats(self) -> tuple[list[float], list[float]]:
+        """Per-channel (mean, std) the augmentation normalises with, for un-augmented passes."""
+        return self.augment.mean.flatten().tolist(), self.augment.std.flatten().tolist()
+
     def embed_all(self):
         """L2-normalised projections (numpy, N x d) of every training image, no augmentation."""
         from ltcl.sampling.refresh import embed_images  # local: sampling imports faiss
 
-        mean, std = self.augment.mean.flatten().tolist(), self.augment.std.flatten().tolist()
-        return embed_images(self.model, self.data.x, mean, std, self.runtime)
+        return embed_images(self.model, self.data.x, *self.norm_stats(), self.runtime)
 
     def views(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Two independently augmented views of the images at ``idx``."""

@@ -153,20 +153,16 @@ class ClassifierMixin:
     scale: float
 
     @torch.no_grad()
-    def predict(self, x_float: torch.Tensor, batch_size: int = 1024) -> np.ndarray:
-        """Predicted classes of normalised float images, without the logit adjustment (the
-        balanced posterior, alpha = 0 in Eq. 7)."""
-        was = self.model.training
-        self.model.eval()
-        out = []
-        try:
-            for s in range(0, len(x_float), batch_size):
-                with self.runtime.autocast():
-                    h, _ = self.model(x_float[s: s + batch_size].to(self.runtime.device))
-                out.append(self.classifier(h, self.log_prior, 0.0, self.scale).argmax(1).cpu())
-        finally:
-            self.model.train(was)
-        return torch.cat(out).numpy()
+    def predict(self, x_uint8: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Predicted classes of uint8 NHWC images, without the logit adjustment (the balanced
+        posterior, alpha = 0 in Eq. 7); backbone features by the probe's own extractor."""
+        from ltcl.eval.features import extract_features
+
+        mean, std = self.norm_stats()
+        h = extract_features(self.model.features, x_uint8, device=self.runtime.device, mean=mean, std=std,
+                             amp=self.runtime.amp_dtype is not None)
+        w = self.classifier.weight.detach().cpu()  # h comes back on the CPU
+        return logit_adjusted_cosine_logits(h, w, self.log_prior.cpu(), 0.0, self.scale).argmax(1).numpy()
 
 
 @register("gml")

@@ -116,6 +116,6 @@ def run_gml_student(params, lt_dir, teacher, spec, x, y, manifest, runtime, ckpt
     save_encoder(ckpt_path, student, spec, params=params_dict(params, "distill"), history=history(logs),
                  distilled=True, method_state=method.state_dict())
     metrics = {"enabled": True, "method": "gml", "supervised": True, **summary, "tau_g": method.tau,
-               "classifier": classifier_report(method, lt_dir, spec, manifest, params.data.group_rule)}
+               "classifier": classifier_report(method, lt_dir, manifest, params.data.group_rule)}
     write_json(metrics_path, metrics)
     return metrics

@@ -391,7 +391,7 @@ def run_pretrain_stage(params, lt_dir: str | Path, ckpt_path: str | Path, metric
     if hasattr(method, "predict"):  # a method with its own classifier (GML's teacher)
         from ltcl.eval.classifier import classifier_report
 
-        metrics["classifier"] = classifier_report(method, lt_dir, spec, manifest, params.data.group_rule)
+        metrics["classifier"] = classifier_report(method, lt_dir, manifest, params.data.group_rule)
     if updates:
         for key in ("embedding", "clustering", "tailness", "budget", "sampling", "total"):
             metrics[f"ood_update_{key}_s"] = float(np.mean([u[key] for u in updates]))
