@@ -73,3 +73,23 @@ def test_checkpoint_of_other_params_is_ignored(tmp_path):
     proj.set_params({"distill": {"enabled": False}})
     proj.stage("distill.py")
     assert proj.path("data/checkpoints/distill.pt").exists()
+
+
+def test_rerun_after_the_last_checkpoint_rewrites_outputs_and_curves(tmp_path):
+    """DVC removes a stage's outputs (model, curves) before rerunning it; a checkpoint that is
+    already at the last epoch resumes without training and still writes the same weights and
+    every epoch's curve."""
+    import shutil
+
+    proj = make_project(tmp_path, {"pretrain": {"epochs": 2, "checkpoint_every": 1}})
+    for s in ("make_lt_dataset.py", "ood_sampling.py", "pretrain.py"):
+        proj.stage(s)
+    reference = _weights(proj.path("data/models/pretrain.pt"))
+    shutil.rmtree(proj.path("dvclive/pretrain"))
+    proj.path("data/models/pretrain.pt").unlink()
+    out = proj.stage("pretrain.py")
+    assert "resuming from data/checkpoints/pretrain.pt after epoch 2" in out.stderr
+    loss = proj.path("dvclive/pretrain/plots/metrics/loss.tsv").read_text().splitlines()
+    assert len(loss) == 1 + 2  # header + both epochs
+    resumed = _weights(proj.path("data/models/pretrain.pt"))
+    assert all(torch.equal(reference[k], resumed[k]) for k in reference)

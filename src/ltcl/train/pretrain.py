@@ -48,10 +48,10 @@ def make_method(name: str, model: Encoder, data: TrainSet, cfg, runtime: Runtime
 class LiveLogger:
     """Per-epoch curves with dvclive (``dvc plots`` and the report read them)."""
 
-    def __init__(self, directory: str | Path, prefix: str = "", resume: bool = False):
+    def __init__(self, directory: str | Path, prefix: str = ""):
         from dvclive import Live
 
-        self.live = Live(dir=str(directory), save_dvc_exp=False, dvcyaml=None, report=None, resume=resume)
+        self.live = Live(dir=str(directory), save_dvc_exp=False, dvcyaml=None, report=None)
         self.prefix = prefix
 
     def __call__(self, log: EpochLog) -> None:
@@ -110,7 +110,10 @@ def run_training(method: Method, cfg, runtime: Runtime, live_dir: Optional[str |
     main = distributed.is_main()
     if not main:
         resumer = None  # rank 0 alone writes the resume checkpoint
-    logger = LiveLogger(live_dir, resume=bool(prev)) if live_dir and main else None
+    logger = LiveLogger(live_dir) if live_dir and main else None
+    if logger:  # DVC removes the curves before rerunning a stage: replay the epochs before the stop
+        for log in prev:
+            logger(log)
     done: list[EpochLog] = list(prev)
 
     def _after(log: EpochLog) -> None:

@@ -5,8 +5,8 @@ the OOD sampler and current selection, the RNG states of torch / numpy / python,
 the logs so far.  Rerunning a killed stage continues from the last checkpoint and ends with the
 same weights as an uninterrupted run (bit for bit on CPU in deterministic mode: tested).
 
-A checkpoint is used only when its *fingerprint* matches the current run (the stage, its params
-and the hashes of its inputs); otherwise it is ignored with a message and training starts over.
+A checkpoint is used only when its *fingerprint* matches the current run (the stage, its params,
+the library's source and the hashes of its inputs); otherwise it is ignored with a message and training starts over.
 Checkpoints load with ``torch.load(weights_only=True)``: numpy / python RNG states are stored
 as tensors and lists, never as pickled objects.
 """
@@ -26,9 +26,21 @@ import torch
 from ltcl.io import load_checkpoint, save_checkpoint, sha256_file
 
 
+def code_hash() -> str:
+    """sha256 over the ltcl package's source files: a checkpoint made by other code (DVC reruns
+    a stage when its code changed) must not be resumed."""
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*.py")):
+        h.update(str(p.relative_to(root)).encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
+
 def fingerprint(stage: str, params: dict, inputs: list[str | Path] = ()) -> str:
-    """What a checkpoint must match to be resumed: stage name, params, input file hashes."""
+    """What a checkpoint must match to be resumed: stage name, params, library code, input file hashes."""
     h = hashlib.sha256(stage.encode())
+    h.update(code_hash().encode())
     h.update(json.dumps(params, sort_keys=True, default=str).encode())
     for p in inputs:
         p = Path(p)
