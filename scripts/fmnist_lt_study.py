@@ -2,7 +2,9 @@
 
 Arms, each over the same splits per seed (the seed also permutes which class gets which count):
 SimCLR, SimCLR + COLT, SimCLR + KDUP (f = pre-trained with OOD, g = distilled), and SimCLR given as
-many optimisation steps as the KDUP pre-training (warm-up + pretrain) -- the compute-matched baseline.
+many optimisation steps as the KDUP pre-training (warm-up + pretrain) -- the compute-matched baseline
+(Table 2); ``psd_random`` / ``psd_colt`` / ``kdup`` -- the KDUP framework with random, COLT and
+KDUP sampling (Table 3); the other papers' methods (``sdclr``, ``ts``, ``tase``, ``gloco``, ...).
 
 It runs the real stage scripts of a checkout (default: this one) in a scratch copy with the params
 below merged into params.yaml, so every number comes from the same code path as ``dvc repro``.
@@ -52,6 +54,9 @@ ARMS = {
     "simclr": ({"ood": {"strategy": "none"}, "pretrain": {"method": "simclr"}}, PRE + EVAL_F),
     "colt": ({"ood": {"strategy": "colt"}, "pretrain": {"method": "simclr"}}, PRE + EVAL_F),
     "kdup": ({"ood": {"strategy": "kdup"}, "pretrain": {"method": "psd"}}, PRE + EVAL_F + EVAL_G),
+    # paper 003 Table 3: the KDUP framework (PSD + distillation) with another OOD sampling strategy
+    "psd_random": ({"ood": {"strategy": "random"}, "pretrain": {"method": "psd"}}, PRE + EVAL_F + EVAL_G),
+    "psd_colt": ({"ood": {"strategy": "colt"}, "pretrain": {"method": "psd"}}, PRE + EVAL_F + EVAL_G),
     # the other papers' methods (issue 4), same epochs; schedules scaled to 30 epochs
     "sdclr": ({"ood": {"strategy": "none"}, "pretrain": {"method": "sdclr"}}, PRE + EVAL_F),
     "ts": ({"ood": {"strategy": "none"}, "pretrain": {"method": "ts", "ts_period": 10}}, PRE + EVAL_F),
@@ -128,7 +133,7 @@ def summarise(out: Path) -> str:
             f = d / "probe" / f"{enc}.json"
             if f.exists():
                 m = json.loads(f.read_text())
-                sub = {"kdup": (" (f)", " (g)"), "gml": (" teacher", " student")}.get(arm, ("", " (g)"))
+                sub = {"gml": (" teacher", " student")}.get(arm, (" (f)", " (g)") if arm in ("kdup", "psd_random", "psd_colt") else ("", " (g)"))
                 name = arm + sub[enc == "distill"]
                 rows.setdefault(name, []).append(m)
                 stage = d / f"{enc}.json"

@@ -240,6 +240,38 @@ def test_kl_refine_step_decreases_eq3_for_the_current_target():
     assert kl_fixed(c0) == pytest.approx(float(kl_cluster_loss(z, torch.tensor(c0, dtype=torch.float64))))
 
 
+@pytest.mark.parametrize("dof", [1.0, 2.5])
+def test_kl_full_batch_gradient_matches_autograd(dof):
+    """The written-out gradient of Eq. 3 w.r.t. the centroids (``_kl_step_full``) equals autograd's."""
+    from ltcl.sampling.clustering import _kl_step_full
+
+    x, c0 = _refine_data()
+    z = torch.tensor(x, dtype=torch.float64)
+    mu = torch.tensor(c0, dtype=torch.float64) + 0.05
+    labels, loss, grad = _kl_step_full(z, (z * z).sum(1, keepdim=True), mu, dof)
+    mu_ag = mu.clone().requires_grad_(True)
+    ref = kl_cluster_loss(z, mu_ag, dof)
+    ref.backward()
+    torch.testing.assert_close(grad, mu_ag.grad, rtol=1e-9, atol=1e-12)
+    assert float(loss) == pytest.approx(float(ref.detach()), rel=1e-12)
+    np.testing.assert_array_equal(labels.numpy(), student_t_assign(z, mu, dof).argmax(1).numpy())
+
+
+def test_kl_refine_patience_decays_the_step_until_assignments_settle():
+    """Adam's constant step keeps boundary samples flipping; halving it on a plateau (patience)
+    stops the refinement by the paper's rule. patience=0 keeps the step size constant."""
+    rng = np.random.default_rng(9)
+    x, _ = _blobs(rng, [900, 500, 300, 150, 80, 40], 32, 1.2)  # overlapping blobs: many boundary samples
+    c0 = kmeans(x, 6, seed=0)
+    _, _, const = kl_refine(x, c0, tol=0.001, max_iter=60, lr=0.01, patience=0)
+    assert const["lr"] == 0.01
+    _, _, decayed = kl_refine(x, c0, tol=0.001, max_iter=60, lr=0.01, patience=2)
+    assert decayed["converged"] and decayed["lr"] < 0.01
+    assert decayed["n_iter"] < const["n_iter"]
+    with pytest.raises(ValueError, match="patience"):
+        kl_refine(x, c0, patience=-1)
+
+
 # ----------------------------------------------------------------------------- Eq. 4-6
 def test_tailness_scores_match_loop():
     rng = np.random.default_rng(5)
@@ -375,6 +407,46 @@ def test_select_nearest_matches_bruteforce_greedy(case):
     ref_idx, ref_cl = ref_greedy(pool, centroids.astype(np.float32).astype(np.float64), budgets)
     np.testing.assert_array_equal(idx, ref_idx)
     np.testing.assert_array_equal(cl, ref_cl)
+
+
+def test_nearest_rows_streams_a_memmap_and_equals_one_flat_search(tmp_path):
+    from ltcl.sampling.select import nearest_rows
+
+    rng = np.random.default_rng(12)
+    base = _unit(rng, 1000, 16).astype(np.float32)
+    path = tmp_path / "emb.npy"
+    np.save(path, base)
+    mm = np.load(path, mmap_mode="r")
+    q = base[:5] + 0.1
+    index = faiss.IndexFlatL2(16)
+    index.add(base)
+    ref_d, ref_i = index.search(q, 50)
+    d, i = nearest_rows(q, mm, 50, chunk_bytes=16 * 4 * 64)  # 64 rows per block: 16 blocks
+    np.testing.assert_array_equal(i, ref_i)
+    np.testing.assert_allclose(d, ref_d, rtol=1e-5, atol=1e-5)
+    d, i = nearest_rows(q, mm[:30], 40, chunk_bytes=16 * 4 * 7)  # k > N: padded with -1 / float32 max
+    assert (i[:, :30] >= 0).all() and (i[:, 30:] == -1).all() and (d[:, 30:] == np.finfo(np.float32).max).all()
+    # selection over the memmap equals selection over the array in memory
+    cents = base[rng.choice(1000, 4, replace=False)]
+    for a, b in zip(select_nearest(mm, cents, [50, 20, 0, 80]), select_nearest(base, cents, [50, 20, 0, 80])):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_knn_ivf_above_exact_max():
+    """Above ``exact_max`` the kNN of Eq. 4 comes from an IVF index: exact when every list is
+    probed, close with few lists on clustered data."""
+    from ltcl.sampling.tailness import knn_excluding_self
+
+    rng = np.random.default_rng(13)
+    x, _ = _blobs(rng, [800, 400, 200, 100], 16, 0.3)
+    exact = knn_excluding_self(x, 5)
+    every_list = knn_excluding_self(x, 5, exact_max=100, nprobe=10_000)
+    np.testing.assert_array_equal(np.sort(every_list, 1), np.sort(exact, 1))
+    few = knn_excluding_self(x, 5, exact_max=100, nprobe=4)
+    recall = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(few, exact)])
+    assert few.shape == exact.shape and (few != np.arange(len(x))[:, None]).all() and recall > 0.8
+    s_exact, s_ivf = tailness_scores(x, 5), tailness_scores(x, 5, exact_max=100, nprobe=10_000)
+    torch.testing.assert_close(s_ivf, s_exact)
 
 
 def test_select_nearest_errors():

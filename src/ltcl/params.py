@@ -172,8 +172,13 @@ class OODParams(_Section):
     clusters: int = Field(10, ge=1, description="N_c")
     cluster_tol: float = Field(0.001, ge=0.0, le=1.0)
     cluster_max_iter: int = Field(200, ge=1)
+    cluster_patience: int = Field(3, ge=0, description="halve the KL refinement's step size after this many "
+                                  "iterations without fewer changed assignments; 0 = constant step")
     refine: bool = Field(True, description="KL refinement of the k-means centroids (Eq. 1-3)")
     knn_k: int = Field(10, ge=1, description="K of the tailness score (Eq. 4)")
+    knn_exact_max: int = Field(100_000, ge=2, description="exact kNN for Eq. 4 up to this many ID images, "
+                               "faiss IVF above")
+    knn_nprobe: int = Field(32, ge=1, description="IVF lists searched per query above knn_exact_max")
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="rho (Eq. 5); 0 = no momentum")
     budget_temperature: float = Field(1.0, gt=0.0, description="tau of Eq. 7")
     embedding: Literal["backbone", "projection"] = Field(

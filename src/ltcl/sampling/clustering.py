@@ -152,6 +152,28 @@ def assign_nearest(z: Any, centroids: Any) -> np.ndarray:
     return squared_distances(zt, ct).argmin(dim=1).numpy().astype(np.int64)
 
 
+def _kl_step_full(z: torch.Tensor, zz: torch.Tensor, mu: torch.Tensor, dof: float
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Hard assignments argmax q, Eq. 3 and its gradient w.r.t. the centroids, on all samples.
+
+    The gradient is written out instead of taken by autograd (measured 1.3-2x faster per
+    iteration at 12,406 x 10 x 128, and no graph is kept): with a = (dof + 1) / 2,
+    logit_ik = -a log(1 + D_ik / dof), D_ik = ||z_i - mu_k||^2, and p (Eq. 2) detached,
+    dL/dlogit_ik = (q_ik - p_ik) / N, dlogit_ik/dD_ik = -a / (dof + D_ik) and
+    dD_ik/dmu_k = 2 (mu_k - z_i), so dL/dmu_k = 2 (mu_k sum_i G_ik - sum_i G_ik z_i) with
+    G = dL/dD. ``tests/test_sampling.py`` checks it against autograd.
+    """
+    a = (dof + 1.0) / 2.0
+    d2 = torch.addmm(zz + (mu * mu).sum(dim=1), z, mu.T, alpha=-2.0).clamp_min_(0.0)
+    log_q = torch.log_softmax(torch.log1p(d2 / dof).mul_(-a), dim=1)
+    q = log_q.exp()
+    p = target_distribution(q)
+    loss = (torch.special.xlogy(p, p) - p * log_q).sum(dim=1).mean()
+    g = (q - p).mul_(-a / z.shape[0]).div_(d2.add_(dof))
+    grad = 2.0 * (mu * g.sum(dim=0).unsqueeze(1) - g.T @ z)
+    return log_q.argmax(dim=1), loss, grad
+
+
 def kl_refine(
     z: Any,
     centroids: Any,
@@ -161,6 +183,7 @@ def kl_refine(
     dof: float = 1.0,
     batch_size: int | None = None,
     seed: int = 0,
+    patience: int = 3,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Refine centroids by minimising Eq. 3 w.r.t. the centroids, KDUP (paper 003, Sec. 3.1.1).
 
@@ -175,13 +198,21 @@ def kl_refine(
     decreases monotonically in distance).
 
     The optimiser and step size are not given in the paper; Adam with ``lr=1e-3`` is this
-    package's choice (about 1e-3 per coordinate per step on unit-norm embeddings).  Note that Eq. 3 is evaluated against a target
-    recomputed from the current q, so its value need not fall across iterations (a sharper q
-    also sharpens p); each step lowers Eq. 3 for the target it was computed with.
+    package's choice (about 1e-3 per coordinate per step on unit-norm embeddings).  Adam's
+    step does not shrink near a solution, so samples on a cluster boundary can flip back and
+    forth and the changed fraction never falls below ``tol`` (measured at 12,406 x 10 clusters:
+    0.2-0.4% changed at every one of 200 iterations, 8 s).  So the step size is halved
+    whenever ``patience`` iterations pass without a new lowest changed fraction
+    (``torch.optim.lr_scheduler.ReduceLROnPlateau``); the same case then stops after ~20
+    iterations.  ``patience=0`` keeps the step size constant.  Note that Eq. 3 is evaluated
+    against a target recomputed from the current q, so its value need not fall across
+    iterations (a sharper q also sharpens p); each step lowers Eq. 3 for the target it was
+    computed with.
 
     Returns (centroids float32 (K, d), labels int64 (N,), info) where info has
     ``n_iter``, ``changed_fraction`` (list per iteration), ``converged``, ``loss`` (Eq. 3
-    on all samples: value before refinement followed by the value after each iteration).
+    on all samples: value before refinement followed by the value after each iteration)
+    and ``lr`` (the step size at the end).
     """
     zt = as_float_tensor(z)
     mu0 = as_float_tensor(centroids, "centroids").to(zt.dtype)
@@ -193,38 +224,45 @@ def kl_refine(
         raise ValueError(f"max_iter must be >= 1; got {max_iter}")
     if not lr > 0:
         raise ValueError(f"lr must be > 0; got {lr}")
+    if patience < 0:
+        raise ValueError(f"patience must be >= 0 (0 = constant step size); got {patience}")
     n = zt.shape[0]
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be None (full batch) or >= 1; got {batch_size}")
 
     mu = torch.nn.Parameter(mu0.clone())
     optimiser = torch.optim.Adam([mu], lr=lr)
+    scheduler = (torch.optim.lr_scheduler.ReduceLROnPlateau(optimiser, mode="min", factor=0.5, patience=patience,
+                                                            threshold=0.0, threshold_mode="abs")
+                 if patience else None)
     generator = torch.Generator().manual_seed(int(seed))
     full_batch = batch_size is None or batch_size >= n
+    zz = (zt * zt).sum(dim=1, keepdim=True)
 
-    def evaluate(with_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def evaluate() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         # log q on all samples gives the hard assignments (argmax q) and Eq. 3; in full-batch
-        # mode the same graph also provides the gradient for the next step.
-        with torch.set_grad_enabled(with_grad):
+        # mode the same pass also gives the gradient for the next step.
+        if full_batch:
+            return _kl_step_full(zt, zz, mu.detach(), dof)
+        with torch.no_grad():
             log_q = student_t_log_assign(zt, mu, dof)
-            return log_q.detach().argmax(dim=1), _kl_from_log_q(log_q)
+            return log_q.argmax(dim=1), _kl_from_log_q(log_q), None
 
-    prev, loss = evaluate(full_batch)
+    prev, loss, grad = evaluate()
     losses = [loss.item()]
     history: list[float] = []
     converged = False
     n_iter = 0
     for n_iter in range(1, max_iter + 1):
         if full_batch:
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
+            mu.grad = grad
             optimiser.step()
         else:
             for idx in torch.randperm(n, generator=generator).split(batch_size):
                 optimiser.zero_grad(set_to_none=True)
                 kl_cluster_loss(zt[idx], mu, dof).backward()
                 optimiser.step()
-        current, loss = evaluate(full_batch)
+        current, loss, grad = evaluate()
         changed = float((current != prev).double().mean())
         losses.append(loss.item())
         history.append(changed)
@@ -232,10 +270,13 @@ def kl_refine(
         if changed < tol:
             converged = True
             break
+        if scheduler is not None:
+            scheduler.step(changed)
 
     final = mu.detach()
     labels = squared_distances(zt, final).argmin(dim=1).numpy().astype(np.int64)
-    info = {"n_iter": n_iter, "changed_fraction": history, "converged": converged, "loss": losses}
+    info = {"n_iter": n_iter, "changed_fraction": history, "converged": converged, "loss": losses,
+            "lr": optimiser.param_groups[0]["lr"]}
     return final.to(torch.float32).numpy().copy(), labels, info
 
 
@@ -249,6 +290,7 @@ def cluster_embeddings(
     lr: float = 1e-3,
     dof: float = 1.0,
     batch_size: int | None = None,
+    patience: int = 3,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Cluster ID embeddings, KDUP (paper 003, Sec. 3.1.1): k-means init, then KL refinement (Eq. 1-3).
 
@@ -261,6 +303,7 @@ def cluster_embeddings(
     if not refine:
         return centroids, assign_nearest(x, centroids), {"refined": False}
     centroids, labels, info = kl_refine(
-        x, centroids, tol=tol, max_iter=max_iter, lr=lr, dof=dof, batch_size=batch_size, seed=seed
+        x, centroids, tol=tol, max_iter=max_iter, lr=lr, dof=dof, batch_size=batch_size, seed=seed,
+        patience=patience,
     )
     return centroids, labels, {"refined": True, **info}

@@ -29,7 +29,8 @@ def sampling_config(ood_cfg, id_batch_size: int) -> SamplingConfig:
         knn_k=ood_cfg.knn_k, momentum=ood_cfg.momentum, budget=ood_cfg.budget,
         budget_temperature=ood_cfg.budget_temperature, colt_batch_size=id_batch_size,
         colt_topk=ood_cfg.colt_topk, colt_momentum=ood_cfg.colt_momentum, seed=ood_cfg.seed,
-        cluster_max_iter=ood_cfg.cluster_max_iter, refine=ood_cfg.refine,
+        cluster_max_iter=ood_cfg.cluster_max_iter, cluster_patience=ood_cfg.cluster_patience,
+        knn_exact_max=ood_cfg.knn_exact_max, knn_nprobe=ood_cfg.knn_nprobe, refine=ood_cfg.refine,
     )
 
 

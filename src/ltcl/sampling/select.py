@@ -97,21 +97,53 @@ def _greedy_by_distance(
     return np.asarray(out_img, dtype=np.int64), np.asarray(out_cl, dtype=np.int64), np.asarray(need)
 
 
-def select_nearest(pool_emb: Any, centroids: Any, budgets: Any) -> tuple[np.ndarray, np.ndarray]:
+def nearest_rows(queries: Any, base: Any, k: int, chunk_bytes: int = 64 << 20) -> tuple[np.ndarray, np.ndarray]:
+    """Exact L2 k nearest rows of ``base`` for each of a few ``queries``: (dist2 (nq, k), index (nq, k)).
+
+    ``base`` (N, d) may be a memory-mapped array: it is read in row blocks of about
+    ``chunk_bytes`` (64 MB) and searched with ``faiss.knn`` (BLAS kernel, no index holding a
+    copy of the base); ``faiss.ResultHeap`` merges the blocks' results. Memory stays
+    O(block + nq k) whatever N is, and the result equals one flat search over the whole base
+    (ties aside). Why flat and not IVF: the queries here are the N_c centroids, so one exact
+    pass costs N N_c d multiply-adds (0.04 s for 300K x 10 x 128), less than training an IVF
+    over the pool would. Rows beyond N (k > N) come back with index -1 and distance float32 max.
+    """
+    q = as_float32_numpy(queries, "queries")
+    n, d = base.shape
+    if q.shape[1] != d:
+        raise ValueError(f"queries have dim {q.shape[1]} but the base has dim {d}")
+    if k < 1:
+        raise ValueError(f"k must be >= 1; got {k}")
+    heap = faiss.ResultHeap(q.shape[0], int(k))
+    rows = max(1, int(chunk_bytes) // (4 * d))
+    for start in range(0, n, rows):
+        block = as_float32_numpy(base[start : start + rows], "base")
+        with _faiss_blas_search():
+            dist, idx = faiss.knn(q, block, min(int(k), block.shape[0]))
+        heap.add_result(dist, np.where(idx >= 0, idx + start, -1))
+    heap.finalize()
+    return heap.D, heap.I
+
+
+def select_nearest(pool_emb: Any, centroids: Any, budgets: Any,
+                   chunk_bytes: int = 64 << 20) -> tuple[np.ndarray, np.ndarray]:
     """Per cluster, the ``budgets[k]`` pool images nearest its centroid (L2), no image twice.
 
     KDUP (paper 003, Sec. 3.1.1): "we sample OOD images whose feature embeddings are close to
     the cluster center".  Conflicts are resolved by global distance order: all candidate
     (cluster, image) pairs are visited nearest-first and an image claimed by several clusters
     goes to the nearest; the loser continues with its next candidate.  Candidates come from
-    an exact ``faiss.IndexFlatL2`` search (2 * budget + 64 per cluster); a cluster that runs
-    out of candidates before its budget is filled gets twice as many and the matching is
-    redone, so the result equals greedy matching over the full distance matrix.
+    an exact search streamed over the pool (:func:`nearest_rows`, 2 * budget + 64 per
+    cluster; ``pool_emb`` may be a memory-mapped array and is never copied whole); a cluster
+    that runs out of candidates before its budget is filled gets twice as many and the
+    matching is redone, so the result equals greedy matching over the full distance matrix.
 
     Returns (pool_indices int64 (sum budgets,), cluster_of_each int64), grouped by cluster
     (cluster 0 first) and nearest-first within a cluster.
     """
-    pool = as_float32_numpy(pool_emb, "pool_emb")
+    pool = pool_emb if isinstance(pool_emb, np.ndarray) else as_float32_numpy(pool_emb, "pool_emb")
+    if pool.ndim != 2:
+        raise ValueError(f"pool_emb must be a 2-D array (n_samples, dim); got shape {pool.shape}")
     cents = as_float32_numpy(centroids, "centroids")
     b = _as_budgets(budgets)
     n_pool = pool.shape[0]
@@ -125,8 +157,6 @@ def select_nearest(pool_emb: Any, centroids: Any, budgets: Any) -> tuple[np.ndar
     if total == 0:
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
 
-    index = faiss.IndexFlatL2(pool.shape[1])
-    index.add(pool)
     n_cand = np.where(b > 0, np.minimum(2 * b + 64, n_pool), 0)
     dists: list[np.ndarray] = [np.empty(0, dtype=np.float32)] * b.size
     idxs: list[np.ndarray] = [np.empty(0, dtype=np.int64)] * b.size
@@ -134,8 +164,7 @@ def select_nearest(pool_emb: Any, centroids: Any, budgets: Any) -> tuple[np.ndar
     while True:
         if to_search.size:
             k_max = int(n_cand[to_search].max())
-            with _faiss_blas_search():
-                dist, nbr = index.search(np.ascontiguousarray(cents[to_search]), k_max)
+            dist, nbr = nearest_rows(cents[to_search], pool, k_max, chunk_bytes)
             for row, c in enumerate(to_search.tolist()):
                 dists[c] = dist[row, : n_cand[c]]
                 idxs[c] = nbr[row, : n_cand[c]]
@@ -190,7 +219,9 @@ class SamplingConfig:
 
     ``momentum`` is rho of Eq. 5 (0.9), ``knn_k`` is K of Eq. 4 (10), ``budget`` is N_b (10,000),
     ``budget_temperature`` is tau of Eq. 7, ``cluster_tol`` the changed-assignment threshold of
-    the KL refinement.  ``colt_*`` parametrise COLT's in-batch tailness.
+    the KL refinement and ``cluster_patience`` its step-size decay (see ``kl_refine``);
+    ``knn_exact_max`` / ``knn_nprobe`` choose exact or IVF kNN for Eq. 4 by the ID set's size.
+    ``colt_*`` parametrise COLT's in-batch tailness.
     """
 
     strategy: str = "kdup"
@@ -206,6 +237,9 @@ class SamplingConfig:
     seed: int = 0
     cluster_max_iter: int = 200
     cluster_lr: float = 1e-3
+    cluster_patience: int = 3
+    knn_exact_max: int = 100_000
+    knn_nprobe: int = 32
     refine: bool = True  # KL refinement of the k-means centroids (kdup; COLT never refines)
 
     def __post_init__(self) -> None:
@@ -316,6 +350,7 @@ def sample_ood(
         max_iter=config.cluster_max_iter,
         refine=config.refine and strategy != "colt",
         lr=config.cluster_lr,
+        patience=config.cluster_patience,
     )
     t1 = time.perf_counter()
     if strategy == "colt":
@@ -323,7 +358,8 @@ def sample_ood(
                              seed=_round_seed(config.seed, round_index, 2),
                              prev=prev_tailness, momentum=config.colt_momentum)
     else:
-        tail = momentum_update(prev_tailness, tailness_scores(z, config.knn_k), config.momentum)
+        tail = momentum_update(prev_tailness, tailness_scores(z, config.knn_k, exact_max=config.knn_exact_max,
+                                                              nprobe=config.knn_nprobe), config.momentum)
     t2 = time.perf_counter()
     cl_tail = cluster_tailness(tail, labels, config.clusters)
     # Eq. 7 over the clusters that hold ID samples: a cluster the KL refinement left empty
