@@ -59,6 +59,9 @@ ARMS = {
     "psd_colt": ({"ood": {"strategy": "colt"}, "pretrain": {"method": "psd"}}, PRE + EVAL_F + EVAL_G),
     # the other papers' methods (issue 4), same epochs; schedules scaled to 30 epochs
     "sdclr": ({"ood": {"strategy": "none"}, "pretrain": {"method": "sdclr"}}, PRE + EVAL_F),
+    "sdclr_colt": ({"ood": {"strategy": "colt"}, "pretrain": {"method": "sdclr"}}, PRE + EVAL_F),
+    "sdclr_kdup": ({"ood": {"strategy": "kdup"}, "pretrain": {"method": "psd", "sdclr": True}},
+                   PRE + EVAL_F + EVAL_G),
     "ts": ({"ood": {"strategy": "none"}, "pretrain": {"method": "ts", "ts_period": 10}}, PRE + EVAL_F),
     "tase": ({"ood": {"strategy": "none"}, "pretrain": {"method": "tase", "tase_warmup": 5, "tase_refresh": 5,
                                                          "tase_full": 15}}, PRE + EVAL_F),
@@ -133,7 +136,7 @@ def summarise(out: Path) -> str:
             f = d / "probe" / f"{enc}.json"
             if f.exists():
                 m = json.loads(f.read_text())
-                sub = {"gml": (" teacher", " student")}.get(arm, (" (f)", " (g)") if arm in ("kdup", "psd_random", "psd_colt") else ("", " (g)"))
+                sub = {"gml": (" teacher", " student")}.get(arm, (" (f)", " (g)") if arm in ("kdup", "psd_random", "psd_colt", "sdclr_kdup") else ("", " (g)"))
                 name = arm + sub[enc == "distill"]
                 rows.setdefault(name, []).append(m)
                 stage = d / f"{enc}.json"
