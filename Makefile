@@ -30,8 +30,8 @@ repro: install
 test: install
 	$(BIN)/python -m pytest
 
-# Benchmarks of issue 6 (throughput, hardware efficiency, OOD sampling, dvc overhead): prints a
-# table with targets and PASS/MISS, writes metrics/bench.json. `make bench BENCH_ARGS=--scale`
+# Benchmarks of issue 6 (throughput, hardware efficiency, OOD sampling, dvc overhead), on every
+# core: prints a table with targets and PASS/MISS, writes metrics/bench.json. `make bench BENCH_ARGS=--scale`
 # adds the 1M-image pool benchmark (writes and deletes ~3 GB in /tmp).
 BENCH_ARGS ?=
 bench: install

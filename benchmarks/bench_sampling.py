@@ -1,7 +1,8 @@
 """Benchmark 3: one OOD sampling update of the ``kdup`` strategy, encoder forward excluded.
 
-ours: ``ltcl.sampling.select.sample_ood`` (faiss k-means + KL refinement, global exact kNN
-tailness with K = 10, Eq. 7 budgets, faiss nearest-to-centroid selection) on 12,406 ID x
+ours: ``ltcl.sampling.select.sample_ood`` (faiss k-means + KL refinement with its step halved on
+plateaus, ~20 iterations; global exact kNN tailness with K = 10 (faiss.knn); Eq. 7 budgets;
+exact nearest-to-centroid selection streamed over the pool in blocks) on 12,406 ID x
 300,000 pool L2-normalised float32 embeddings, d = 128, budget 10,000, 10 clusters.
 
 reference, written as COLT does it: scikit-learn ``KMeans(n_clusters=10, n_init=10)``,
