@@ -161,6 +161,22 @@ def test_method_labels():
     assert method_label({"pretrain.method": "psd", "pretrain.sdclr": True, "ood.strategy": "kdup"}) == "SDCLR + KDUP"
     assert method_label({"pretrain.method": "sdclr", "ood.strategy": "colt"}) == "SDCLR + COLT"
     assert method_label({"pretrain.method": "psd", "ood.strategy": "none"}) == "SimCLR + PSD"
+    # Table 3 (PSD + distillation with another sampler), Table 12, Table 5's strong baseline
+    assert method_label({"pretrain.method": "psd", "ood.strategy": "random"}) == "SimCLR + KDUP (random sampling)"
+    assert method_label({"pretrain.method": "psd", "ood.strategy": "colt"}) == "SimCLR + KDUP (COLT sampling)"
+    assert method_label({"pretrain.method": "psd", "ood.strategy": "augment"}) == "SimCLR + KDUP (augmented ID)"
+    assert method_label({"pretrain.method": "simclr", "ood.strategy": "kdup"}) == "SimCLR + KDUP sampling"
+    assert method_label({"pretrain.method": "simclr", "ood.strategy": "random"}) == "SimCLR + random OOD"
+
+
+def test_table3_and_table5_rows_keep_the_papers_order():
+    from ltcl.compare.table import Line, line_order
+
+    labels = ["SimCLR + KDUP (g)", "SimCLR + KDUP (COLT sampling) (f)", "SimCLR + COLT", "SimCLR + KDUP sampling",
+              "SimCLR + KDUP (random sampling) (f)", "SimCLR", "SimCLR + KDUP (f)"]
+    ordered = [ln.label for ln in sorted((Line(lb, False, []) for lb in labels), key=line_order)]
+    assert ordered == ["SimCLR", "SimCLR + COLT", "SimCLR + KDUP sampling", "SimCLR + KDUP (random sampling) (f)",
+                       "SimCLR + KDUP (COLT sampling) (f)", "SimCLR + KDUP (f)", "SimCLR + KDUP (g)"]
 
 
 @pytest.mark.parametrize("preset", list(presets(BASE)))

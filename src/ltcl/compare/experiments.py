@@ -117,11 +117,22 @@ def from_directory(path: str | Path) -> Experiment:
     return Experiment(root.name, params, metrics, source=str(root))
 
 
+# paper 003 Table 3 / 12: the KDUP framework (PSD + distillation) with another source of extra images
+KDUP_VARIANTS = {"random": "random sampling", "colt": "COLT sampling", "augment": "augmented ID"}
+
+
 def method_label(p: dict[str, Any]) -> str:
+    """A run's row name as the papers write it: "SimCLR + COLT", "SDCLR + KDUP", "SimCLR + KDUP
+    (random sampling)" (Table 3: PSD with another sampler), "SimCLR + KDUP sampling" (Table 5's
+    strong baseline: KDUP's sampler without PSD), "SimCLR + PSD" (PSD without OOD data)."""
     method = p.get("pretrain.method", "simclr")
     base = "SDCLR" if method == "sdclr" or (p.get("pretrain.sdclr") and method != "gml") else METHOD_NAMES.get(method, method)
     strategy = p.get("ood.strategy", "none")
-    if strategy in OOD_NAMES:
+    if method == "psd" and strategy in KDUP_VARIANTS:
+        base += f" + KDUP ({KDUP_VARIANTS[strategy]})"
+    elif method != "psd" and strategy == "kdup":
+        base += " + KDUP sampling"
+    elif strategy in OOD_NAMES:
         base += f" + {OOD_NAMES[strategy]}"
     elif method == "psd":
         base += " + PSD"  # KDUP's loss without OOD data

@@ -74,6 +74,7 @@ def varying_keys(exps: list[Experiment]) -> list[str]:
 
 BASE_ORDER = ["SimCLR", "SDCLR", "TS", "TASE", "GloCo", "GloCo + ProCo", "GML"]
 OOD_ORDER = ["", "PSD", "random OOD", "augmented ID", "COLT", "KDUP"]
+KDUP_SUBORDER = ["KDUP sampling", "(random sampling)", "(augmented ID)", "(COLT sampling)"]
 
 
 def line_order(line: "Line") -> tuple:
@@ -82,8 +83,10 @@ def line_order(line: "Line") -> tuple:
     label = line.label
     base = next((i for i, b in reversed(list(enumerate(BASE_ORDER))) if label.startswith(b)), len(BASE_ORDER))
     ood = max((i for i, o in enumerate(OOD_ORDER) if o and f"+ {o}" in label), default=0)
+    # within KDUP: the sampler alone (Table 5), then Table 3's samplers random, COLT, KDUP's own
+    sampler = next((i for i, v in enumerate(KDUP_SUBORDER) if v in label), len(KDUP_SUBORDER))
     enc = 1 if line.runs and line.runs[0].encoder == "distill" else 0
-    return (base, ood, "[balanced subset]" in label, "(compute-matched)" in label, enc, label)
+    return (base, ood, sampler, "[balanced subset]" in label, "(compute-matched)" in label, enc, label)
 
 
 def build_lines(exps: list[Experiment], protocol: str = "full") -> tuple[list[Line], list[str]]:
