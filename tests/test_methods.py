@@ -14,7 +14,7 @@ from ltcl.train.loop import fit, lr_at
 from ltcl.train.pretrain import build_augment, new_encoder
 
 
-def tiny_setup(method: str, with_ood: bool = False, **pretrain):
+def tiny_setup(method: str, with_ood: bool = False, runtime: Runtime | None = None, **pretrain):
     torch.manual_seed(0)
     params = Params.model_validate({
         "model": {"backbone": "resnet8", "proj_hidden": 32, "proj_dim": 16},
@@ -22,7 +22,7 @@ def tiny_setup(method: str, with_ood: bool = False, **pretrain):
         "pretrain": {"method": method, "epochs": 2, "batch_size": 16, "warmup_epochs": 1, "k_pos": 2,
                      **pretrain},
     })
-    rt = Runtime(device=torch.device("cpu"), amp_dtype=None, channels_last=True)
+    rt = runtime or Runtime(device=torch.device("cpu"), amp_dtype=None, channels_last=True)
     rng = np.random.default_rng(0)
     x = rng.integers(0, 255, size=(40, 8, 8, 1), dtype=np.uint8)
     y = np.repeat(np.arange(4), 10)
@@ -114,3 +114,23 @@ def test_tase_pseudo_labels_after_warmup():
     assert torch.equal(m.sizes, torch.as_tensor(np.bincount(m.pseudo)[m.pseudo], dtype=torch.float32))
     out = m.training_step(torch.arange(16))
     assert np.isfinite(float(out.loss.detach())) and params.pretrain.tau_min <= out.parts["tau_mean"] <= params.pretrain.tau_max
+
+
+@pytest.mark.parametrize("method", ["simclr", "sdclr"])
+def test_compiled_model_trains_like_eager(method):
+    """runtime.compile: the method's model runs through torch.compile (backend aot_eager here: the
+    same graph capture and autograd as inductor, without its C++ code generation, which takes
+    ~95 s on this CPU) and two epochs give the eager run's weights."""
+    from ltcl.runtime import setup_runtime
+
+    eager, params = tiny_setup(method)
+    fit(eager, params.pretrain, eager.runtime)
+    rt = Runtime(device=torch.device("cpu"), amp_dtype=None, channels_last=True, compile_backend="aot_eager")
+    compiled, _ = tiny_setup(method, runtime=rt)
+    assert compiled.model._compiled_call_impl is not None and eager.model._compiled_call_impl is None
+    fit(compiled, params.pretrain, rt)
+    for (name, a), b in zip(eager.model.state_dict().items(), compiled.model.state_dict().values()):
+        torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-4, msg=name)
+    on = Params.model_validate({"runtime": {"compile": True}}).runtime
+    assert setup_runtime(on, 0).compile_backend == "inductor"
+    assert setup_runtime(Params().runtime, 0).compile_backend is None

@@ -63,7 +63,8 @@ class RuntimeParams(_Section):
     channels_last: bool = True
     threads: int = Field(0, ge=0, description="torch intra-op threads; 0 = torch's default")
     deterministic: bool = True
-    compile: bool = False
+    compile: bool = Field(False, description="torch.compile the trained model (pretrain, warm-up, distill)")
+    compile_backend: str = Field("inductor", description="torch.compile backend, e.g. inductor, aot_eager, cudagraphs")
     nproc: int = Field(1, ge=1)
 
     @field_validator("device")

@@ -16,6 +16,16 @@ class Runtime:
     device: torch.device
     amp_dtype: torch.dtype | None  # None = full fp32
     channels_last: bool
+    compile_backend: str | None = None  # torch.compile backend for the trained model; None = eager
+
+    def maybe_compile(self, model: torch.nn.Module) -> torch.nn.Module:
+        """Compile ``model``'s forward in place (``nn.Module.compile``: parameters and state_dict
+        keys stay as they are, so checkpoints and resume are unaffected) when ``runtime.compile``
+        is on. The first step pays the compilation (~95 s for ResNet-8 with inductor on this
+        CPU); it pays off on GPUs and long runs."""
+        if self.compile_backend:
+            model.compile(backend=self.compile_backend)
+        return model
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """bf16 (or fp16 on GPUs without bf16) autocast; a no-op when AMP is off."""
@@ -73,4 +83,5 @@ def setup_runtime(cfg, seed: int) -> Runtime:
     device = resolve_device(cfg.device)
     if device.type == "cuda" and not cfg.deterministic:
         torch.backends.cudnn.benchmark = True
-    return Runtime(device=device, amp_dtype=amp_dtype_for(device, cfg.amp), channels_last=cfg.channels_last)
+    return Runtime(device=device, amp_dtype=amp_dtype_for(device, cfg.amp), channels_last=cfg.channels_last,
+                   compile_backend=cfg.compile_backend if cfg.compile else None)

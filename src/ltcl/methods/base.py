@@ -92,7 +92,7 @@ class Method:
     def __init__(self, model: nn.Module, data: TrainSet, cfg, runtime: Runtime, augment: nn.Module,
                  refresh_every: int = 25):
         self.refresh_every = max(1, int(refresh_every))  # epochs between refreshes of method state
-        self.model = model
+        self.model = runtime.maybe_compile(model)
         self.data = data
         self.cfg = cfg
         self.runtime = runtime
