@@ -84,7 +84,9 @@ def merge(a: dict, b: dict) -> dict:
 class Runner:
     def __init__(self, work: Path, out: Path, overrides: dict):
         self.work, self.out = work, out
-        self.base = yaml.safe_load((work / "params.yaml").read_text())
+        # the checkout's params as copied (work/params.yaml is rewritten by every run: reading it
+        # would carry the previous run's keys - e.g. pretrain.sdclr - into the next invocation)
+        self.base = yaml.safe_load((work / "params.base.yaml").read_text())
         self.overrides = overrides
         self.env = dict(os.environ, PYTHONPATH=str(work / "src"), DVC_NO_ANALYTICS="1")
 
@@ -120,6 +122,7 @@ def copy_checkout(repo: Path, work: Path) -> None:
     for d in ("src", "stages"):
         shutil.copytree(repo / d, work / d, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(repo / "params.yaml", work / "params.yaml")
+    shutil.copy(repo / "params.yaml", work / "params.base.yaml")
 
 
 def summarise(out: Path) -> str:
