@@ -133,13 +133,14 @@ def summarise(out: Path) -> str:
         if d.name.endswith("_data"):
             continue
         arm = d.name.split("_", 1)[1]
+        distills = any("distill.py" in st for st in ARMS.get(arm, ((), ()))[1])
         for enc in ("pretrain", "distill"):
-            if enc == "distill" and not any("distill.py" in st for st in ARMS.get(arm, ((), ()))[1]):
+            if enc == "distill" and not distills:
                 continue  # an arm without distillation (files of an earlier arm may linger in work/metrics)
             f = d / "probe" / f"{enc}.json"
             if f.exists():
                 m = json.loads(f.read_text())
-                sub = {"gml": (" teacher", " student")}.get(arm, (" (f)", " (g)") if arm in ("kdup", "psd_random", "psd_colt", "sdclr_kdup") else ("", " (g)"))
+                sub = {"gml": (" teacher", " student")}.get(arm, (" (f)", " (g)") if distills else ("", ""))
                 name = arm + sub[enc == "distill"]
                 rows.setdefault(name, []).append(m)
                 stage = d / f"{enc}.json"

@@ -112,7 +112,11 @@ def kl_cluster_loss(z: torch.Tensor, centroids: torch.Tensor, dof: float = 1.0) 
 
 def _kl_from_log_q(log_q: torch.Tensor) -> torch.Tensor:
     """Eq. 3 given log q (Eq. 1); the target p (Eq. 2) is computed from q and detached."""
-    p = target_distribution(log_q.detach().exp())
+    return _kl_to_target(target_distribution(log_q.detach().exp()), log_q)
+
+
+def _kl_to_target(p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """Eq. 3 for a given target p: 1/N sum_i sum_k p_ik log(p_ik / q_ik)."""
     return (torch.special.xlogy(p, p) - p * log_q).sum(dim=1).mean()
 
 
@@ -168,7 +172,7 @@ def _kl_step_full(z: torch.Tensor, zz: torch.Tensor, mu: torch.Tensor, dof: floa
     log_q = torch.log_softmax(torch.log1p(d2 / dof).mul_(-a), dim=1)
     q = log_q.exp()
     p = target_distribution(q)
-    loss = (torch.special.xlogy(p, p) - p * log_q).sum(dim=1).mean()
+    loss = _kl_to_target(p, log_q)
     g = (q - p).mul_(-a / z.shape[0]).div_(d2.add_(dof))
     grad = 2.0 * (mu * g.sum(dim=0).unsqueeze(1) - g.T @ z)
     return log_q.argmax(dim=1), loss, grad

@@ -26,7 +26,8 @@ import torch
 
 from ltcl.sampling.budget import allocate_budget
 from ltcl.sampling.clustering import as_float32_numpy, cluster_embeddings
-from ltcl.sampling.tailness import cluster_tailness, colt_tailness, momentum_update, tailness_scores
+from ltcl.sampling.tailness import (KNN_EXACT_MAX, KNN_NPROBE, cluster_tailness, colt_tailness, momentum_update,
+                                    tailness_scores)
 
 STRATEGIES = ("kdup", "colt", "random", "augment", "none")
 TIMING_KEYS = ("clustering", "tailness", "budget", "sampling")
@@ -238,8 +239,8 @@ class SamplingConfig:
     cluster_max_iter: int = 200
     cluster_lr: float = 1e-3
     cluster_patience: int = 3
-    knn_exact_max: int = 100_000
-    knn_nprobe: int = 32
+    knn_exact_max: int = KNN_EXACT_MAX
+    knn_nprobe: int = KNN_NPROBE
     refine: bool = True  # KL refinement of the k-means centroids (kdup; COLT never refines)
 
     def __post_init__(self) -> None:

@@ -24,9 +24,10 @@ def _normalised(z: Any) -> torch.Tensor:
 # Above this many rows an exact all-pairs search (N^2 d multiply-adds: 2.6e12 at 100K x 128,
 # about a minute on one CPU core) gives way to an IVF index.
 KNN_EXACT_MAX = 100_000
+KNN_NPROBE = 32  # IVF lists searched per query above KNN_EXACT_MAX
 
 
-def knn_excluding_self(z: Any, k: int, exact_max: int = KNN_EXACT_MAX, nprobe: int = 32) -> np.ndarray:
+def knn_excluding_self(z: Any, k: int, exact_max: int = KNN_EXACT_MAX, nprobe: int = KNN_NPROBE) -> np.ndarray:
     """Indices (N, k) int64 of the k nearest neighbours by cosine similarity, over the whole set.
 
     Up to ``exact_max`` rows: exact search (``faiss.knn``, inner product on L2-normalised
@@ -70,7 +71,7 @@ def _ivf_knn(x: np.ndarray, k: int, nprobe: int) -> np.ndarray:
 
 
 def tailness_scores(z: Any, k: int, chunk_size: int = 4096, exact_max: int = KNN_EXACT_MAX,
-                    nprobe: int = 32) -> torch.Tensor:
+                    nprobe: int = KNN_NPROBE) -> torch.Tensor:
     """Instance-wise tailness s_hat_i, KDUP (paper 003, Eq. 4).
 
     Z^i = {z_i} plus its K nearest neighbours (cosine, over the whole set);
