@@ -27,12 +27,13 @@ import numpy as np
 import torch
 from sklearn.cluster import KMeans
 
-from ltcl.sampling.select import SamplingConfig, sample_ood
+from ltcl.params import OODParams
+from ltcl.sampling.select import sample_ood
 
 try:
-    from _util import cprofile_top, median
+    from _util import cprofile_top
 except ImportError:
-    from benchmarks._util import cprofile_top, median
+    from benchmarks._util import cprofile_top
 
 TARGET_SECONDS = 1.0
 TARGET_RATIO = 3.0
@@ -58,14 +59,14 @@ def synthetic_embeddings(n_pool: int = 300_000, d: int = 128, id_counts=LT_COUNT
     return id_emb, pool_emb
 
 
-def kdup_config(n_id: int, n_pool: int, budget: int = 10_000, clusters: int = 10, knn_k: int = 10) -> SamplingConfig:
-    return SamplingConfig(strategy="kdup", budget=min(budget, n_pool), clusters=min(clusters, n_id),
+def kdup_config(n_id: int, n_pool: int, budget: int = 10_000, clusters: int = 10, knn_k: int = 10) -> OODParams:
+    return OODParams(strategy="kdup", budget=min(budget, n_pool), clusters=min(clusters, n_id),
                           knn_k=min(knn_k, n_id - 1), momentum=0.9, budget_temperature=1.0, cluster_tol=0.001,
                           cluster_max_iter=200, refine=True, seed=0)
 
 
-def ours(id_emb: np.ndarray, pool_emb: np.ndarray, config: SamplingConfig):
-    sel, _ = sample_ood(id_emb, pool_emb, config)
+def ours(id_emb: np.ndarray, pool_emb: np.ndarray, config: OODParams):
+    sel, _ = sample_ood(id_emb, pool_emb, config, colt_batch_size=512)
     return sel
 
 

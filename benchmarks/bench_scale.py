@@ -97,14 +97,14 @@ def child(pool_path: str, d: int, batch_size: int, threads: int, budget: int = 1
           id_counts=LT_COUNTS) -> dict:
     """The measured part, run in a fresh process: open the pool, embed it streamed, sample."""
     sys.path.insert(0, str(HERE))
+    import torch
     from _util import PeakMemory, proc_status_kb, set_threads
 
-    import torch
-
     from ltcl.data.pool import open_pool
+    from ltcl.params import OODParams
     from ltcl.runtime import Runtime
     from ltcl.sampling.refresh import embed_images
-    from ltcl.sampling.select import SamplingConfig, sample_ood
+    from ltcl.sampling.select import sample_ood
 
     set_threads(threads)
     runtime = Runtime(device=torch.device("cpu"), amp_dtype=None, channels_last=True)
@@ -112,7 +112,7 @@ def child(pool_path: str, d: int, batch_size: int, threads: int, budget: int = 1
     ids = id_images(counts=id_counts)
     mean, std = [0.5] * 3, [0.25] * 3
     embed_images(model, ids[:64], mean, std, runtime, 64, "projection")  # warm-up
-    config = SamplingConfig(strategy="kdup", budget=budget, clusters=min(10, len(ids)), knn_k=10, seed=0)
+    config = OODParams(strategy="kdup", budget=budget, pool_size=budget, clusters=min(10, len(ids)), knn_k=10, seed=0)
     rss0, anon0 = proc_status_kb("VmRSS"), proc_status_kb("RssAnon")
     with PeakMemory() as peak:
         t0 = time.perf_counter()
@@ -120,7 +120,7 @@ def child(pool_path: str, d: int, batch_size: int, threads: int, budget: int = 1
         id_emb = embed_images(model, ids, mean, std, runtime, batch_size, "projection")
         pool_emb = embed_images(model, pool, mean, std, runtime, batch_size, "projection")
         t1 = time.perf_counter()
-        sel, _ = sample_ood(id_emb, pool_emb, config)
+        sel, _ = sample_ood(id_emb, pool_emb, config, colt_batch_size=512)
         t2 = time.perf_counter()
     kb = 1024.0 ** 2  # kB -> GB
     return {

@@ -9,7 +9,7 @@ gives two views, so the network sees twice as many).
   ``torch.utils.data.DataLoader`` (num_workers=0: the augmentation runs in the timed process,
   as it must on a machine whose second core is busy), fp32, contiguous memory. The batch is
   fetched from the loader inside the timed step.
-* ltcl: the library's own training step (``ltcl.methods.get_method("simclr").training_step``,
+* ltcl: the library's own training step (``ltcl.registry.get_method("simclr").training_step``,
   the one ``ltcl.train.loop`` runs): uint8 batch tensor -> ``SimCLRAugment`` (kornia,
   per-sample parameters, whole batch) -> channels_last model, under the runtime's autocast.
   Measured twice: bf16 autocast (``runtime.amp: true``) and fp32 (``runtime.amp: false``).
@@ -34,9 +34,10 @@ from torch.utils.flop_counter import FlopCounterMode
 from torchvision import transforms as T
 
 from ltcl.data.augment import SimCLRAugment
-from ltcl.losses import nt_xent
-from ltcl.methods import TrainSet, get_method
+from ltcl.losses.contrastive import nt_xent
+from ltcl.methods.base import TrainSet
 from ltcl.models.heads import build_encoder
+from ltcl.registry import get_method
 from ltcl.runtime import Runtime
 from ltcl.train.loop import build_optimizer
 

@@ -67,7 +67,7 @@ ARMS = {
                                                          "tase_full": 15}}, PRE + EVAL_F),
     "gloco": ({"ood": {"strategy": "none"}, "pretrain": {"method": "gloco"}}, PRE + EVAL_F),
     "gloco+proco": ({"ood": {"strategy": "none"}, "pretrain": {"method": "gloco+proco"}}, PRE + EVAL_F),
-    "gml": ({"ood": {"strategy": "none"}, "pretrain": {"method": "gml"}, "distill": {"epochs": 30, "gml_k": 1024}},
+    "gml": ({"ood": {"strategy": "none"}, "pretrain": {"method": "gml"}, "distill": {"method": "gml", "epochs": 30, "gml_k": 1024}},
             PRE + EVAL_F + EVAL_G),
 }
 

@@ -8,8 +8,8 @@ metrics/cluster/<encoder>_tsne.csv.
 
 import sys
 
-from ltcl.eval.cluster_stage import run_cluster_stage
 from ltcl.params import load_params
+from ltcl.pipeline import cluster
 from ltcl.stage import run_stage
 
 encoder = sys.argv[1] if len(sys.argv) > 1 else "pretrain"
@@ -17,7 +17,7 @@ OUTS = [f"metrics/cluster/{encoder}.json", f"metrics/cluster/{encoder}_tsne.csv"
 
 
 def main() -> None:
-    run_cluster_stage(load_params(), f"data/models/{encoder}.pt", "data/lt", *OUTS)
+    cluster.run(load_params(), f"data/models/{encoder}.pt", "data/lt", *OUTS)
 
 
 if __name__ == "__main__":

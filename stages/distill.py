@@ -1,15 +1,14 @@
 """distill: guided distillation of the final encoder g from the frozen f (paper 003 Sec. 3.2).
 
-Reads params: distill, augment, runtime.  Writes: data/models/distill.pt (+ .sha256),
+Reads params: distill, augment, runtime, model, pretrain.method, data.group_rule.  Writes: data/models/distill.pt (+ .sha256),
 metrics/distill.json, dvclive/distill/.  With distill.enabled: false, g = f (Table 5 "w/o KD").
 """
 
-from ltcl.data.splits import load_manifest
-from ltcl.models.checkpoint import load_encoder
+from ltcl.collectives import is_main, shutdown
+from ltcl.launch import maybe_torchrun
 from ltcl.params import load_params
+from ltcl.pipeline import distill
 from ltcl.stage import run_stage
-from ltcl.train import distributed
-from ltcl.train.distill import run_distill_stage
 
 OUTS = ["data/models/distill.pt", "metrics/distill.json", "data/models/distill.pt.sha256"]
 TEACHER = "data/models/pretrain.pt"
@@ -17,16 +16,13 @@ RESUME = "data/checkpoints/distill.pt"  # persistent: a killed run resumes from 
 
 
 def main() -> None:
-    params = load_params()
-    # f must be intact (sha256 sidecar) and made for these model params and images
-    load_encoder(TEACHER, model_cfg=params.model, image_shape=load_manifest("data/lt")["image_shape"])
-    run_distill_stage(params, "data/lt", TEACHER, *OUTS[:2], live_dir="dvclive/distill", resume_path=RESUME)
+    distill.run(load_params(), "data/lt", TEACHER, *OUTS[:2], live_dir="dvclive/distill", resume_path=RESUME)
 
 
 if __name__ == "__main__":
     # runtime.nproc > 1: rerun this script under torchrun (DDP) and exit with its status
-    distributed.maybe_torchrun(__file__, OUTS, "distill")
+    maybe_torchrun(__file__, OUTS, "distill")
     # under torchrun rank 0 alone writes (and on failure removes) the outputs; a failing rank
     # exits and torchrun stops the others
-    run_stage("distill", main, outputs=OUTS if distributed.is_main() else [])
-    distributed.shutdown()
+    run_stage("distill", main, outputs=OUTS if is_main() else [])
+    shutdown()

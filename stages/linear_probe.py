@@ -7,8 +7,8 @@ metrics/probe/<encoder>_per_class.csv.
 
 import sys
 
-from ltcl.eval.protocols import run_probe_stage
 from ltcl.params import load_params
+from ltcl.pipeline import linear_probe
 from ltcl.stage import run_stage
 
 encoder = sys.argv[1] if len(sys.argv) > 1 else "pretrain"
@@ -16,7 +16,7 @@ OUTS = [f"metrics/probe/{encoder}.json", f"metrics/probe/{encoder}_per_class.csv
 
 
 def main() -> None:
-    run_probe_stage(load_params(), f"data/models/{encoder}.pt", "data/lt", OUTS[0], OUTS[1])
+    linear_probe.run(load_params(), f"data/models/{encoder}.pt", "data/lt", OUTS[0], OUTS[1])
 
 
 if __name__ == "__main__":

@@ -4,8 +4,8 @@ Reads params: data.  Writes: data/lt/ (split arrays + manifest.json), metrics/da
 metrics/class_counts.csv.
 """
 
-from ltcl.data.build import build_lt_dataset
 from ltcl.params import load_params
+from ltcl.pipeline import make_lt_dataset
 from ltcl.stage import run_stage
 
 OUT = "data/lt"
@@ -13,7 +13,7 @@ OUT = "data/lt"
 
 def main() -> None:
     params = load_params()
-    build_lt_dataset(params, OUT, "metrics/dataset.json", "metrics/class_counts.csv")
+    make_lt_dataset.run(params, OUT, "metrics/dataset.json", "metrics/class_counts.csv")
 
 
 if __name__ == "__main__":

@@ -6,8 +6,8 @@ size and channels, and data/ood/pool.json (its sha256, shape, dtype and pool par
 ood-sampling and pretrain check the pool against).
 """
 
-from ltcl.data.pool import build_and_save_pool
 from ltcl.params import load_params
+from ltcl.pipeline import ood_pool
 from ltcl.stage import run_stage
 
 OUT = "data/ood/pool.npy"
@@ -15,7 +15,7 @@ MANIFEST = "data/ood/pool.json"  # written by build_and_save_pool beside the poo
 
 
 def main() -> None:
-    build_and_save_pool(load_params().ood, "data/lt", OUT)
+    ood_pool.run(load_params().ood, "data/lt", OUT)
 
 
 if __name__ == "__main__":

@@ -5,16 +5,16 @@ data/ood/selection.npz, metrics/ood.json, dvclive/ood-warmup/, data/checkpoints/
 """
 
 from ltcl.params import load_params
+from ltcl.pipeline import ood_sampling
 from ltcl.stage import run_stage
-from ltcl.train.pretrain import run_ood_sampling_stage
 
 OUTS = ["data/ood/warmup.pt", "data/ood/selection.npz", "metrics/ood.json"]
 RESUME = "data/checkpoints/ood-warmup.pt"  # persistent: a killed warm-up resumes from it
 
 
 def main() -> None:
-    run_ood_sampling_stage(load_params(), "data/lt", "data/ood/pool.npy", *OUTS, live_dir="dvclive/ood-warmup",
-                           resume_path=RESUME)
+    ood_sampling.run(load_params(), "data/lt", "data/ood/pool.npy", *OUTS, live_dir="dvclive/ood-warmup",
+                     resume_path=RESUME)
 
 
 if __name__ == "__main__":

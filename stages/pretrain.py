@@ -7,24 +7,25 @@ data/models/pretrain.pt.sha256, metrics/pretrain.json, dvclive/pretrain/ (curves
 data/checkpoints/pretrain.pt.
 """
 
+from ltcl.collectives import is_main, shutdown
+from ltcl.launch import maybe_torchrun
 from ltcl.params import load_params
+from ltcl.pipeline import pretrain
 from ltcl.stage import run_stage
-from ltcl.train import distributed
-from ltcl.train.pretrain import run_pretrain_stage
 
 OUTS = ["data/models/pretrain.pt", "metrics/pretrain.json", "data/models/pretrain.pt.sha256"]
 RESUME = "data/checkpoints/pretrain.pt"  # persistent: a killed run resumes from it
 
 
 def main() -> None:
-    run_pretrain_stage(load_params(), lt_dir="data/lt", ckpt_path=OUTS[0], metrics_path=OUTS[1],
-                       live_dir="dvclive/pretrain", ood_dir="data/ood", resume_path=RESUME)
+    pretrain.run(load_params(), lt_dir="data/lt", ckpt_path=OUTS[0], metrics_path=OUTS[1],
+                 live_dir="dvclive/pretrain", ood_dir="data/ood", resume_path=RESUME)
 
 
 if __name__ == "__main__":
     # runtime.nproc > 1: rerun this script under torchrun (DDP) and exit with its status
-    distributed.maybe_torchrun(__file__, OUTS, "pretrain")
+    maybe_torchrun(__file__, OUTS, "pretrain")
     # under torchrun rank 0 alone writes (and on failure removes) the outputs; a failing rank
     # exits and torchrun stops the others
-    run_stage("pretrain", main, outputs=OUTS if distributed.is_main() else [])
-    distributed.shutdown()
+    run_stage("pretrain", main, outputs=OUTS if is_main() else [])
+    shutdown()

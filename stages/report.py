@@ -4,13 +4,12 @@ Reads params: report (and shows params.yaml).  Reads every metrics file the pipe
 """
 
 from ltcl.params import load_params
-from ltcl.report.html import build_report, write_report
+from ltcl.pipeline import report
 from ltcl.stage import run_stage
 
 
 def main() -> None:
-    params = load_params()
-    write_report("report", build_report(".", title=params.report.title))
+    report.run(load_params(), ".", "report")
 
 
 if __name__ == "__main__":

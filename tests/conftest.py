@@ -77,7 +77,9 @@ def make_project(tmp: Path, params: dict | None = None, git: bool = False) -> Pr
     shutil.copytree(REPO / "stages", tmp / "stages")
     proj = Project(tmp)
     proj.set_params(deep_update(yaml.safe_load(yaml.safe_dump(TINY)), params or {}))
-    if git:
+    if git:  # a DVC project: dvc.yaml's code deps, with the method dirs' links into src/
+        shutil.copytree(REPO / "src", tmp / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        shutil.copytree(REPO / "deps", tmp / "deps", symlinks=True)
         (tmp / ".dvc").mkdir()
         shutil.copy(REPO / ".dvc" / "config", tmp / ".dvc" / "config")
         for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "ci@ltcl"],

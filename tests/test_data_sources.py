@@ -15,7 +15,9 @@ import pytest
 from PIL import Image
 
 from ltcl.data import sources
-from ltcl.data.sources import RawDataset, load_source, read_idx, resize_images, restricted_loads, validate_raw
+from ltcl.data.sources import RawDataset, load_source, read_idx, resize_images, validate_raw
+from ltcl.data.sources import idx as idx_source
+from ltcl.data.unpickle import restricted_loads
 
 # --------------------------------------------------------------------------- helpers
 
@@ -121,7 +123,7 @@ def test_mnist_idx_layouts(tmp_path, gz, sub):
 
 
 def test_fashion_mnist_names(tmp_path, monkeypatch):
-    monkeypatch.setattr(sources, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "absent")
+    monkeypatch.setattr(idx_source, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "absent")
     write_idx_set(tmp_path / "FashionMNIST" / "raw", np.random.default_rng(1))
     raw = load_source("fashion-mnist", root=tmp_path)
     assert raw.class_names[0] == "T-shirt/top" and raw.class_names[-1] == "Ankle boot"
@@ -170,7 +172,7 @@ def test_idx_label_count_mismatch(tmp_path):
 
 
 def test_missing_idx_lists_paths_and_howto(tmp_path, monkeypatch):
-    monkeypatch.setattr(sources, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "debian")
+    monkeypatch.setattr(idx_source, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "debian")
     with pytest.raises(FileNotFoundError) as err:
         load_source("fashion-mnist", root=tmp_path / "data")
     msg = str(err.value)

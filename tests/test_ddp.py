@@ -81,14 +81,14 @@ def _eval_bn(cls):
 
 def run_cases() -> dict:
     """Loss and gradients of one step per case (in whichever process group is current)."""
-    import ltcl.methods  # noqa: F401
-    from ltcl.methods.base import TrainSet, get_method
-    from ltcl.methods.distill import GuidedDistillation
+    from ltcl.methods.base import TrainSet
+    from ltcl.methods.distill.guided import GuidedDistillation
     from ltcl.params import Params
+    from ltcl.registry import get_method
     from ltcl.runtime import Runtime
     from ltcl.train import distributed
     from ltcl.train.loop import fit
-    from ltcl.train.pretrain import new_encoder
+    from ltcl.train.session import new_encoder
 
     rt = Runtime(device=torch.device("cpu"), amp_dtype=None, channels_last=False)
     rng = np.random.default_rng(0)
@@ -153,12 +153,13 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
     torch.set_num_threads(1)
     from types import SimpleNamespace
 
+    from ltcl.collectives import shutdown
     from ltcl.train import distributed
 
     assert distributed.init_from_env(SimpleNamespace(device="cpu")) == (rank, WORLD)
     res = run_cases()
     torch.save(res, Path(out_dir) / f"rank{rank}.pt")
-    distributed.shutdown()
+    shutdown()
 
 
 def _free_port() -> int:
@@ -233,8 +234,7 @@ def test_shard_splits_the_global_batch():
 
 
 def test_ddp_support_is_not_inherited():
-    import ltcl.methods  # noqa: F401
-    from ltcl.methods.base import get_method
+    from ltcl.registry import get_method
 
     assert get_method("simclr").supports_ddp and get_method("psd").supports_ddp
     assert get_method("sdclr").supports_ddp and get_method("ts").supports_ddp
@@ -245,8 +245,9 @@ def test_ddp_support_is_not_inherited():
 def test_params_that_cannot_run_distributed_stop_before_any_work(tmp_path, monkeypatch, capsys):
     import yaml
 
+    from ltcl.launch import maybe_torchrun
     from ltcl.params import Params
-    from ltcl.train.distributed import check_stage, maybe_torchrun
+    from ltcl.train.distributed import check_stage
 
     def params(**sections):
         return Params.model_validate({"ood": {"strategy": "none"}, **sections})

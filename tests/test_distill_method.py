@@ -8,11 +8,11 @@ import numpy as np
 import torch
 
 from ltcl.methods.base import TrainSet
-from ltcl.methods.distill import GuidedDistillation, farthest_clusters
+from ltcl.methods.distill.guided import GuidedDistillation, farthest_clusters
 from ltcl.params import Params
 from ltcl.runtime import Runtime
 from ltcl.train.loop import fit
-from ltcl.train.pretrain import build_augment, new_encoder
+from ltcl.train.session import build_augment, new_encoder
 
 
 def setup(**distill):

@@ -1,20 +1,21 @@
-"""The DVC contract: a full `dvc repro` on tiny params, a no-op second repro, and a probe
-parameter experiment that reruns only linear-probe and report."""
+"""The DVC contract: a full `dvc repro` of the KDUP chain on tiny params, a no-op second repro,
+code edits that invalidate exactly the stages that run the code, and a probe parameter experiment
+that reruns only linear-probe and report."""
 
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 
-from conftest import REPO, make_project
+from conftest import make_project
 
 
 @pytest.fixture(scope="module")
 def dvc_project(tmp_path_factory):
-    proj = make_project(tmp_path_factory.mktemp("dvc"), git=True)
-    shutil.copytree(REPO / "src", proj.root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    proj = make_project(tmp_path_factory.mktemp("dvc"), {
+        "ood": {"strategy": "kdup"}, "pretrain": {"method": "psd", "epochs": 3}, "distill": {"method": "kdup"}},
+        git=True)
     proj.run("git", "add", "-A")
     proj.run("git", "commit", "-qm", "init")
     return proj
@@ -33,6 +34,18 @@ def test_repro_then_noop_then_probe_experiment(dvc_project):
     again = p.dvc("repro")
     assert "Running stage" not in again.stdout and "up to date" in again.stdout
 
+    # code deps are exact (issue 12): a loss only GML uses changes nothing of the KDUP chain; KDUP's
+    # own loss module invalidates the stages that run it (and so everything after them)
+    kdup_chain = {"ood-sampling", "pretrain", "distill"}
+    for rel, invalid in (("src/ltcl/losses/gml.py", set()), ("src/ltcl/losses/kdup.py", kdup_chain)):
+        path = p.path(rel)
+        text = path.read_text()
+        path.write_text(text + "\n# an edit\n")
+        status = json.loads(p.dvc("status", "--json").stdout)
+        path.write_text(text)
+        assert {s for s in status if "changed deps" in str(status[s])} & (kdup_chain | {"make-lt-dataset"}) == invalid
+    assert "Running stage" not in p.dvc("repro").stdout
+
     before = json.loads(p.path("metrics/probe/pretrain.json").read_text())
     exp = p.dvc("exp", "run", "-S", "probe.lr=0.05", "-S", "probe.feature_norm=l2")
     assert ran_stages(exp) == {"linear-probe@pretrain", "linear-probe@distill", "report"}
@@ -46,6 +59,11 @@ def test_repro_then_noop_then_probe_experiment(dvc_project):
     # a distillation ablation (Table 6) reruns distill and what evaluates g, never f's stages
     exp = p.dvc("exp", "run", "-S", "distill.guided_weighting=false")
     assert ran_stages(exp) == {"distill", "linear-probe@distill", "cluster@distill", "report"}
+
+    # a PSD-only key (paper 003 Table 8's alpha) reruns pre-training, never the SimCLR warm-up
+    exp = p.dvc("exp", "run", "-S", "pretrain.alpha=0.5")
+    assert ran_stages(exp) == {"pretrain", "distill", "linear-probe@pretrain", "linear-probe@distill",
+                               "cluster@pretrain", "cluster@distill", "report"}
 
 
 def ran_stages(proc) -> set[str]:

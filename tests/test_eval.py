@@ -9,19 +9,12 @@ import pytest
 import torch
 from torch import nn
 
-from ltcl.eval import (
-    accuracy_report,
-    class_groups,
-    cluster_metrics,
-    extract_features,
-    group_summary,
-    knn_accuracy,
-    knn_predict,
-    per_class_accuracy,
-    stratified_subsample,
-    train_linear_probe,
-    tsne_embedding,
-)
+from ltcl.data.groups import accuracy_report, class_groups, group_summary, per_class_accuracy
+from ltcl.eval.cluster_metrics import cluster_metrics, stratified_subsample, tsne_embedding
+from ltcl.eval.features import extract_features
+from ltcl.eval.knn import knn_accuracy, knn_predict
+from ltcl.eval.probe import train_linear_probe
+from ltcl.params import ProbeParams
 
 
 def _blobs(n_per_class: int, num_classes: int, dim: int, sep: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -153,11 +146,19 @@ def test_extract_features_matches_direct_forward() -> None:
 # --------------------------------------------------------------------------- linear probe
 
 
+def probe_args(**over) -> dict:
+    """train_linear_probe's settings: the probe section's defaults (ltcl.params), then ``over``."""
+    p = ProbeParams()
+    return {"epochs": p.epochs, "lr": p.lr, "momentum": p.momentum, "weight_decay": p.weight_decay,
+            "batch_size": p.batch_size, "milestones": tuple(p.milestones), "seed": p.seed,
+            "feature_norm": p.feature_norm, **over}
+
+
 def test_linear_probe_separable_blobs() -> None:
     x, y = _blobs(120, 5, 16, sep=4.0, seed=0)
     tr, va, te = slice(0, 400), slice(400, 500), slice(500, 600)
     threads = torch.get_num_threads()
-    res = train_linear_probe(x[tr], y[tr], x[va], y[va], x[te], y[te], num_classes=5, epochs=12, milestones=(4, 8))
+    res = train_linear_probe(x[tr], y[tr], x[va], y[va], x[te], y[te], num_classes=5, **probe_args(epochs=12, milestones=(4, 8)))
     assert torch.get_num_threads() == threads  # cpu_threads=1 only during training
     assert res.test_acc > 95.0
     assert res.test_pred.shape == (100,)
@@ -171,7 +172,7 @@ def test_linear_probe_keeps_best_val_epoch(feature_norm: str) -> None:
     # Noisy, overlapping classes + lr 30 without decay: val accuracy fluctuates across epochs.
     x, y = _blobs(100, 4, 8, sep=0.8, seed=3)
     tr, va = slice(0, 300), slice(300, 400)
-    kwargs = dict(num_classes=4, epochs=15, milestones=(), seed=7, feature_norm=feature_norm)
+    kwargs = dict(num_classes=4, **probe_args(epochs=15, milestones=(), seed=7, feature_norm=feature_norm))
     # test = val, so the reported test accuracy must equal the val accuracy of the kept epoch
     res = train_linear_probe(x[tr], y[tr], x[va], y[va], x[va], y[va], **kwargs)
     val_curve = [h["val_acc"] for h in res.history]
@@ -188,12 +189,12 @@ def test_linear_probe_keeps_best_val_epoch(feature_norm: str) -> None:
 def test_linear_probe_empty_val_uses_last_epoch() -> None:
     x, y = _blobs(40, 3, 6, sep=3.0, seed=1)
     res = train_linear_probe(
-        x[:100], y[:100], x[:0], y[:0], x[100:], y[100:], num_classes=3, epochs=4, feature_norm="l2", lr=1.0
+        x[:100], y[:100], x[:0], y[:0], x[100:], y[100:], num_classes=3, **probe_args(epochs=4, feature_norm="l2", lr=1.0)
     )
     assert res.best_epoch == 4 and math.isnan(res.best_val_acc)
     assert all(math.isnan(h["val_acc"]) for h in res.history)
     with pytest.raises(ValueError, match="feature_norm"):
-        train_linear_probe(x, y, x, y, x, y, num_classes=3, epochs=1, feature_norm="pca")
+        train_linear_probe(x, y, x, y, x, y, num_classes=3, **probe_args(epochs=1, feature_norm="pca"))
 
 
 # --------------------------------------------------------------------------- knn

@@ -17,6 +17,16 @@ from ltcl.data.splits import (
     make_splits,
     save_splits,
 )
+from ltcl.params import DataParams
+
+
+def split_args(**over) -> dict:
+    """make_splits' settings: the data section's defaults (ltcl.params), then ``over``."""
+    d = DataParams()
+    return {"imbalance_ratio": d.imbalance_ratio, "val_per_class": d.val_per_class, "max_per_class": d.max_per_class,
+            "profile": d.profile, "pareto_min": d.pareto_min, "class_order": d.class_order, "split_seed": d.split_seed,
+            "few_shot_fraction": d.few_shot_fraction, "subset": d.subset, "max_test_per_class": d.max_test_per_class,
+            **over}
 
 # --------------------------------------------------------------------------- longtail_counts
 
@@ -109,7 +119,7 @@ def raw():
 
 @pytest.fixture(scope="module")
 def splits(raw):
-    return make_splits(raw, imbalance_ratio=10, val_per_class=20, split_seed=3)
+    return make_splits(raw, **split_args(imbalance_ratio=10, val_per_class=20, split_seed=3))
 
 
 def test_val_held_out_first_and_disjoint(raw, splits):
@@ -136,13 +146,13 @@ def test_counts_follow_profile_under_permutation(splits):
 
 
 def test_class_order_given_and_explicit(raw):
-    s = make_splits(raw, 10, 20, class_order="given")
+    s = make_splits(raw, **split_args(imbalance_ratio=10, val_per_class=20, class_order="given"))
     np.testing.assert_array_equal(s.lt_counts, longtail_counts(100, 10, 10))
     order = [9, 8, 7, 6, 5, 4, 3, 2, 1, 0]
-    s = make_splits(raw, 10, 20, class_order=order)
+    s = make_splits(raw, **split_args(imbalance_ratio=10, val_per_class=20, class_order=order))
     np.testing.assert_array_equal(s.lt_counts, longtail_counts(100, 10, 10)[::-1])
     with pytest.raises(ValueError, match="permutation"):
-        make_splits(raw, 10, 20, class_order=[0, 0, 1, 2, 3, 4, 5, 6, 7, 8])
+        make_splits(raw, **split_args(imbalance_ratio=10, val_per_class=20, class_order=[0, 0, 1, 2, 3, 4, 5, 6, 7, 8]))
 
 
 def test_nested_protocol_splits(splits):
@@ -158,14 +168,14 @@ def test_nested_protocol_splits(splits):
 
 
 def test_few_shot_fraction_balanced_and_independent(raw, splits):
-    s = make_splits(raw, 10, 20, split_seed=3, few_shot_fraction=0.2)
+    s = make_splits(raw, **split_args(imbalance_ratio=10, val_per_class=20, split_seed=3, few_shot_fraction=0.2))
     assert np.all(np.bincount(s.few_shot[1]) == 20)  # 0.2 * 1000 / 10
     assert np.all(np.bincount(s.one_percent[1]) == 1)
     np.testing.assert_array_equal(ids(s.lt[0]), ids(splits.lt[0]))  # own random streams
 
 
 def test_balanced_subset_same_total(raw, splits):
-    s = make_splits(raw, 10, 20, split_seed=3, subset="balanced-subset")
+    s = make_splits(raw, **split_args(imbalance_ratio=10, val_per_class=20, split_seed=3, subset="balanced-subset"))
     total = int(splits.lt_counts.sum())
     assert len(s.train[1]) == total
     counts = np.bincount(s.train[1])
@@ -175,37 +185,37 @@ def test_balanced_subset_same_total(raw, splits):
 
 
 def test_determinism_and_seed_change(raw, splits):
-    again = make_splits(raw, imbalance_ratio=10, val_per_class=20, split_seed=3)
+    again = make_splits(raw, **split_args(imbalance_ratio=10, val_per_class=20, split_seed=3))
     for name in SPLIT_NAMES:
         np.testing.assert_array_equal(splits.get(name)[0], again.get(name)[0])
-    other = make_splits(raw, imbalance_ratio=10, val_per_class=20, split_seed=4)
+    other = make_splits(raw, **split_args(imbalance_ratio=10, val_per_class=20, split_seed=4))
     assert not np.array_equal(ids(other.lt[0]), ids(splits.lt[0]))
 
 
 def test_max_test_per_class_and_max_per_class(raw):
-    s = make_splits(raw, 10, 20, max_test_per_class=4, max_per_class=50, profile="pareto", pareto_min=3)
+    s = make_splits(raw, **split_args(imbalance_ratio=10, val_per_class=20, max_test_per_class=4, max_per_class=50, profile="pareto", pareto_min=3))
     assert np.all(np.bincount(s.test[1]) == 4)
     assert s.lt_counts.max() == 50 and s.lt_counts.min() == 3
 
 
 def test_split_errors(raw):
     with pytest.raises(ValueError, match="val_per_class=120"):
-        make_splits(raw, 10, 120)
+        make_splits(raw, **split_args(imbalance_ratio=10, val_per_class=120))
     with pytest.raises(ValueError, match="n_max=101"):
-        make_splits(raw, 10, 20, max_per_class=101)
+        make_splits(raw, **split_args(imbalance_ratio=10, val_per_class=20, max_per_class=101))
     with pytest.raises(ValueError, match="subset"):
-        make_splits(raw, 10, 20, subset="both")
+        make_splits(raw, **split_args(imbalance_ratio=10, val_per_class=20, subset="both"))
     with pytest.raises(ValueError, match="few_shot_fraction"):
-        make_splits(raw, 10, 20, few_shot_fraction=0)
+        make_splits(raw, **split_args(imbalance_ratio=10, val_per_class=20, few_shot_fraction=0))
     with pytest.raises(ValueError, match="ratio"):
-        make_splits(raw, 0.5, 20)
+        make_splits(raw, **split_args(imbalance_ratio=0.5, val_per_class=20))
 
 
 def test_uneven_classes_default_nmax():
     raw = toy_raw(num_classes=3, per_class=40)
     keep = np.flatnonzero(~((raw.y_train == 1) & (np.arange(len(raw.y_train)) % 2 == 0)))
     raw = RawDataset("toy", raw.x_train[keep], raw.y_train[keep], raw.x_test, raw.y_test, raw.class_names)
-    s = make_splits(raw, 2, 5, class_order="given")
+    s = make_splits(raw, **split_args(imbalance_ratio=2, val_per_class=5, class_order="given"))
     assert s.params["n_max"] == np.bincount(raw.y_train).min() - 5
 
 

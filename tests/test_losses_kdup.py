@@ -11,13 +11,12 @@ import math
 import pytest
 import torch
 
-from ltcl.losses import (
-    cosine_matrix,
+from ltcl.losses.contrastive import cosine_matrix, nt_xent
+from ltcl.losses.kdup import (
     domain_loss,
     guided_contrastive_loss,
     guided_learning_loss,
     kdup_pretrain_loss,
-    nt_xent,
     psd_loss,
     similarity_distillation_loss,
 )

@@ -10,8 +10,14 @@ import torch
 import torch.nn.functional as F
 
 from ltcl.losses.gloco import adaptive_temperature, gloco_loss, gloco_simclr_loss, sample_global_positive_indices
-from ltcl.losses.gml import (ClassQueues, gml_logits, gml_loss, gml_queue_lengths, log_prior_from_counts,
-                             logit_adjusted_cosine_logits)
+from ltcl.losses.gml import (
+    ClassQueues,
+    gml_logits,
+    gml_loss,
+    gml_queue_lengths,
+    log_prior_from_counts,
+    logit_adjusted_cosine_logits,
+)
 from ltcl.losses.proco import class_prototypes, kcenter_greedy, kcenter_greedy_per_class, proco_loss
 from ltcl.losses.schedules import cosine_temperature
 from ltcl.losses.tase import tase_loss, tase_negative_weights, tase_progress, tase_temperatures

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-import ltcl.methods  # noqa: F401
-from ltcl.methods.base import TrainSet, get_method
+from ltcl.methods.base import TrainSet
 from ltcl.params import Params
+from ltcl.registry import get_method
 from ltcl.runtime import Runtime
 from ltcl.train.loop import fit, lr_at
-from ltcl.train.pretrain import build_augment, new_encoder
+from ltcl.train.session import build_augment, new_encoder
 
 
 def tiny_setup(method: str, with_ood: bool = False, runtime: Runtime | None = None, **pretrain):
@@ -88,6 +88,23 @@ def test_lr_schedule_warmup_then_cosine():
     assert lr_at(2.0, cfg) == pytest.approx(1.0)
     assert lr_at(6.0, cfg) == pytest.approx(0.5)
     assert lr_at(10.0, cfg) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_registry_names_the_classes_params_accept():
+    """One registry: every pre-training name resolves to a class of that name, the supervised flag
+    agrees with the table params validation reads, and params accept exactly those names."""
+    from ltcl.methods.base import Method
+    from ltcl.params import PRETRAIN_METHODS, SUPERVISED_METHODS
+    from ltcl.registry import DISTILL, PRETRAIN, SUPERVISED
+
+    assert PRETRAIN_METHODS == tuple(PRETRAIN) and SUPERVISED_METHODS == SUPERVISED
+    for name in PRETRAIN:
+        cls = get_method(name)
+        assert issubclass(cls, Method) and cls.name == name and cls.supervised == (name in SUPERVISED), name
+    for name in DISTILL:
+        assert issubclass(get_method(name, "distill"), Method)
+    assert get_method("kdup", "distill").__name__ == "GuidedDistillation"
+    assert get_method("gml", "distill").__name__ == "GMLStudent"
 
 
 def test_unknown_method_lists_known():

@@ -10,19 +10,15 @@ import torch
 import torchvision
 from torch import nn
 
-from ltcl.models import (
-    BACKBONES,
-    Encoder,
-    ProjectionHead,
+from ltcl.models.heads import Encoder, ProjectionHead, build_encoder
+from ltcl.models.pruning import (
     PrunedBranchNorms,
-    build_backbone,
-    build_encoder,
-    count_flops,
     global_magnitude_masks,
     mask_sparsity,
     prunable_weights,
     pruned_forward,
 )
+from ltcl.models.resnet import BACKBONES, build_backbone, count_flops
 
 
 @pytest.fixture(autouse=True, scope="module")

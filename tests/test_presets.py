@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ltcl.params import ParamsError, Params, read_yaml, validate
+from ltcl.params import Params, ParamsError, read_yaml, validate
 
 REPO = Path(__file__).resolve().parents[1]
 PRESETS = sorted((REPO / "configs").glob("*.yaml"))

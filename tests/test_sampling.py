@@ -13,28 +13,25 @@ import numpy as np
 import pytest
 import torch
 
-from ltcl.sampling import (
-    OODSelection,
-    SamplingConfig,
-    allocate_budget,
-    budget_weights,
+from ltcl.params import OODParams
+from ltcl.sampling.budget import allocate_budget, budget_weights
+from ltcl.sampling.clustering import (
     cluster_embeddings,
-    cluster_tailness,
-    colt_tailness,
     kl_cluster_loss,
     kl_refine,
     kmeans,
-    knn_excluding_self,
-    momentum_update,
+    student_t_assign,
+    target_distribution,
+)
+from ltcl.sampling.select import (
+    OODSelection,
     sample_ood,
     select_augment,
     select_nearest,
     select_random,
-    student_t_assign,
     tailness_diagnostics,
-    tailness_scores,
-    target_distribution,
 )
+from ltcl.sampling.tailness import cluster_tailness, colt_tailness, knn_excluding_self, momentum_update, tailness_scores
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -499,9 +496,8 @@ def _small_problem(seed=0):
 @pytest.mark.parametrize("strategy", ["kdup", "colt", "random", "augment", "none"])
 def test_sample_ood_each_strategy(strategy):
     id_emb, y, pool = _small_problem()
-    cfg = SamplingConfig(strategy=strategy, clusters=4, knn_k=5, budget=120, colt_batch_size=64, colt_topk=5,
-                         cluster_max_iter=20)
-    sel, state = sample_ood(torch.from_numpy(id_emb), pool, cfg)
+    cfg = OODParams(strategy=strategy, clusters=4, knn_k=5, budget=120, colt_topk=5, cluster_max_iter=20)
+    sel, state = sample_ood(torch.from_numpy(id_emb), pool, cfg, colt_batch_size=64)
     assert isinstance(sel, OODSelection) and set(sel.timings) == {"clustering", "tailness", "budget", "sampling"}
     if strategy == "none":
         assert sel.pool_indices.size == 0 and state is None
@@ -519,7 +515,7 @@ def test_sample_ood_each_strategy(strategy):
     if strategy == "augment":
         assert sel.pool_indices.size == 0 and len(sel.id_indices) == 120
     # second update: momentum combines the previous state with the new raw scores
-    sel2, state2 = sample_ood(id_emb, pool, cfg, prev_tailness=state, round_index=1)
+    sel2, state2 = sample_ood(id_emb, pool, cfg, prev_tailness=state, round_index=1, colt_batch_size=64)
     if strategy in ("kdup", "augment"):
         np.testing.assert_allclose(state2.numpy(), (0.9 * state + 0.1 * tailness_scores(id_emb, 5)).numpy(), rtol=1e-5)
     diag = tailness_diagnostics(state2, y, np.bincount(y), sel2.id_labels, sel2.budgets, few_classes=[3])
@@ -528,19 +524,20 @@ def test_sample_ood_each_strategy(strategy):
 
 def test_sample_ood_errors():
     id_emb, _, pool = _small_problem()
-    with pytest.raises(ValueError, match="fewer than config.budget"):
-        sample_ood(id_emb, pool[:50], SamplingConfig(strategy="kdup", clusters=4, budget=100))
+    with pytest.raises(ValueError, match="fewer than ood.budget"):
+        sample_ood(id_emb, pool[:50], OODParams(strategy="kdup", clusters=4, budget=100), colt_batch_size=64)
     with pytest.raises(ValueError, match="budget"):
-        SamplingConfig(strategy="colt", budget=0)
-    cfg = SamplingConfig(strategy="kdup", clusters=4, budget=10)
-    cfg.budget = -5
-    with pytest.raises(ValueError, match="budget"):
-        sample_ood(id_emb, pool, cfg)
-    with pytest.raises(ValueError, match="clusters"):
-        sample_ood(id_emb[:3], pool, SamplingConfig(strategy="kdup", clusters=4, budget=10))
+        OODParams(strategy="colt", budget=0)
+    cfg = OODParams(strategy="kdup", clusters=4, budget=10).model_copy(update={"budget": -5})  # unvalidated
+    with pytest.raises(ValueError, match="ood.budget must be > 0"):
+        sample_ood(id_emb, pool, cfg, colt_batch_size=64)
+    with pytest.raises(ValueError, match="ood.clusters"):
+        sample_ood(id_emb[:3], pool, OODParams(strategy="kdup", clusters=4, budget=10), colt_batch_size=64)
     with pytest.raises(ValueError, match="strategy"):
-        SamplingConfig(strategy="bogus")
-    sel, _ = sample_ood(id_emb, None, SamplingConfig(strategy="none", budget=0))
+        OODParams(strategy="bogus")
+    with pytest.raises(ValueError, match="ood.strategy must be one of"):
+        sample_ood(id_emb, pool, OODParams().model_copy(update={"strategy": "bogus"}), colt_batch_size=64)
+    sel, _ = sample_ood(id_emb, None, OODParams(strategy="none", budget=0), colt_batch_size=64)
     assert sel.pool_indices.size == 0
 
 
@@ -585,6 +582,6 @@ def test_empty_cluster_gets_no_budget(monkeypatch):
         lab = np.where(lab == 2, 0, lab)  # cluster 2 loses all its members
         return c, lab, info
     monkeypatch.setattr(sel_mod, "cluster_embeddings", one_empty)
-    sel, _ = sample_ood(id_emb, pool, SamplingConfig(strategy="kdup", budget=100, clusters=4, knn_k=5))
+    sel, _ = sample_ood(id_emb, pool, OODParams(strategy="kdup", budget=100, clusters=4, knn_k=5), colt_batch_size=64)
     assert sel.budgets[2] == 0 and sel.budgets.sum() == 100
     assert (sel.cluster_of_each != 2).all()

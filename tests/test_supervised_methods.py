@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-import ltcl.methods  # noqa: F401
 from ltcl.losses.gml import gml_queue_lengths
-from ltcl.methods.base import TrainSet, get_method
-from ltcl.methods.supervised import GMLStudent
-from ltcl.params import Params
+from ltcl.methods.base import TrainSet
+from ltcl.methods.distill.gml import GMLStudent
+from ltcl.params import Params, ParamsError, validate
+from ltcl.registry import get_method
 from ltcl.runtime import Runtime
 from ltcl.train.loop import fit
-from ltcl.train.pretrain import build_augment, new_encoder
+from ltcl.train.session import build_augment, new_encoder
 
 COUNTS = [16, 8, 4, 2]  # a long-tailed toy set
 
@@ -55,7 +55,7 @@ def test_gloco_adaptive_temperature_and_global_positives():
     want = [0.2 + 0.8 * c / 16 for c in COUNTS]
     assert m.class_tau.tolist() == pytest.approx(want)
     seen = []
-    import ltcl.methods.supervised as sup
+    import ltcl.methods.gloco as sup
     orig = sup.sample_global_positive_indices
 
     def spy(anchors, labels, k, generator=None):
@@ -99,6 +99,10 @@ def test_supervised_methods_refuse_ood():
 def test_distill_method_auto_follows_gml():
     assert Params.model_validate({"pretrain": {"method": "gml"}, "ood": {"strategy": "none"}}).distill_method == "gml"
     assert Params.model_validate({}).distill_method == "kdup"
+    # the student of a GML teacher is GML's; an explicit kdup is refused with what to set
+    with pytest.raises(ParamsError, match="distill.method: gml"):
+        validate({"pretrain": {"method": "gml"}, "ood": {"strategy": "none"}, "distill": {"method": "kdup"}})
+    validate({"pretrain": {"method": "gml"}, "ood": {"strategy": "none"}, "distill": {"method": "kdup", "enabled": False}})
 
 
 def student(train_tau=False):
@@ -144,7 +148,7 @@ def test_gml_pipeline_stages_report_classifier_accuracy(tmp_path):
 
     from conftest import make_project
 
-    proj = make_project(tmp_path, {"pretrain": {"method": "gml"}, "distill": {"epochs": 2, "gml_k": 64}})
+    proj = make_project(tmp_path, {"pretrain": {"method": "gml"}, "distill": {"method": "auto", "epochs": 2, "gml_k": 64}})
     for script in ("make_lt_dataset.py", "ood_sampling.py", "pretrain.py", "distill.py"):
         proj.stage(script)
     pre = json.loads(proj.path("metrics/pretrain.json").read_text())

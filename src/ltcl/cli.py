@@ -1,10 +1,12 @@
-"""``ltcl`` command line: compare experiments, queue a paper's table, print a preset's -S args.
+"""``ltcl`` command line: compare experiments, queue a paper's table, print a preset's -S args,
+keep dvc.yaml's code deps exact.
 
     ltcl queue table2 [--seeds 3] [--dry-run]     # dvc exp run --queue ... per row (and seed)
     dvc exp run --run-all                         # run the queue
     ltcl compare [--out report/compare]           # tables: terminal, Markdown, HTML
     ltcl compare --dirs runs/s0_simclr runs/...   # result directories instead of DVC experiments
     ltcl preset-args configs/kdup_cifar10_lt.yaml # -S key=value ... for dvc exp run
+    ltcl deps [--write]                           # dvc.yaml code deps vs the code's imports
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from pathlib import Path
 
 from ltcl.compare.experiments import from_directory, from_exp_show, run_exp_show
 from ltcl.compare.queue import queue, set_param_args
+from ltcl.compare.reference import published_rows
 from ltcl.compare.render import PROTOCOL_TITLES, honest_text, html_page, markdown_table, text_table, write_outputs
 from ltcl.compare.table import build_lines, honest_baselines
-from ltcl.compare.reference import published_rows
+from ltcl.errors import UserError
 
 
 def compare(args) -> int:
@@ -52,6 +55,19 @@ def compare(args) -> int:
     return 0
 
 
+def deps(args) -> int:
+    from ltcl import codedeps
+
+    repo = Path(args.repo)
+    diff = codedeps.write(repo) if args.write else codedeps.differences(repo)
+    for line in diff:
+        print(line)
+    if args.write:
+        print(f"ltcl deps: {len(diff)} difference(s) written" if diff else "ltcl deps: in sync")
+        return 0
+    return 1 if diff else 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="ltcl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -70,7 +86,12 @@ def main(argv=None) -> int:
     q.add_argument("--dry-run", action="store_true", help="print the dvc commands only")
     p = sub.add_parser("preset-args", help="print a configs/ preset as -S arguments for dvc exp run")
     p.add_argument("file")
+    d = sub.add_parser("deps", help="check dvc.yaml's code deps against the code's imports (exit 1 if they differ)")
+    d.add_argument("--write", action="store_true", help="rewrite dvc.yaml's code deps and deps/*.method/")
+    d.add_argument("--repo", default=".", help="the checkout (default: here)")
     args = ap.parse_args(argv)
+    if args.cmd == "deps":
+        return deps(args)
     try:
         if args.cmd == "compare":
             return compare(args)
@@ -80,13 +101,13 @@ def main(argv=None) -> int:
             for cmd in queue(args.preset, args.seeds, args.dry_run):
                 print(shlex.join(cmd))
             return 0
-        from ltcl.presets import load_preset
-
         import shlex
+
+        from ltcl.presets import load_preset
 
         print(shlex.join(set_param_args(load_preset(args.file))))
         return 0
-    except (ValueError, RuntimeError) as exc:
+    except (UserError, RuntimeError) as exc:  # RuntimeError: `dvc exp show` failed
         print(f"ltcl {args.cmd}: {exc}", file=sys.stderr)
         return 2
 

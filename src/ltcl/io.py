@@ -20,6 +20,8 @@ from typing import IO, Any, Iterator
 
 import numpy as np
 
+from ltcl.errors import UserError
+
 PathLike = str | os.PathLike
 
 
@@ -84,7 +86,7 @@ def atomic_write(path: PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
     ``path`` keeps its previous content (or stays absent).
     """
     if mode not in ("wb", "w", "wt"):
-        raise ValueError(f"atomic_write: mode must be one of 'wb', 'w', 'wt', got {mode!r}")
+        raise UserError(f"atomic_write: mode must be one of 'wb', 'w', 'wt', got {mode!r}")
     with atomic_path(path) as tmp:
         kwargs: dict[str, Any] = {} if "b" in mode else {"encoding": "utf-8", "newline": "\n"}
         with open(tmp, mode, **kwargs) as fh:
@@ -173,10 +175,10 @@ def verify_sha256_sidecar(path: PathLike, how: str = "rerun the stage that wrote
     fields = side.read_text(encoding="utf-8", errors="replace").split()
     expected = fields[0].lower() if fields else ""
     if len(expected) != 64 or any(c not in "0123456789abcdef" for c in expected):
-        raise ValueError(f"{side} does not hold a sha256 digest; {how}")
+        raise UserError(f"{side} does not hold a sha256 digest; {how}")
     actual = sha256_file(path, chunk_size=16 << 20)
     if actual != expected:
-        raise ValueError(f"hash mismatch for {path}: {side} has sha256 {expected}, the file has {actual} "
+        raise UserError(f"hash mismatch for {path}: {side} has sha256 {expected}, the file has {actual} "
                          f"(changed or corrupt since it was written); {how}")
     return True
 

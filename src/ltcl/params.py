@@ -14,10 +14,13 @@ from typing import Any, Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ltcl.errors import UserError
+from ltcl.registry import PRETRAIN, SUPERVISED
+
 PARAMS_FILE = "params.yaml"
 
 
-class ParamsError(ValueError):
+class ParamsError(UserError):
     """A params.yaml problem, phrased for the user (key, value, what is allowed)."""
 
 
@@ -104,8 +107,8 @@ class OptimParams(_Section):
 
 
 # --------------------------------------------------------------------------- pretrain
-PRETRAIN_METHODS = ("simclr", "sdclr", "psd", "ts", "tase", "gloco", "gloco+proco", "gml")
-SUPERVISED_METHODS = ("gloco", "gloco+proco", "gml")  # read the long-tailed split's labels
+PRETRAIN_METHODS = tuple(PRETRAIN)  # the methods registry (ltcl.registry) is the one list
+SUPERVISED_METHODS = SUPERVISED  # read the long-tailed split's labels
 
 
 class PretrainParams(OptimParams):
@@ -173,6 +176,7 @@ class OODParams(_Section):
     clusters: int = Field(10, ge=1, description="N_c")
     cluster_tol: float = Field(0.001, ge=0.0, le=1.0)
     cluster_max_iter: int = Field(200, ge=1)
+    cluster_lr: float = Field(0.001, gt=0.0, description="Adam step of the KL refinement (Eq. 3)")
     cluster_patience: int = Field(3, ge=0, description="halve the KL refinement's step size after this many "
                                   "iterations without fewer changed assignments; 0 = constant step")
     refine: bool = Field(True, description="KL refinement of the k-means centroids (Eq. 1-3)")
@@ -313,6 +317,9 @@ class Params(BaseModel):
             raise ValueError(f"pretrain.k_pos ({self.pretrain.k_pos}) must be smaller than ood.budget "
                              f"({self.ood.budget}): PSD takes each image's k_pos nearest neighbours within its "
                              "own domain, and the OOD domain holds ood.budget images")
+        if self.pretrain.method == "gml" and self.distill.enabled and self.distill.method == "kdup":
+            raise ValueError("pretrain.method=gml trains GML's teacher, whose student is distill.method: gml "
+                             "(or auto); distill.method is 'kdup'")
         if self.ood.strategy != "none" and self.ood.warmup_epochs >= self.pretrain.epochs:
             raise ValueError(f"ood.warmup_epochs ({self.ood.warmup_epochs}) must be smaller than "
                              f"pretrain.epochs ({self.pretrain.epochs})")

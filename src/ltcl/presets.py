@@ -13,13 +13,14 @@ from typing import Any
 import yaml
 
 from ltcl.compare.experiments import flatten
+from ltcl.errors import UserError
 
 
 def load_preset(path: str | Path) -> dict[str, Any]:
     """The preset as flat ``section.key -> value`` overrides."""
     raw = yaml.safe_load(Path(path).read_text()) or {}
     if not isinstance(raw, dict):
-        raise ValueError(f"{path}: a preset is a mapping of params sections")
+        raise UserError(f"{path}: a preset is a mapping of params sections")
     return flatten(raw)
 
 

@@ -1,5 +1,6 @@
-"""Shared entry point of the DVC stage scripts: one clear message and a non-zero exit on bad
-input, and no partial outputs left behind when a stage fails."""
+"""Shared entry point of the DVC stage scripts: one clear message and exit 2 on what the user must
+fix (``ltcl.errors.UserError``), a traceback and exit 1 on anything else, and no partial outputs
+left behind when a stage fails."""
 
 from __future__ import annotations
 
@@ -9,13 +10,10 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable
 
-from ltcl.params import ParamsError
-
-# Errors that are the user's to fix: printed as one message, no traceback.
-USER_ERRORS = (ParamsError, ValueError, FileNotFoundError, KeyError)
+from ltcl.errors import UserError
 
 
-def _remove(paths: Iterable[str | Path]) -> None:
+def remove_outputs(paths: Iterable[str | Path]) -> None:
     for p in map(Path, paths):
         if p.is_dir():
             shutil.rmtree(p, ignore_errors=True)
@@ -60,18 +58,19 @@ def _add_run_info(outputs: list[Path], wall_s: float) -> None:
 
 
 def run_stage(name: str, main: Callable[[], None], outputs: Iterable[str | Path] = ()) -> None:
-    """Run ``main``; on failure remove ``outputs`` and exit 2 (user error) or 1 (bug).  On
+    """Run ``main``; on failure remove ``outputs`` and exit 2 with one message (a ``UserError``)
+    or re-raise (a bug: traceback, exit 1).  On
     success the stage's metrics JSON gets a ``run`` entry: wall time, peak memory, machine."""
     outputs = [Path(p) for p in outputs]
     t0 = time.perf_counter()
     try:
         main()
-    except USER_ERRORS as exc:
-        _remove(outputs)
+    except UserError as exc:
+        remove_outputs(outputs)
         print(f"ltcl {name}: error: {exc}", file=sys.stderr)
         sys.exit(2)
     except BaseException:
-        _remove(outputs)
+        remove_outputs(outputs)
         raise
     wall = time.perf_counter() - t0
     _add_run_info(outputs, wall)

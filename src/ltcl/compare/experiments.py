@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from ltcl.errors import UserError
+
 # params that only choose a seed / split: runs differing only in these are repeats of one row
 SEED_KEYS = ("data.split_seed", "pretrain.seed", "distill.seed", "ood.seed", "ood.pool_seed", "probe.seed",
              "cluster.seed")
@@ -111,7 +113,7 @@ def from_directory(path: str | Path) -> Experiment:
     root = Path(path)
     mroot = root / "metrics" if (root / "metrics").is_dir() else root
     if not (root / "params.yaml").exists():
-        raise ValueError(f"{root}: no params.yaml")
+        raise UserError(f"{root}: no params.yaml")
     params = flatten(yaml.safe_load((root / "params.yaml").read_text()) or {})
     metrics = {str(p.relative_to(mroot))[:-5]: json.loads(p.read_text()) for p in sorted(mroot.rglob("*.json"))}
     return Experiment(root.name, params, metrics, source=str(root))

@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from ltcl.errors import UserError
+
 T2 = [
     ("simclr", {"pretrain.method": "simclr", "ood.strategy": "none", "distill.enabled": False}),
     ("simclr-colt", {"pretrain.method": "simclr", "ood.strategy": "colt", "distill.enabled": False}),
@@ -61,7 +63,7 @@ def presets(params: dict) -> dict[str, list[tuple[str, dict[str, Any]]]]:
             ("m-colt", T2[1][1]), ("m-kdup", KDUP),
             ("m-gloco", {"pretrain.method": "gloco", "ood.strategy": "none", "distill.enabled": False}),
             ("m-gloco-proco", {"pretrain.method": "gloco+proco", "ood.strategy": "none", "distill.enabled": False}),
-            ("m-gml", {"pretrain.method": "gml", "ood.strategy": "none", "distill.enabled": True, "distill.method": "auto"}),
+            ("m-gml", {"pretrain.method": "gml", "ood.strategy": "none", "distill.enabled": True, "distill.method": "gml"}),
         ],
         "honest": [
             ("honest-simclr", T2[0][1]),
@@ -80,7 +82,7 @@ def compute_matched_epochs(params: dict, n_id: int | None = None) -> int:
     if n_id is None:
         ds = Path("metrics/dataset.json")
         if not ds.exists():
-            raise ValueError("metrics/dataset.json is missing: run `dvc repro make-lt-dataset` first "
+            raise UserError("metrics/dataset.json is missing: run `dvc repro make-lt-dataset` first "
                              "(the compute-matched baseline needs the size of the long-tailed split)")
         n_id = int(json.loads(ds.read_text())["size_lt"])
     b, e, w, nb = int(pre["batch_size"]), int(pre["epochs"]), int(ood["warmup_epochs"]), int(ood["budget"])
@@ -107,7 +109,7 @@ def seed_overrides(seed: int) -> dict[str, int]:
 def queue_commands(preset: str, params: dict, seeds: int = 1) -> list[list[str]]:
     table = presets(params)
     if preset not in table:
-        raise ValueError(f"unknown preset {preset!r}; known: {', '.join(table)}")
+        raise UserError(f"unknown preset {preset!r}; known: {', '.join(table)}")
     cmds = []
     for name, over in table[preset]:
         for s in range(seeds):

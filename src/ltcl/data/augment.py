@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ltcl.errors import UserError
+
 __all__ = [
     "SimCLRAugment",
     "two_views",
@@ -46,7 +48,7 @@ def _as_tensor(x: torch.Tensor | np.ndarray) -> torch.Tensor:
     if isinstance(x, np.ndarray):
         return torch.from_numpy(np.ascontiguousarray(x))
     if not isinstance(x, torch.Tensor):
-        raise ValueError(f"x must be a torch.Tensor or numpy array, got {type(x).__name__}")
+        raise UserError(f"x must be a torch.Tensor or numpy array, got {type(x).__name__}")
     return x
 
 
@@ -61,18 +63,18 @@ def to_nchw_float(x: torch.Tensor | np.ndarray, channels: int) -> torch.Tensor:
     if x.ndim == 3 and channels == 1:
         x = x.unsqueeze(1)
     if x.ndim != 4:
-        raise ValueError(f"x must have shape (N, H, W, C) or (N, C, H, W), got {tuple(x.shape)}")
+        raise UserError(f"x must have shape (N, H, W, C) or (N, C, H, W), got {tuple(x.shape)}")
     if x.shape[1] == channels and x.shape[-1] != channels:
         pass  # NCHW
     elif x.shape[-1] == channels:
         x = x.permute(0, 3, 1, 2)  # NHWC -> NCHW (a view)
     else:
-        raise ValueError(f"x has shape {tuple(x.shape)}: neither dim 1 nor dim 3 equals channels={channels}")
+        raise UserError(f"x has shape {tuple(x.shape)}: neither dim 1 nor dim 3 equals channels={channels}")
     if x.dtype == torch.uint8:
         return x.float().div_(255.0)
     if x.is_floating_point():
         return x.float()
-    raise ValueError(f"x must be uint8 or floating point, got dtype {x.dtype}")
+    raise UserError(f"x must be uint8 or floating point, got dtype {x.dtype}")
 
 
 def _stats_tensor(values: Sequence[float] | None, channels: int, default: float, arg: str) -> torch.Tensor:
@@ -80,9 +82,9 @@ def _stats_tensor(values: Sequence[float] | None, channels: int, default: float,
         values = (default,) * channels
     t = torch.as_tensor(values, dtype=torch.float32).reshape(-1)
     if t.numel() != channels:
-        raise ValueError(f"{arg} must have {channels} values (one per channel), got {t.numel()}")
+        raise UserError(f"{arg} must have {channels} values (one per channel), got {t.numel()}")
     if arg == "std" and bool((t <= 0).any()):
-        raise ValueError(f"std must be positive, got {t.tolist()}")
+        raise UserError(f"std must be positive, got {t.tolist()}")
     return t.reshape(1, channels, 1, 1)
 
 
@@ -149,17 +151,17 @@ class SimCLRAugment(nn.Module):
     ) -> None:
         super().__init__()
         if not isinstance(image_size, int) or image_size < MIN_IMAGE_SIZE:
-            raise ValueError(f"image_size must be an int >= {MIN_IMAGE_SIZE}, got {image_size!r}")
+            raise UserError(f"image_size must be an int >= {MIN_IMAGE_SIZE}, got {image_size!r}")
         if not isinstance(channels, int) or channels < 1:
-            raise ValueError(f"channels must be a positive int, got {channels!r}")
+            raise UserError(f"channels must be a positive int, got {channels!r}")
         lo, hi = (float(v) for v in crop_scale)
         if not 0.0 < lo <= hi <= 1.0:
-            raise ValueError(f"crop_scale must satisfy 0 < low <= high <= 1, got {crop_scale!r}")
+            raise UserError(f"crop_scale must satisfy 0 < low <= high <= 1, got {crop_scale!r}")
         if len(jitter) != 4 or min(jitter) < 0 or jitter[3] > 0.5:
-            raise ValueError(f"jitter must be 4 non-negative values with hue <= 0.5, got {jitter!r}")
+            raise UserError(f"jitter must be 4 non-negative values with hue <= 0.5, got {jitter!r}")
         for arg, p in (("jitter_p", jitter_p), ("gray_p", gray_p)):
             if not 0.0 <= p <= 1.0:
-                raise ValueError(f"{arg} must be in [0, 1], got {p!r}")
+                raise UserError(f"{arg} must be in [0, 1], got {p!r}")
         self.image_size = image_size
         self.channels = channels
         brightness, contrast, saturation, hue = (float(v) for v in jitter)
@@ -208,11 +210,11 @@ def dataset_stats(x_uint8: torch.Tensor | np.ndarray, chunk: int = 4096) -> tupl
     """
     x = x_uint8.cpu().numpy() if isinstance(x_uint8, torch.Tensor) else np.asarray(x_uint8)
     if x.dtype != np.uint8:
-        raise ValueError(f"x_uint8 must have dtype uint8, got {x.dtype}")
+        raise UserError(f"x_uint8 must have dtype uint8, got {x.dtype}")
     if x.ndim == 3:
         x = x[..., None]
     if x.ndim != 4 or x.shape[0] == 0:
-        raise ValueError(f"x_uint8 must have shape (N, H, W, C) or (N, H, W) with N > 0, got {x.shape}")
+        raise UserError(f"x_uint8 must have shape (N, H, W, C) or (N, H, W) with N > 0, got {x.shape}")
     total = np.zeros(x.shape[-1], dtype=np.int64)
     total_sq = np.zeros(x.shape[-1], dtype=np.int64)
     for start in range(0, x.shape[0], chunk):

@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ltcl.errors import UserError
+
 PROFILES = ("exp", "pareto", "balanced")
 PARETO_ALPHA = 6.0
 
@@ -74,13 +76,13 @@ def longtail_counts(
         ValueError: bad arguments, or a profile that gives some class 0 images.
     """
     if profile not in PROFILES:
-        raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
+        raise UserError(f"profile must be one of {PROFILES}, got {profile!r}")
     if int(num_classes) != num_classes or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+        raise UserError(f"num_classes must be a positive int, got {num_classes!r}")
     if int(n_max) != n_max or n_max < 1:
-        raise ValueError(f"n_max must be a positive int, got {n_max!r}")
+        raise UserError(f"n_max must be a positive int, got {n_max!r}")
     if not np.isfinite(ratio) or ratio < 1:
-        raise ValueError(f"ratio (imbalance ratio) must be >= 1, got {ratio!r}")
+        raise UserError(f"ratio (imbalance ratio) must be >= 1, got {ratio!r}")
     n_max, num_classes = int(n_max), int(num_classes)
     if profile == "balanced":
         return [n_max] * num_classes
@@ -89,11 +91,11 @@ def longtail_counts(
     else:
         lo = max(1, int(n_max / ratio)) if min_count is None else int(min_count)
         if lo < 1 or lo > n_max:
-            raise ValueError(f"min_count must be in 1..n_max={n_max}, got {lo}")
+            raise UserError(f"min_count must be in 1..n_max={n_max}, got {lo}")
         counts = _pareto_counts(n_max, num_classes, lo)
     if min(counts) < 1:
         zero = sum(1 for c in counts if c < 1)
-        raise ValueError(
+        raise UserError(
             f"{zero} of {num_classes} classes would get zero images with n_max={n_max} and "
             f"ratio={ratio} (profile {profile!r}); raise n_max (data.max_per_class) or lower the ratio "
             f"(data.imbalance_ratio): the smallest class gets n_max / ratio images, so n_max >= ratio is needed"

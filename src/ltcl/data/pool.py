@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ltcl.data.sources import IMAGE_EXTENSIONS, list_image_files, load_source, read_image_files, stack_images
+from ltcl.errors import MissingInputError, UserError
 from ltcl.io import atomic_path, read_json, sha256_file, write_json
 
 logger = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ def _as_rgb_uint8(img: np.ndarray) -> np.ndarray:
     if img.dtype == bool:
         img = img.astype(np.uint8) * 255
     if img.dtype != np.uint8:
-        raise ValueError(f"expected a uint8 photo, got {img.dtype}")
+        raise UserError(f"expected a uint8 photo, got {img.dtype}")
     if img.ndim == 2:
         img = np.repeat(img[..., None], 3, axis=2)
     return np.ascontiguousarray(img[..., :3])
@@ -89,7 +90,7 @@ def bundled_photos() -> tuple[tuple[str, np.ndarray], ...]:
 def to_channels(x: np.ndarray, channels: int, chunk: int = 65536) -> np.ndarray:
     """Convert uint8 NHWC images to ``channels`` (1: ITU-R 601 luma, 3: replicate gray)."""
     if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 or 3, got {channels!r}")
+        raise UserError(f"channels must be 1 or 3, got {channels!r}")
     c = x.shape[-1]
     if c == channels:
         return x
@@ -175,7 +176,7 @@ def _subsample(x: np.ndarray, size: int | None, seed: int, what: str) -> np.ndar
     if size is None or size == len(x):
         return x
     if size > len(x):
-        raise ValueError(f"size={size} is larger than the {len(x)} images of {what}")
+        raise UserError(f"size={size} is larger than the {len(x)} images of {what}")
     idx = np.sort(np.random.default_rng(seed).choice(len(x), size=size, replace=False))
     return x[idx]
 
@@ -185,9 +186,9 @@ def _folder_pool(root: Path, size: int | None, image_size: int, seed: int) -> np
     replacing unreadable files (skipped with a warning) by the next ones."""
     paths = list_image_files(root)
     if not paths:
-        raise ValueError(f"folder pool: no image files ({', '.join(IMAGE_EXTENSIONS)}) under {root}")
+        raise UserError(f"folder pool: no image files ({', '.join(IMAGE_EXTENSIONS)}) under {root}")
     if size is not None and size > len(paths):
-        raise ValueError(f"size={size} is larger than the {len(paths)} image files under {root}")
+        raise UserError(f"size={size} is larger than the {len(paths)} image files under {root}")
     order = np.arange(len(paths)) if size is None else np.random.default_rng(seed).permutation(len(paths))
     want = len(paths) if size is None else size
     kept: list[tuple[int, np.ndarray]] = []
@@ -202,7 +203,7 @@ def _folder_pool(root: Path, size: int | None, image_size: int, seed: int) -> np
     if skipped:
         logger.warning("folder pool: skipped %d unreadable files under %s", len(skipped), root)
     if size is not None and len(kept) < size:
-        raise ValueError(f"folder pool: only {len(kept)} readable images under {root}, size={size} requested")
+        raise UserError(f"folder pool: only {len(kept)} readable images under {root}, size={size} requested")
     kept.sort(key=lambda t: t[0])
     return stack_images([im for _, im in kept], f"folder pool {root}", force_rgb=True)
 
@@ -234,43 +235,43 @@ def build_pool(
             (labels dropped), resized; a random subset of ``size`` if given.
     """
     if image_size < 1 or int(image_size) != image_size:
-        raise ValueError(f"image_size must be a positive int, got {image_size!r}")
+        raise UserError(f"image_size must be a positive int, got {image_size!r}")
     if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 or 3, got {channels!r}")
+        raise UserError(f"channels must be 1 or 3, got {channels!r}")
     if size is not None and (int(size) != size or size < 1):
-        raise ValueError(f"size must be a positive int or None, got {size!r}")
+        raise UserError(f"size must be a positive int or None, got {size!r}")
     image_size = int(image_size)
     if source == "bundled":
         if size is None:
-            raise ValueError("size is required for the bundled pool (number of crops)")
+            raise UserError("size is required for the bundled pool (number of crops)")
         return bundled_pool(int(size), image_size, channels, seed)
     if source == "npy":
         if root is None:
-            raise ValueError("npy pool: root must be the path of the .npy file")
+            raise UserError("npy pool: root must be the path of the .npy file")
         arr = open_pool(root)
         if arr.shape[1:] != (image_size, image_size, channels):
-            raise ValueError(f"npy pool {root} holds images of shape {arr.shape[1:]}, expected "
+            raise UserError(f"npy pool {root} holds images of shape {arr.shape[1:]}, expected "
                              f"{(image_size, image_size, channels)} (image_size, channels)")
         if size is not None:
             if size > len(arr):
-                raise ValueError(f"size={size} is larger than the {len(arr)} images in {root}")
+                raise UserError(f"size={size} is larger than the {len(arr)} images in {root}")
             arr = arr[:size]
         return arr
     if source == "folder":
         if root is None or not Path(root).is_dir():
-            raise ValueError(f"folder pool: root must be an existing directory, got {root!r}")
+            raise UserError(f"folder pool: root must be an existing directory, got {root!r}")
         return to_channels(_folder_pool(Path(root), size, image_size, seed), channels)
     if source.startswith("source:"):
         name = source.split(":", 1)[1]
         raw = load_source(name, root=root, image_size=image_size)
         return to_channels(_subsample(raw.x_train, size, seed, f"source {name}"), channels)
-    raise ValueError(f"unknown pool source {source!r}; known: {', '.join(POOL_SOURCES)}")
+    raise UserError(f"unknown pool source {source!r}; known: {', '.join(POOL_SOURCES)}")
 
 
 def save_pool(path: str | os.PathLike, arr: np.ndarray, chunk: int = 16384) -> None:
     """Write a pool as ``.npy`` atomically, streaming through ``open_memmap`` in chunks."""
     if arr.ndim != 4 or arr.dtype != np.uint8:
-        raise ValueError(f"pool must be uint8 (N, H, W, C), got {arr.dtype} {arr.shape}")
+        raise UserError(f"pool must be uint8 (N, H, W, C), got {arr.dtype} {arr.shape}")
     with atomic_path(path) as tmp:
         mm = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=arr.shape)
         for s in range(0, len(arr), chunk):
@@ -310,16 +311,16 @@ def verify_pool(path: str | os.PathLike, arr: np.ndarray | None = None) -> bool:
     try:
         manifest = read_json(mpath)
     except ValueError as exc:
-        raise ValueError(f"pool manifest {mpath} is not valid JSON ({exc}); rerun the ood-pool stage") from None
+        raise UserError(f"pool manifest {mpath} is not valid JSON ({exc}); rerun the ood-pool stage") from None
     if not isinstance(manifest, dict) or manifest.get("kind") != POOL_MANIFEST_KIND:
         return False  # some other JSON that happens to sit beside a user's .npy
     how = "restore it with `dvc checkout` or rebuild it with `dvc repro -f ood-pool`"
     if arr is not None and (list(arr.shape) != list(manifest.get("shape", [])) or str(arr.dtype) != manifest.get("dtype")):
-        raise ValueError(f"pool file {path} holds {arr.dtype} {list(arr.shape)} but its manifest {mpath} says "
+        raise UserError(f"pool file {path} holds {arr.dtype} {list(arr.shape)} but its manifest {mpath} says "
                          f"{manifest.get('dtype')} {manifest.get('shape')}: the file changed since ood-pool wrote it; {how}")
     actual = sha256_file(path, chunk_size=HASH_CHUNK)
     if actual != manifest.get("sha256"):
-        raise ValueError(f"hash mismatch for pool file {path}: its manifest {mpath} has sha256 {manifest.get('sha256')}, "
+        raise UserError(f"hash mismatch for pool file {path}: its manifest {mpath} has sha256 {manifest.get('sha256')}, "
                          f"the file has {actual} (changed or corrupt since ood-pool wrote it); {how}")
     return True
 
@@ -330,39 +331,15 @@ def open_pool(path: str | os.PathLike, verify: bool = True) -> np.ndarray:
     (:func:`verify_pool`)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"pool file {path} not found")
+        raise MissingInputError(f"pool file {path} not found")
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
         if isinstance(exc, FileNotFoundError):
             raise
-        raise ValueError(f"pool file {path} is not a readable .npy array: {exc}") from exc
+        raise UserError(f"pool file {path} is not a readable .npy array: {exc}") from exc
     if arr.ndim != 4 or arr.dtype != np.uint8 or arr.shape[-1] not in (1, 3):
-        raise ValueError(f"pool file {path} must hold uint8 (N, H, W, C) with C in (1, 3), got {arr.dtype} {arr.shape}")
+        raise UserError(f"pool file {path} must hold uint8 (N, H, W, C) with C in (1, 3), got {arr.dtype} {arr.shape}")
     if verify:
         verify_pool(path, arr)
     return arr
-
-
-def build_and_save_pool(ood_cfg, lt_dir: str | os.PathLike, out_path: str | os.PathLike) -> np.ndarray:
-    """The ood-pool stage: a pool matched to the ID images' size and channels (from the split
-    manifest), written as a memory-mappable ``.npy`` with its sidecar manifest ``pool.json``
-    (sha256, shape, dtype, pool parameters) that later stages check it against."""
-    from ltcl.data.splits import load_manifest
-
-    h, w, c = load_manifest(lt_dir)["image_shape"]
-    if h != w:
-        raise ValueError(f"ID images must be square for the OOD pool, got {h}x{w}")
-    source = f"source:{ood_cfg.pool_source}" if ood_cfg.source == "source" else ood_cfg.source
-    size = ood_cfg.pool_size if ood_cfg.source in ("bundled", "folder", "source") else None
-    pool = build_pool(source, size=size, image_size=int(h), channels=int(c), seed=ood_cfg.pool_seed,
-                      root=ood_cfg.path)
-    if size is not None and ood_cfg.source != "bundled" and len(pool) < size:
-        logger.warning("OOD pool %s has %d images, fewer than ood.pool_size=%d", source, len(pool), size)
-    pool_manifest_path(out_path).unlink(missing_ok=True)  # never leave a stale manifest beside a new pool
-    save_pool(out_path, pool)
-    write_pool_manifest(out_path, pool, params={
-        "source": ood_cfg.source, "path": ood_cfg.path, "pool_source": ood_cfg.pool_source,
-        "pool_size": ood_cfg.pool_size, "pool_seed": ood_cfg.pool_seed, "image_shape": [int(h), int(w), int(c)],
-    })
-    return pool

@@ -44,6 +44,7 @@ import numpy as np
 
 from ltcl.data.longtail import longtail_counts
 from ltcl.data.sources import RawDataset
+from ltcl.errors import MissingInputError, UserError
 from ltcl.io import read_json, save_npz, sha256_file, write_json
 
 SPLIT_NAMES = ("train", "probe_full", "few_shot", "val", "test", "ms", "lt", "one_percent")
@@ -88,7 +89,7 @@ class Splits:
     def get(self, name: str) -> Split:
         """Split ``name`` (one of :data:`SPLIT_NAMES`)."""
         if name not in SPLIT_NAMES:
-            raise ValueError(f"unknown split {name!r}; known splits: {', '.join(SPLIT_NAMES)}")
+            raise UserError(f"unknown split {name!r}; known splits: {', '.join(SPLIT_NAMES)}")
         return getattr(self, name)
 
     def split_counts(self, name: str) -> np.ndarray:
@@ -116,10 +117,10 @@ def _resolve_class_order(class_order: str | Sequence[int], num_classes: int, spl
             return np.arange(num_classes)
         if class_order == "permuted":
             return _rng(split_seed, "class_order").permutation(num_classes)
-        raise ValueError(f"class_order must be 'given', 'permuted' or a permutation of 0..C-1, got {class_order!r}")
+        raise UserError(f"class_order must be 'given', 'permuted' or a permutation of 0..C-1, got {class_order!r}")
     order = np.asarray(class_order, dtype=np.int64)
     if order.shape != (num_classes,) or not np.array_equal(np.sort(order), np.arange(num_classes)):
-        raise ValueError(f"class_order must be a permutation of 0..{num_classes - 1}, got {order.tolist()}")
+        raise UserError(f"class_order must be a permutation of 0..{num_classes - 1}, got {order.tolist()}")
     return order
 
 
@@ -129,16 +130,17 @@ def _take(x: np.ndarray, y: np.ndarray, idx: np.ndarray) -> Split:
 
 def make_splits(
     raw: RawDataset,
+    *,
     imbalance_ratio: float,
     val_per_class: int,
-    max_per_class: int | None = None,
-    profile: str = "exp",
-    pareto_min: int = 5,
-    class_order: str | Sequence[int] = "permuted",
-    split_seed: int = 0,
-    few_shot_fraction: float = 0.01,
-    subset: str = "longtail",
-    max_test_per_class: int | None = None,
+    max_per_class: int | None,
+    profile: str,
+    pareto_min: int,
+    class_order: str | Sequence[int],
+    split_seed: int,
+    few_shot_fraction: float,
+    subset: str,
+    max_test_per_class: int | None,
 ) -> Splits:
     """Build the long-tailed pre-training split and the probe/val/test splits (see module doc).
 
@@ -162,15 +164,15 @@ def make_splits(
             class with fewer images than its long-tailed (or balanced) count.
     """
     if subset not in SUBSETS:
-        raise ValueError(f"subset must be one of {SUBSETS}, got {subset!r}")
+        raise UserError(f"subset must be one of {SUBSETS}, got {subset!r}")
     if int(val_per_class) != val_per_class or val_per_class < 0:
-        raise ValueError(f"val_per_class must be a non-negative int, got {val_per_class!r}")
+        raise UserError(f"val_per_class must be a non-negative int, got {val_per_class!r}")
     if not 0 < few_shot_fraction <= 1:
-        raise ValueError(f"few_shot_fraction must be in (0, 1], got {few_shot_fraction!r}")
+        raise UserError(f"few_shot_fraction must be in (0, 1], got {few_shot_fraction!r}")
     if max_test_per_class is not None and max_test_per_class < 1:
-        raise ValueError(f"max_test_per_class must be >= 1 or None, got {max_test_per_class!r}")
+        raise UserError(f"max_test_per_class must be >= 1 or None, got {max_test_per_class!r}")
     if max_per_class is not None and (int(max_per_class) != max_per_class or max_per_class < 1):
-        raise ValueError(f"max_per_class must be a positive int or None, got {max_per_class!r}")
+        raise UserError(f"max_per_class must be a positive int or None, got {max_per_class!r}")
     num_classes = len(raw.class_names)
     y = np.asarray(raw.y_train, dtype=np.int64)
     by_class = [np.flatnonzero(y == c) for c in range(num_classes)]
@@ -180,7 +182,7 @@ def make_splits(
     too_small = np.flatnonzero(available <= val_per_class)
     if too_small.size:
         detail = ", ".join(f"{raw.class_names[c]} has {available[c]}" for c in too_small[:10])
-        raise ValueError(
+        raise UserError(
             f"val_per_class={val_per_class} leaves no training images for {too_small.size} class(es) ({detail}); "
             f"val_per_class must be < {available.min()}"
         )
@@ -201,7 +203,7 @@ def make_splits(
     short = np.flatnonzero(lt_counts > remaining)
     if short.size:
         detail = ", ".join(f"class {raw.class_names[c]} needs {lt_counts[c]} but has {remaining[c]}" for c in short[:10])
-        raise ValueError(
+        raise UserError(
             f"n_max={n_max} (max_per_class) is too large: {detail} after holding out val_per_class={val_per_class}; "
             f"use max_per_class <= {remaining.min()}"
         )
@@ -217,7 +219,7 @@ def make_splits(
         train_counts[extra] += 1
         short = np.flatnonzero(train_counts > remaining)
         if short.size:
-            raise ValueError(
+            raise UserError(
                 f"balanced-subset needs {train_counts.max()} images per class but classes "
                 f"{[raw.class_names[c] for c in short]} have fewer after val"
             )
@@ -310,7 +312,7 @@ def save_splits(splits: Splits, out_dir: str | os.PathLike, extra_manifest: dict
     }
     for key, value in (extra_manifest or {}).items():
         if key in manifest:
-            raise ValueError(f"extra_manifest key {key!r} clashes with a built-in manifest key")
+            raise UserError(f"extra_manifest key {key!r} clashes with a built-in manifest key")
         manifest[key] = value
     write_json(out / MANIFEST, manifest)
     return manifest
@@ -320,7 +322,7 @@ def load_manifest(out_dir: str | os.PathLike) -> dict[str, Any]:
     """Read ``out_dir/manifest.json`` (FileNotFoundError naming it if absent)."""
     path = Path(out_dir) / MANIFEST
     if not path.is_file():
-        raise FileNotFoundError(f"split manifest {path} not found (run the split stage first)")
+        raise MissingInputError(f"split manifest {path} not found (run the split stage first)")
     return read_json(path)
 
 
@@ -330,10 +332,10 @@ def verify_file(out_dir: str | os.PathLike, filename: str, manifest: dict[str, A
     path = Path(out_dir) / filename
     expected = manifest["files"].get(filename)
     if expected is None:
-        raise ValueError(f"{path} is not listed in {Path(out_dir) / MANIFEST}")
+        raise UserError(f"{path} is not listed in {Path(out_dir) / MANIFEST}")
     actual = sha256_file(path)
     if actual != expected:
-        raise ValueError(f"hash mismatch for {path}: {Path(out_dir) / MANIFEST} has sha256 {expected}, the file has "
+        raise UserError(f"hash mismatch for {path}: {Path(out_dir) / MANIFEST} has sha256 {expected}, the file has "
                          f"{actual} (changed or corrupt since make-lt-dataset wrote it); restore it with "
                          f"`dvc checkout` or rebuild it with `dvc repro -f make-lt-dataset`")
 
@@ -344,7 +346,7 @@ def load_split(out_dir: str | os.PathLike, name: str, verify: bool = True) -> Sp
     filename = f"{name}.npz"
     if filename not in manifest["files"] or name not in SPLIT_NAMES:
         known = [f[:-4] for f in manifest["files"] if f != INDICES_FILE]
-        raise ValueError(f"unknown split {name!r} in {out_dir}; known splits: {', '.join(known)}")
+        raise UserError(f"unknown split {name!r} in {out_dir}; known splits: {', '.join(known)}")
     path = Path(out_dir) / filename
     if verify:
         verify_file(out_dir, filename, manifest)

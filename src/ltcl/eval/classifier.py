@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ltcl.data.groups import accuracy_report
 from ltcl.data.splits import load_split
-from ltcl.eval.groups import accuracy_report
 
 
 def classifier_report(method, lt_dir: str | Path, manifest: dict, rule: str) -> dict:

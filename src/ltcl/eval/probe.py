@@ -167,6 +167,10 @@ def _fit(
     return best_epoch, best_val, history, test_pred
 
 
+# SDCLR's probe schedule divides the learning rate by 10 at each milestone (not a param)
+LR_DECAY = 0.1
+
+
 def train_linear_probe(
     train_x: npt.ArrayLike | torch.Tensor,
     train_y: npt.ArrayLike | torch.Tensor,
@@ -175,15 +179,16 @@ def train_linear_probe(
     test_x: npt.ArrayLike | torch.Tensor,
     test_y: npt.ArrayLike | torch.Tensor,
     num_classes: int,
-    epochs: int = 30,
-    lr: float = 30.0,
-    momentum: float = 0.9,
-    weight_decay: float = 0.0,
-    batch_size: int = 128,
-    milestones: tuple[int, ...] = (10, 20),
-    gamma: float = 0.1,
-    seed: int = 0,
-    feature_norm: FeatureNorm = "none",
+    *,
+    epochs: int,
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    batch_size: int,
+    milestones: tuple[int, ...],
+    seed: int,
+    feature_norm: FeatureNorm,
+    gamma: float = LR_DECAY,
     device: str | torch.device = "cpu",
     cpu_threads: int | None = 1,
 ) -> ProbeResult:

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ltcl.data.groups import accuracy_report, class_groups
 from ltcl.eval.features import extract_features
-from ltcl.eval.groups import accuracy_report, class_groups
 from ltcl.eval.knn import knn_predict
 from ltcl.eval.probe import train_linear_probe
 
@@ -74,27 +74,3 @@ def load_frozen(params, ckpt_path, lt_dir):
     manifest = load_manifest(lt_dir)
     model, spec, _ = load_encoder(ckpt_path, device, model_cfg=params.model, image_shape=manifest.get("image_shape"))
     return model, spec, manifest, device, amp
-
-
-def run_probe_stage(params, ckpt_path, lt_dir, metrics_path, per_class_path) -> dict:
-    """Evaluate the encoder at ``ckpt_path`` on every protocol in ``params.probe``."""
-    from ltcl.data.splits import load_split
-    from ltcl.io import atomic_write, write_json
-
-    cfg = params.probe
-    model, spec, manifest, device, amp = load_frozen(params, ckpt_path, lt_dir)
-    needed = {"val", "test", "probe_full"} | {PROTOCOL_SPLITS[p] for p in cfg.protocols}
-    feats, labels = {}, {}
-    for split in sorted(needed):
-        x, y = load_split(lt_dir, split)
-        feats[split] = encoder_features(model, spec, x, device, amp)
-        labels[split] = y
-    counts = manifest["lt_counts"]
-    num_classes = len(manifest["class_names"])
-    metrics, per_class = evaluate_features(feats, labels, counts, num_classes, cfg,
-                                           params.data.group_rule, cfg.protocols, device)
-    per_class.insert(1, "name", manifest["class_names"])
-    write_json(metrics_path, metrics)
-    with atomic_write(per_class_path, "w") as fh:
-        per_class.to_csv(fh, index=False, float_format="%.4f")
-    return metrics

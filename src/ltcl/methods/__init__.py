@@ -1,6 +1,4 @@
-"""Pre-training methods, looked up by name: ``get_method("psd")``.
-
-Importing this package registers every method module."""
-
-from ltcl.methods.base import METHODS, Method, StepOutput, TrainSet, get_method, register  # noqa: F401
-from ltcl.methods import contrastive, supervised, temperature  # noqa: F401,E402
+"""Training methods: one module per family, each class a ``Method`` (``base``); the registry of
+names is ``ltcl.registry``.  Pre-training: ``contrastive`` (SimCLR, SDCLR, KDUP's PSD),
+``temperature`` (TS, TASE), ``gloco`` (GloCo, ProCo), ``gml`` (GML's teacher); distillation:
+``distill.guided`` (KDUP), ``distill.gml`` (GML's student)."""

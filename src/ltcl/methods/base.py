@@ -3,8 +3,8 @@
 The loop (``ltcl.train.loop``) knows nothing about any method: it asks the method for the
 size of an epoch, calls ``on_epoch_start`` between epochs (methods refresh pseudo-labels,
 neighbours, prototypes or queues there) and ``training_step`` per batch of indices.
-Methods are looked up by name in one registry (``ltcl.methods.get_method``) so a new method
-is one new module plus one ``@register`` line.
+Methods are looked up by name in one registry (``ltcl.registry``) so a new method is one
+module plus one line there.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Callable, Iterator, Optional
 import torch
 from torch import nn
 
+from ltcl.errors import UserError
 from ltcl.runtime import Runtime
 
 
@@ -156,13 +157,13 @@ class Method:
     def gather(self, t: torch.Tensor) -> torch.Tensor:
         """``t``'s rows of every rank, concatenated in rank order, with gradients (identity in
         one process): contrastive losses then see the global batch."""
-        from ltcl.train.distributed import all_gather_with_grad
+        from ltcl.collectives import all_gather_with_grad
 
         return all_gather_with_grad(t)
 
     def gather_ids(self, t: torch.Tensor) -> torch.Tensor:
         """Like :meth:`gather` for tensors without gradients (indices, domains, labels)."""
-        from ltcl.train.distributed import all_gather_tensor
+        from ltcl.collectives import all_gather_tensor
 
         return all_gather_tensor(t)
 
@@ -182,19 +183,9 @@ class Method:
         return self.augment(x), self.augment(x)
 
 
-METHODS: dict[str, type[Method]] = {}
-
-
-def register(name: str) -> Callable[[type[Method]], type[Method]]:
-    def deco(cls: type[Method]) -> type[Method]:
-        cls.name = name
-        METHODS[name] = cls
-        return cls
-
-    return deco
-
-
-def get_method(name: str) -> type[Method]:
-    if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; known: {', '.join(sorted(METHODS))}")
-    return METHODS[name]
+def labelled_counts(data: TrainSet) -> torch.Tensor:
+    """Per-class counts of the labelled (ID) images; refuses a training set with OOD images."""
+    if data.has_ood or bool((data.labels < 0).any()):
+        raise UserError("supervised methods train on the labelled long-tailed split only; "
+                         "set ood.strategy: none")
+    return torch.bincount(data.labels, minlength=data.num_classes)

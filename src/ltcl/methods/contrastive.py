@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import torch
 
-from ltcl.losses import domain_loss, nt_xent, psd_loss
-from ltcl.methods.base import Method, StepOutput, register
+from ltcl.losses.contrastive import nt_xent
+from ltcl.losses.kdup import domain_loss, psd_loss
+from ltcl.methods.base import Method, StepOutput
 from ltcl.models.pruning import PrunedBranchNorms, global_magnitude_masks, pruned_forward
 
 
-@register("simclr")
 class SimCLR(Method):
+    name = "simclr"
     pruned_branch = False
     supports_ddp = True
 
@@ -88,16 +89,15 @@ class SimCLR(Method):
         return StepOutput(loss=loss, parts=parts, images=2 * len(idx))
 
 
-@register("sdclr")
 class SDCLR(SimCLR):
+    name = "sdclr"
     pruned_branch = True
     supports_ddp = True
 
 
-@register("psd")
 class PseudoSemanticDiscrimination(SimCLR):
     """KDUP pre-training (paper 003 Eq. 8-10) with neighbour positives brought into the batch."""
-
+    name = "psd"
     supports_ddp = True
 
     def __init__(self, *args, **kwargs):
@@ -112,7 +112,7 @@ class PseudoSemanticDiscrimination(SimCLR):
     def on_epoch_start(self, epoch: int) -> None:
         super().on_epoch_start(epoch)
         if self.cfg.k_pos > 0 and (self._stale or epoch % self.refresh_every == 0):
-            from ltcl.train.distributed import on_main
+            from ltcl.collectives import on_main
 
             # under DDP rank 0 computes the neighbours and every rank uses the same ones
             self.neighbours = on_main(lambda: self.compute_neighbours().cpu()).to(self.data.x.device)

@@ -17,15 +17,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ltcl.losses import nt_xent
+from ltcl.errors import UserError
 from ltcl.losses.schedules import cosine_temperature
 from ltcl.losses.tase import tase_loss, tase_negative_weights, tase_temperatures
-from ltcl.methods.base import StepOutput, register
+from ltcl.methods.base import StepOutput
 from ltcl.methods.contrastive import SimCLR
 
 
-@register("ts")
 class TemperatureSchedule(SimCLR):
+    name = "ts"
     supports_ddp = True  # SimCLR's (gathered) step with a scalar temperature per epoch
 
     def __init__(self, *args, **kwargs):
@@ -45,8 +45,9 @@ class TemperatureSchedule(SimCLR):
         self.progress = float(epoch)
 
 
-@register("tase")
 class TASE(SimCLR):
+    name = "tase"
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.sizes: torch.Tensor | None = None  # |D_j| of every sample's pseudo-class
@@ -60,12 +61,12 @@ class TASE(SimCLR):
 
     @torch.no_grad()
     def refresh_pseudo_labels(self) -> None:
-        from ltcl.sampling.clustering import kmeans, assign_nearest
+        from ltcl.sampling.clustering import assign_nearest, kmeans
 
         z = self.embed_all()
         k = self.cfg.tase_clusters or self.data.num_classes
         if k > len(z):
-            raise ValueError(f"pretrain.tase_clusters={k} is larger than the training set ({len(z)})")
+            raise UserError(f"pretrain.tase_clusters={k} is larger than the training set ({len(z)})")
         labels = assign_nearest(z, kmeans(z, k, seed=self.cfg.seed + self.epoch))
         self.pseudo = labels
         self.sizes = torch.as_tensor(np.bincount(labels, minlength=k)[labels], dtype=torch.float32,

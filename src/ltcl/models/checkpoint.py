@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from ltcl.errors import MissingInputError, UserError
 from ltcl.io import load_checkpoint, save_checkpoint, sha256_sidecar, verify_sha256_sidecar, write_sha256_sidecar
 from ltcl.models.heads import Encoder, build_encoder
 
@@ -71,13 +72,13 @@ def check_encoder_spec(spec: dict, path: str | Path, model_cfg=None, image_shape
             if not same:
                 diffs.append(f"model.{key} is {want!r} in params.yaml but {have!r} in the checkpoint")
         if diffs:
-            raise ValueError(f"{path} is a checkpoint of a different model: {'; '.join(diffs)}. "
+            raise UserError(f"{path} is a checkpoint of a different model: {'; '.join(diffs)}. "
                              f"Set the model params it was made with, or {hint}")
     if image_shape is not None:
         h, w, c = (int(v) for v in image_shape)
         size, ch = spec.get("image_size"), spec.get("channels")
         if (size, size, ch) != (h, w, c):
-            raise ValueError(f"{path} was trained on {size}x{size}x{ch} images but the data set holds {h}x{w}x{c} "
+            raise UserError(f"{path} was trained on {size}x{size}x{ch} images but the data set holds {h}x{w}x{c} "
                              f"images: it belongs to another data set; {hint}")
 
 
@@ -92,27 +93,27 @@ def load_encoder(path: str | Path, device: torch.device | str = "cpu", model_cfg
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"encoder checkpoint {path} not found (run the stage that makes it first)")
+        raise MissingInputError(f"encoder checkpoint {path} not found (run the stage that makes it first)")
     verify_sha256_sidecar(path, _rebuild_hint(path))
     try:
         ckpt = load_checkpoint(path)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, AttributeError) as exc:
-        raise ValueError(f"{path}: not a readable ltcl encoder checkpoint ({type(exc).__name__}: "
+        raise UserError(f"{path}: not a readable ltcl encoder checkpoint ({type(exc).__name__}: "
                          f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "spec" not in ckpt:
         keys = list(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise ValueError(f"{path}: not an ltcl encoder checkpoint (keys: {keys})")
+        raise UserError(f"{path}: not an ltcl encoder checkpoint (keys: {keys})")
     spec = ckpt["spec"]
     if not isinstance(spec, dict):
-        raise ValueError(f"{path}: not an ltcl encoder checkpoint (its spec is a {type(spec).__name__})")
+        raise UserError(f"{path}: not an ltcl encoder checkpoint (its spec is a {type(spec).__name__})")
     check_encoder_spec(spec, path, model_cfg, image_shape)
     try:
         model = build_from_spec(spec)
     except (KeyError, TypeError, ValueError) as exc:
-        raise ValueError(f"{path}: its model spec is invalid ({type(exc).__name__}: {exc})") from None
+        raise UserError(f"{path}: its model spec is invalid ({type(exc).__name__}: {exc})") from None
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as exc:
-        raise ValueError(f"{path}: checkpoint does not match the model it declares "
+        raise UserError(f"{path}: checkpoint does not match the model it declares "
                          f"({spec['backbone']}): {str(exc).splitlines()[0]}") from None
     return model.to(device).eval(), spec, ckpt

@@ -19,19 +19,8 @@ import numpy as np
 import torch
 
 from ltcl.data.augment import to_float_normalised
-from ltcl.sampling.select import OODSelection, SamplingConfig, sample_ood
-
-
-def sampling_config(ood_cfg, id_batch_size: int) -> SamplingConfig:
-    """SamplingConfig from the ``ood`` params section."""
-    return SamplingConfig(
-        strategy=ood_cfg.strategy, clusters=ood_cfg.clusters, cluster_tol=ood_cfg.cluster_tol,
-        knn_k=ood_cfg.knn_k, momentum=ood_cfg.momentum, budget=ood_cfg.budget,
-        budget_temperature=ood_cfg.budget_temperature, colt_batch_size=id_batch_size,
-        colt_topk=ood_cfg.colt_topk, colt_momentum=ood_cfg.colt_momentum, seed=ood_cfg.seed,
-        cluster_max_iter=ood_cfg.cluster_max_iter, cluster_patience=ood_cfg.cluster_patience,
-        knn_exact_max=ood_cfg.knn_exact_max, knn_nprobe=ood_cfg.knn_nprobe, refine=ood_cfg.refine,
-    )
+from ltcl.errors import UserError
+from ltcl.sampling.select import OODSelection, sample_ood
 
 
 @torch.no_grad()
@@ -82,8 +71,8 @@ class OODSampler:
         pool_emb = (embed_images(model, self.pool, self.mean, self.std, runtime, bs, space)
                     if needs_pool else (self.pool_placeholder() if self.cfg.strategy == "random" else None))
         t_embed = time.perf_counter() - t0
-        config = sampling_config(self.cfg, self.batch_size)
-        sel, self.tailness = sample_ood(id_emb, pool_emb, config, self.tailness, round_index=self.rounds)
+        sel, self.tailness = sample_ood(id_emb, pool_emb, self.cfg, self.tailness, round_index=self.rounds,
+                                        colt_batch_size=self.batch_size)
         sel.timings["embedding"] = t_embed
         sel.timings["total"] = time.perf_counter() - t0
         self.rounds += 1
@@ -140,3 +129,16 @@ def augment_copies(x_uint8: torch.Tensor, seed: int) -> torch.Tensor:
     finally:
         torch.random.set_rng_state(state)
     return (out * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
+def open_sampler(ood_cfg, pool_path, data, spec: dict, batch_size: int) -> OODSampler:
+    """The sampler of a pre-training run: its pool memory-mapped (strategies that draw from it)
+    and the run's ID images (``data``, a ``TrainSet``; domain 0 rows)."""
+    from ltcl.data.pool import open_pool
+
+    pool = open_pool(pool_path) if ood_cfg.strategy in ("kdup", "colt", "random") else None
+    if pool is not None and len(pool) < ood_cfg.budget:
+        raise UserError(f"the OOD pool {pool_path} has {len(pool)} images, fewer than ood.budget="
+                        f"{ood_cfg.budget}; raise ood.pool_size or lower ood.budget")
+    return OODSampler(cfg=ood_cfg, pool=pool, id_images=data.x[data.domain == 0], mean=spec["mean"],
+                      std=spec["std"], batch_size=batch_size)

@@ -24,10 +24,15 @@ import faiss
 import numpy as np
 import torch
 
+from ltcl.errors import UserError
 from ltcl.sampling.budget import allocate_budget
 from ltcl.sampling.clustering import as_float32_numpy, cluster_embeddings
-from ltcl.sampling.tailness import (KNN_EXACT_MAX, KNN_NPROBE, cluster_tailness, colt_tailness, momentum_update,
-                                    tailness_scores)
+from ltcl.sampling.tailness import (
+    cluster_tailness,
+    colt_tailness,
+    momentum_update,
+    tailness_scores,
+)
 
 STRATEGIES = ("kdup", "colt", "random", "augment", "none")
 TIMING_KEYS = ("clustering", "tailness", "budget", "sampling")
@@ -36,13 +41,13 @@ TIMING_KEYS = ("clustering", "tailness", "budget", "sampling")
 def _as_budgets(budgets: Any) -> np.ndarray:
     b = np.asarray(budgets)
     if b.ndim != 1 or b.size == 0:
-        raise ValueError(f"budgets must be a non-empty 1-D integer array; got shape {b.shape}")
+        raise UserError(f"budgets must be a non-empty 1-D integer array; got shape {b.shape}")
     if not np.issubdtype(b.dtype, np.integer):
         if not np.all(np.equal(np.mod(b, 1), 0)):
-            raise ValueError("budgets must be integers")
+            raise UserError("budgets must be integers")
     b = b.astype(np.int64)
     if (b < 0).any():
-        raise ValueError("budgets must be non-negative")
+        raise UserError("budgets must be non-negative")
     return b
 
 
@@ -112,9 +117,9 @@ def nearest_rows(queries: Any, base: Any, k: int, chunk_bytes: int = 64 << 20) -
     q = as_float32_numpy(queries, "queries")
     n, d = base.shape
     if q.shape[1] != d:
-        raise ValueError(f"queries have dim {q.shape[1]} but the base has dim {d}")
+        raise UserError(f"queries have dim {q.shape[1]} but the base has dim {d}")
     if k < 1:
-        raise ValueError(f"k must be >= 1; got {k}")
+        raise UserError(f"k must be >= 1; got {k}")
     heap = faiss.ResultHeap(q.shape[0], int(k))
     rows = max(1, int(chunk_bytes) // (4 * d))
     for start in range(0, n, rows):
@@ -144,17 +149,17 @@ def select_nearest(pool_emb: Any, centroids: Any, budgets: Any,
     """
     pool = pool_emb if isinstance(pool_emb, np.ndarray) else as_float32_numpy(pool_emb, "pool_emb")
     if pool.ndim != 2:
-        raise ValueError(f"pool_emb must be a 2-D array (n_samples, dim); got shape {pool.shape}")
+        raise UserError(f"pool_emb must be a 2-D array (n_samples, dim); got shape {pool.shape}")
     cents = as_float32_numpy(centroids, "centroids")
     b = _as_budgets(budgets)
     n_pool = pool.shape[0]
     if cents.shape[0] != b.size:
-        raise ValueError(f"budgets has {b.size} entries but there are {cents.shape[0]} centroids")
+        raise UserError(f"budgets has {b.size} entries but there are {cents.shape[0]} centroids")
     if cents.shape[1] != pool.shape[1]:
-        raise ValueError(f"centroids have dim {cents.shape[1]} but pool_emb has dim {pool.shape[1]}")
+        raise UserError(f"centroids have dim {cents.shape[1]} but pool_emb has dim {pool.shape[1]}")
     total = int(b.sum())
     if total > n_pool:
-        raise ValueError(f"sum(budgets) = {total} exceeds the pool size {n_pool}")
+        raise UserError(f"sum(budgets) = {total} exceeds the pool size {n_pool}")
     if total == 0:
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
 
@@ -184,7 +189,7 @@ def select_nearest(pool_emb: Any, centroids: Any, budgets: Any,
 def select_random(pool_size: int, total: int, seed: int) -> np.ndarray:
     """``total`` distinct pool indices drawn uniformly at random (int64), the random-sampling baseline."""
     if total < 0 or total > pool_size:
-        raise ValueError(f"total = {total} must be in [0, pool_size = {pool_size}]")
+        raise UserError(f"total = {total} must be in [0, pool_size = {pool_size}]")
     return np.random.default_rng(seed).choice(pool_size, size=int(total), replace=False).astype(np.int64)
 
 
@@ -199,9 +204,9 @@ def select_augment(labels: Any, budgets: Any, seed: int) -> np.ndarray:
     lab = np.asarray(labels, dtype=np.int64)
     b = _as_budgets(budgets)
     if lab.ndim != 1 or lab.size == 0:
-        raise ValueError(f"labels must be a non-empty 1-D array; got shape {lab.shape}")
+        raise UserError(f"labels must be a non-empty 1-D array; got shape {lab.shape}")
     if lab.min() < 0 or lab.max() >= b.size:
-        raise ValueError(f"labels must lie in [0, {b.size}) (one budget per cluster)")
+        raise UserError(f"labels must lie in [0, {b.size}) (one budget per cluster)")
     rng = np.random.default_rng(seed)
     order = np.argsort(lab, kind="stable")
     counts = np.bincount(lab, minlength=b.size)
@@ -214,49 +219,6 @@ def select_augment(labels: Any, budgets: Any, seed: int) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- full update
-@dataclass
-class SamplingConfig:
-    """Hyper-parameters of one OOD sampling update (defaults: KDUP paper 003, Sec. 4.1; COLT).
-
-    ``momentum`` is rho of Eq. 5 (0.9), ``knn_k`` is K of Eq. 4 (10), ``budget`` is N_b (10,000),
-    ``budget_temperature`` is tau of Eq. 7, ``cluster_tol`` the changed-assignment threshold of
-    the KL refinement and ``cluster_patience`` its step-size decay (see ``kl_refine``);
-    ``knn_exact_max`` / ``knn_nprobe`` choose exact or IVF kNN for Eq. 4 by the ID set's size.
-    ``colt_*`` parametrise COLT's in-batch tailness.
-    """
-
-    strategy: str = "kdup"
-    clusters: int = 10
-    cluster_tol: float = 0.001
-    knn_k: int = 10
-    momentum: float = 0.9
-    budget: int = 10_000
-    budget_temperature: float = 1.0
-    colt_batch_size: int = 512
-    colt_topk: int = 10
-    colt_momentum: float = 0.97
-    seed: int = 0
-    cluster_max_iter: int = 200
-    cluster_lr: float = 1e-3
-    cluster_patience: int = 3
-    knn_exact_max: int = KNN_EXACT_MAX
-    knn_nprobe: int = KNN_NPROBE
-    refine: bool = True  # KL refinement of the k-means centroids (kdup; COLT never refines)
-
-    def __post_init__(self) -> None:
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {STRATEGIES}; got {self.strategy!r}")
-        if self.strategy != "none" and self.budget <= 0:
-            raise ValueError(f"budget must be > 0 for strategy {self.strategy!r}; got {self.budget}")
-        if self.clusters < 1:
-            raise ValueError(f"clusters must be >= 1; got {self.clusters}")
-        for name in ("momentum", "colt_momentum"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1]; got {getattr(self, name)}")
-        if not self.budget_temperature > 0:
-            raise ValueError(f"budget_temperature must be > 0; got {self.budget_temperature}")
-
-
 @dataclass
 class OODSelection:
     """Result of one sampling update.
@@ -293,11 +255,17 @@ def _empty() -> np.ndarray:
 def sample_ood(
     id_emb: Any,
     pool_emb: Any,
-    config: SamplingConfig,
+    config,
     prev_tailness: torch.Tensor | None = None,
     round_index: int = 0,
+    *,
+    colt_batch_size: int,
 ) -> tuple[OODSelection, torch.Tensor | None]:
     """Run one OOD sampling update (KDUP paper 003, Sec. 3.1.1, or a baseline; see module doc).
+
+    ``config`` is the ``ood`` params section (``ltcl.params.OODParams``: strategy, N_c, K of Eq. 4,
+    rho of Eq. 5, N_b and tau of Eq. 7, the clustering's stopping rule, COLT's top-k and momentum,
+    the seed); ``colt_batch_size`` is the pre-training batch size, in which COLT scores tailness.
 
     ``id_emb`` (N_id, d) and ``pool_emb`` (N_pool, d) are L2-normalised float32 embeddings
     (torch or numpy); ``pool_emb`` may be None for "augment"/"none".  ``prev_tailness`` is the
@@ -307,22 +275,22 @@ def sample_ood(
     """
     strategy = config.strategy
     if strategy not in STRATEGIES:
-        raise ValueError(f"config.strategy must be one of {STRATEGIES}; got {strategy!r}")
+        raise UserError(f"ood.strategy must be one of {STRATEGIES}; got {strategy!r}")
     timings = {key: 0.0 for key in TIMING_KEYS}
     if strategy == "none":
         sel = OODSelection(strategy, _empty(), _empty(), None, None, None, None, None, timings)
         return sel, prev_tailness
     if config.budget <= 0:
-        raise ValueError(f"config.budget must be > 0 for strategy {strategy!r}; got {config.budget}")
+        raise UserError(f"ood.budget must be > 0 for strategy {strategy!r}; got {config.budget}")
 
     needs_pool = strategy in ("kdup", "colt", "random")
     pool = None
     if needs_pool:
         if pool_emb is None:
-            raise ValueError(f"pool_emb is required for strategy {strategy!r}")
+            raise UserError(f"pool_emb is required for strategy {strategy!r}")
         pool = as_float32_numpy(pool_emb, "pool_emb")
         if pool.shape[0] < config.budget:
-            raise ValueError(f"the OOD pool has {pool.shape[0]} images, fewer than config.budget = {config.budget}")
+            raise UserError(f"the OOD pool has {pool.shape[0]} images, fewer than ood.budget = {config.budget}")
 
     if strategy == "random":
         t0 = time.perf_counter()
@@ -334,11 +302,11 @@ def sample_ood(
 
     z = as_float32_numpy(id_emb, "id_emb")
     if pool is not None and pool.shape[1] != z.shape[1]:
-        raise ValueError(f"pool_emb has dim {pool.shape[1]} but id_emb has dim {z.shape[1]}")
+        raise UserError(f"pool_emb has dim {pool.shape[1]} but id_emb has dim {z.shape[1]}")
     if config.clusters > z.shape[0]:
-        raise ValueError(f"config.clusters = {config.clusters} exceeds the number of ID samples {z.shape[0]}")
+        raise UserError(f"ood.clusters = {config.clusters} exceeds the number of ID samples {z.shape[0]}")
     if prev_tailness is not None and tuple(prev_tailness.shape) != (z.shape[0],):
-        raise ValueError(
+        raise UserError(
             f"prev_tailness has shape {tuple(prev_tailness.shape)}; expected ({z.shape[0]},) for this ID set"
         )
 
@@ -355,7 +323,7 @@ def sample_ood(
     )
     t1 = time.perf_counter()
     if strategy == "colt":
-        tail = colt_tailness(z, config.colt_batch_size, config.colt_topk,
+        tail = colt_tailness(z, colt_batch_size, config.colt_topk,
                              seed=_round_seed(config.seed, round_index, 2),
                              prev=prev_tailness, momentum=config.colt_momentum)
     else:
@@ -415,7 +383,7 @@ def tailness_diagnostics(
     y = np.asarray(id_true_labels, dtype=np.int64)
     counts = np.asarray(class_counts, dtype=np.float64)
     if s.shape != y.shape or s.ndim != 1:
-        raise ValueError(f"sample_tailness and id_true_labels must be 1-D of equal length; got {s.shape}, {y.shape}")
+        raise UserError(f"sample_tailness and id_true_labels must be 1-D of equal length; got {s.shape}, {y.shape}")
     freq = counts[y]
     out: dict[str, Any] = {}
     if np.ptp(s) == 0 or np.ptp(freq) == 0:
@@ -434,7 +402,7 @@ def tailness_diagnostics(
         return out
     lab = np.asarray(cluster_labels, dtype=np.int64)
     if lab.shape != y.shape:
-        raise ValueError("cluster_labels must have one entry per ID sample")
+        raise UserError("cluster_labels must have one entry per ID sample")
     n_classes = max(int(counts.size), int(y.max()) + 1)
     b = None if budgets is None else np.asarray(budgets, dtype=np.int64)
     n_clusters = max(int(lab.max()) + 1, 0 if b is None else b.size)

@@ -2,7 +2,7 @@
 GPUs and gloo on CPU.
 
 A stage runs distributed when it was started by ``torchrun`` (``WORLD_SIZE`` > 1 in the
-environment) or, through :func:`maybe_torchrun`, when ``runtime.nproc`` > 1 (the stage script
+environment) or, through ``ltcl.stage.maybe_torchrun``, when ``runtime.nproc`` > 1 (the stage script
 then re-launches itself under ``python -m torch.distributed.run``, so ``dvc repro`` just works).
 
 How a step works with R processes (ranks) and a global batch of B images:
@@ -29,57 +29,16 @@ How a step works with R processes (ranks) and a global batch of B images:
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import warnings
 from contextlib import contextmanager
-from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Iterator, Optional
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-# torch 2.14 marks torch.distributed.nn.functional.all_gather deprecated in favour of a private
-# module (_functional_collectives); the public autograd-aware function is kept on purpose.
-warnings.filterwarnings("ignore", message=r"torch\.distributed\.nn\.functional\.all_gather is deprecated")
-
-
-def env_world_size() -> int:
-    """WORLD_SIZE set by torchrun (1 when not launched by it)."""
-    try:
-        return int(os.environ.get("WORLD_SIZE", "1"))
-    except ValueError:
-        return 1
-
-
-def env_rank() -> int:
-    try:
-        return int(os.environ.get("RANK", "0"))
-    except ValueError:
-        return 0
-
-
-def is_initialized() -> bool:
-    return dist.is_available() and dist.is_initialized()
-
-
-def world_size() -> int:
-    return dist.get_world_size() if is_initialized() else 1
-
-
-def rank() -> int:
-    return dist.get_rank() if is_initialized() else 0
-
-
-def is_distributed() -> bool:
-    return world_size() > 1
-
-
-def is_main() -> bool:
-    """True on rank 0 (and in a single-process run): the one process that writes outputs.
-    Before the process group exists, falls back to torchrun's ``RANK``."""
-    return rank() == 0 if is_initialized() else env_rank() == 0
+from ltcl.collectives import env_world_size, is_distributed, is_initialized, rank, world_size
+from ltcl.errors import UserError
+from ltcl.registry import get_method
 
 
 def init_from_env(runtime_cfg=None) -> tuple[int, int]:
@@ -99,65 +58,12 @@ def init_from_env(runtime_cfg=None) -> tuple[int, int]:
     backend = "gloo"
     if device.type == "cuda":
         if ":" in name:
-            raise ValueError(f"runtime.device={name!r} pins every rank to one GPU; with torchrun / runtime.nproc > 1 "
+            raise UserError(f"runtime.device={name!r} pins every rank to one GPU; with torchrun / runtime.nproc > 1 "
                              "use runtime.device: cuda (or auto): each rank takes the GPU of its LOCAL_RANK")
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         backend = "nccl"
     dist.init_process_group(backend=backend, init_method="env://")
     return rank(), world_size()
-
-
-def barrier() -> None:
-    if is_distributed():
-        dist.barrier()
-
-
-def shutdown() -> None:
-    """Barrier, then leave the process group (end of a distributed stage)."""
-    if is_initialized():
-        if world_size() > 1:
-            dist.barrier()
-        dist.destroy_process_group()
-
-
-# -- collectives -----------------------------------------------------------------
-def all_gather_with_grad(t: torch.Tensor) -> torch.Tensor:
-    """Concatenate ``t`` (same shape on every rank) over ranks along dim 0, in rank order,
-    keeping the autograd graph: gradients reach every rank's local rows (the backward sums
-    the gradients of all ranks; see the module docstring for why no rescaling follows).
-    Identity in a single process."""
-    if not is_distributed():
-        return t
-    from torch.distributed.nn.functional import all_gather
-
-    return torch.cat(all_gather(t.contiguous()), dim=0)
-
-
-@torch.no_grad()
-def all_gather_tensor(t: torch.Tensor) -> torch.Tensor:
-    """Concatenate ``t`` over ranks along dim 0 without gradients (indices, labels, domains)."""
-    if not is_distributed():
-        return t
-    parts = [torch.empty_like(t) for _ in range(world_size())]
-    dist.all_gather(parts, t.contiguous())
-    return torch.cat(parts, dim=0)
-
-
-def broadcast_object(obj: Any, src: int = 0) -> Any:
-    """``obj`` of rank ``src`` on every rank (pickled; move tensors to the CPU first)."""
-    if not is_distributed():
-        return obj
-    box = [obj if rank() == src else None]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
-
-
-def on_main(fn: Callable[[], Any]) -> Any:
-    """Run ``fn`` on rank 0 only and hand its (picklable, CPU) result to every rank: for
-    work whose result must be identical everywhere (k-means, kNN, OOD sampling)."""
-    if not is_distributed():
-        return fn()
-    return broadcast_object(fn() if rank() == 0 else None)
 
 
 # -- the distributed sampler ------------------------------------------------------------
@@ -169,7 +75,7 @@ def shard(idx: torch.Tensor, rank_: Optional[int] = None, world: Optional[int] =
     if world == 1:
         return idx
     if len(idx) % world:
-        raise ValueError(f"a global batch of {len(idx)} images cannot be split evenly over {world} processes; "
+        raise UserError(f"a global batch of {len(idx)} images cannot be split evenly over {world} processes; "
                          f"make batch_size a multiple of runtime.nproc")
     b = len(idx) // world
     return idx[rank_ * b: (rank_ + 1) * b]
@@ -219,31 +125,23 @@ def unsupported(name: str) -> str:
 
 
 def check_stage(stage: str, params, world: int) -> None:
-    """ValueError, before any work, when ``stage`` ("pretrain" or "distill") cannot run in
+    """UserError, before any work, when ``stage`` ("pretrain" or "distill") cannot run in
     ``world`` processes with these params (method without DDP support, indivisible batch)."""
     if world <= 1:
         return
-    import ltcl.methods  # noqa: F401 - registers every method
-    from ltcl.methods.base import get_method
-
     if stage == "pretrain":
         cfg, name = params.pretrain, params.pretrain.method
-        cls = get_method(name)
     elif stage == "distill":
         cfg, name = params.distill, params.distill_method
         if not cfg.enabled:
             return
-        from ltcl.methods.distill import GuidedDistillation
-        from ltcl.methods.supervised import GMLStudent
-
-        cls = GMLStudent if name == "gml" else GuidedDistillation
     else:
         return
-    if not cls.supports_ddp:
-        raise ValueError(unsupported(name))
+    if not get_method(name, stage).supports_ddp:
+        raise UserError(unsupported(name))
     if cfg.batch_size % world:
-        raise ValueError(f"{stage}.batch_size={cfg.batch_size} must be a multiple of the number of processes "
-                         f"({world}): each process takes an equal slice of the global batch")
+        raise UserError(f"{stage}.batch_size={cfg.batch_size} must be a multiple of the number of processes "
+                        f"({world}): each process takes an equal slice of the global batch")
 
 
 def prepare(method, cfg, runtime) -> None:
@@ -253,10 +151,10 @@ def prepare(method, cfg, runtime) -> None:
     if not is_distributed():
         return
     if not getattr(method, "supports_ddp", False):
-        raise ValueError(unsupported(method.name))
+        raise UserError(unsupported(method.name))
     world = world_size()
     if cfg.batch_size % world:
-        raise ValueError(f"batch_size={cfg.batch_size} must be a multiple of the number of processes ({world}): "
+        raise UserError(f"batch_size={cfg.batch_size} must be a multiple of the number of processes ({world}): "
                          "each process takes an equal slice of the global batch")
     from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -272,39 +170,3 @@ def prepare(method, cfg, runtime) -> None:
 def release(method) -> None:
     """Drop the DDP wrapper after training (the method and its model stay usable)."""
     method.ddp = None
-
-
-# -- launching ---------------------------------------------------------------------
-def maybe_torchrun(script: str | Path, outputs: list = (), stage: str = "") -> None:
-    """With ``runtime.nproc`` > 1 and not already under torchrun, run ``script`` again as
-    ``python -m torch.distributed.run --standalone --nproc_per_node N script`` and exit with its
-    status (removing ``outputs`` if it failed).  Otherwise return and let the caller run.
-
-    Params that cannot run distributed (:func:`check_stage`) stop here with one message and
-    exit code 2, as a stage does on bad params; unreadable params are left to the stage."""
-    if env_world_size() > 1 or "TORCHELASTIC_RUN_ID" in os.environ:
-        return
-    try:
-        from ltcl.params import load_params
-
-        params = load_params()
-    except BaseException:  # noqa: BLE001 - params errors are reported by the stage proper
-        return
-    n = int(params.runtime.nproc)
-    if n <= 1:
-        return
-    from ltcl.stage import _remove
-
-    try:
-        check_stage(stage, params, n)
-    except ValueError as exc:
-        _remove(outputs)
-        print(f"ltcl {stage}: error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}", str(script),
-           *sys.argv[1:]]
-    print(f"ltcl: runtime.nproc={n}: {' '.join(cmd)}", file=sys.stderr)
-    rc = subprocess.call(cmd)
-    if rc != 0:
-        _remove(outputs)
-    sys.exit(rc)

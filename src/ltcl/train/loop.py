@@ -15,6 +15,8 @@ from typing import Callable, Optional
 import torch
 from tqdm import tqdm
 
+from ltcl import collectives
+from ltcl.errors import UserError
 from ltcl.methods.base import Method
 from ltcl.runtime import Runtime
 from ltcl.train import distributed
@@ -62,37 +64,37 @@ def epoch_batches(n: int, batch_size: int, generator: torch.Generator) -> list[t
     """Shuffled index batches; the last incomplete batch is dropped unless it is the only one
     (BatchNorm and contrastive losses need more than one sample per batch)."""
     if n < 2:
-        raise ValueError(f"a training set needs at least 2 images, got {n}")
+        raise UserError(f"a training set needs at least 2 images, got {n}")
     perm = torch.randperm(n, generator=generator)
     bs = min(batch_size, n)
     steps = n // bs
     return [perm[i * bs: (i + 1) * bs] for i in range(steps)]
 
 
-def train_epoch(method: Method, optimizer, cfg, runtime: Runtime, epoch: int,
+def run_epoch(method: Method, optimizer, cfg, runtime: Runtime, epoch: int,
                 generator: torch.Generator, scaler=None, desc: str = "train") -> EpochLog:
     method.model.train()
     batches = epoch_batches(method.num_samples(), cfg.batch_size, generator)
-    world = distributed.world_size()
+    world = collectives.world_size()
     if world > 1:
         # the distributed sampler: every rank holds the same global batches (same seeded
         # permutation) and trains on its own disjoint slice of each; augmentations are drawn
         # from a per-rank seed so the ranks' slices do not share crop / jitter parameters
-        batches = distributed.shard_batches(batches, distributed.rank(), world)
+        batches = distributed.shard_batches(batches, collectives.rank(), world)
         rng = distributed.rank_rng(int(torch.randint(2 ** 62, (1,), generator=generator)), method.data.x.device)
     else:
         rng = contextlib.nullcontext()
     with rng:
-        return _run_epoch(method, optimizer, cfg, epoch, batches, scaler, desc, world)
+        return _run_steps(method, optimizer, cfg, epoch, batches, scaler, desc, world)
 
 
-def _run_epoch(method: Method, optimizer, cfg, epoch: int, batches: list[torch.Tensor], scaler, desc: str,
+def _run_steps(method: Method, optimizer, cfg, epoch: int, batches: list[torch.Tensor], scaler, desc: str,
                world: int) -> EpochLog:
     device = method.data.x.device
     total, n_img, sums = 0.0, 0, {}
     t0 = time.perf_counter()
     bar = tqdm(batches, desc=f"{desc} {epoch + 1}/{cfg.epochs}", leave=False, mininterval=2.0,
-               disable=not distributed.is_main())
+               disable=not collectives.is_main())
     for step, idx in enumerate(bar):
         lr = lr_at(epoch + step / len(batches), cfg)
         for group in optimizer.param_groups:
@@ -158,7 +160,7 @@ def fit(method: Method, cfg, runtime: Runtime, *, start_epoch: int = 0, end_epoc
             if before_epoch is not None:
                 before_epoch(epoch)
             method.on_epoch_start(epoch)
-            log = train_epoch(method, optimizer, cfg, runtime, epoch, gen, scaler, desc)
+            log = run_epoch(method, optimizer, cfg, runtime, epoch, gen, scaler, desc)
             logs.append(log)
             if after_epoch is not None:
                 after_epoch(log)

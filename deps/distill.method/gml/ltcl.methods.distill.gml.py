@@ -1,0 +1,1 @@
+../../../src/ltcl/methods/distill/gml.py

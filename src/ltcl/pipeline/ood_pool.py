@@ -1,0 +1,41 @@
+"""ood-pool: the pool of out-of-distribution images, built once per pool parameter set.
+
+Its own stage (not part of ood-sampling) so that changing the warm-up, the strategy or any
+sampling parameter never rebuilds a 300K-image pool.  Later stages memory-map ``pool.npy`` and
+check it against ``pool.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+
+from ltcl.data.pool import build_pool, pool_manifest_path, save_pool, write_pool_manifest
+from ltcl.data.splits import load_manifest
+from ltcl.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+
+def run(ood_cfg, lt_dir: str | os.PathLike, out_path: str | os.PathLike) -> np.ndarray:
+    """The ood-pool stage: a pool matched to the ID images' size and channels (from the split
+    manifest), written as a memory-mappable ``.npy`` with its sidecar manifest ``pool.json``
+    (sha256, shape, dtype, pool parameters) that later stages check it against."""
+    h, w, c = load_manifest(lt_dir)["image_shape"]
+    if h != w:
+        raise UserError(f"ID images must be square for the OOD pool, got {h}x{w}")
+    source = f"source:{ood_cfg.pool_source}" if ood_cfg.source == "source" else ood_cfg.source
+    size = ood_cfg.pool_size if ood_cfg.source in ("bundled", "folder", "source") else None
+    pool = build_pool(source, size=size, image_size=int(h), channels=int(c), seed=ood_cfg.pool_seed,
+                      root=ood_cfg.path)
+    if size is not None and ood_cfg.source != "bundled" and len(pool) < size:
+        logger.warning("OOD pool %s has %d images, fewer than ood.pool_size=%d", source, len(pool), size)
+    pool_manifest_path(out_path).unlink(missing_ok=True)  # never leave a stale manifest beside a new pool
+    save_pool(out_path, pool)
+    write_pool_manifest(out_path, pool, params={
+        "source": ood_cfg.source, "path": ood_cfg.path, "pool_source": ood_cfg.pool_source,
+        "pool_size": ood_cfg.pool_size, "pool_seed": ood_cfg.pool_seed, "image_shape": [int(h), int(w), int(c)],
+    })
+    return pool

@@ -1,0 +1,69 @@
+"""The OOD selection outside memory, in one place: its file (``data/ood/selection.npz``, written by
+ood-sampling, read by pretrain), its checkpoint state (resume), and its metrics (budgets,
+cluster sizes, seconds per step, tailness diagnostics)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ltcl.io import save_npz
+from ltcl.sampling.select import OODSelection, tailness_diagnostics
+
+
+def save_selection(path, sel: OODSelection | None, extra_count: int = 0) -> None:
+    """Write ``sel`` (None: no OOD sampling, ``ood.strategy: none``) to ``path`` (.npz)."""
+    if sel is None:
+        save_npz(path, strategy=np.asarray("none"), pool_indices=np.empty(0, np.int64), extra_count=np.asarray(0))
+        return
+
+    def arr(v, dtype):
+        return np.asarray(v.cpu() if isinstance(v, torch.Tensor) else ([] if v is None else v), dtype=dtype)
+
+    save_npz(path, strategy=np.asarray(sel.strategy), pool_indices=arr(sel.pool_indices, np.int64),
+             cluster_of_each=arr(sel.cluster_of_each, np.int64), budgets=arr(sel.budgets, np.int64),
+             id_clusters=arr(sel.id_labels, np.int64), id_indices=arr(sel.id_indices, np.int64),
+             sample_tailness=arr(sel.sample_tailness, np.float32),
+             cluster_tailness=arr(sel.cluster_tailness, np.float32), extra_count=np.asarray(extra_count))
+
+
+def load_selection(path: str | Path) -> OODSelection:
+    """The selection :func:`save_selection` wrote: what pretrain needs to rebuild its OOD images
+    (strategy, pool indices, cluster of each, ID indices of the ``augment`` strategy)."""
+    f = np.load(path)
+    return OODSelection(str(f["strategy"]), f["pool_indices"], f["cluster_of_each"], None, None, None,
+                        None, None, {}, id_indices=f["id_indices"])
+
+
+def selection_state(sel: OODSelection) -> dict:
+    """An OOD selection as tensors (checkpoints load with weights_only=True: no numpy)."""
+    as_t = lambda a: None if a is None else torch.as_tensor(np.asarray(a, dtype=np.int64))  # noqa: E731
+    return {"strategy": str(sel.strategy), "pool_indices": as_t(sel.pool_indices),
+            "cluster_of_each": as_t(sel.cluster_of_each), "id_indices": as_t(sel.id_indices)}
+
+
+def selection_from_state(st: dict) -> OODSelection:
+    as_np = lambda t: None if t is None else t.numpy()  # noqa: E731
+    return OODSelection(st["strategy"], as_np(st["pool_indices"]), as_np(st["cluster_of_each"]), None, None, None,
+                        None, None, {}, id_indices=as_np(st["id_indices"]))
+
+
+def selection_metrics(sel: OODSelection, manifest: dict, y_id: np.ndarray) -> dict:
+    """Budgets, cluster sizes, seconds per step (paper 003 Table 15) and, since the long-tailed
+    split's labels exist, how well tailness tracks true rarity (the diagnostics a user cannot
+    get from the paper: Spearman correlation, share of the budget given to Few-class clusters)."""
+    out: dict = {"strategy": sel.strategy, "selected": int(len(sel.cluster_of_each)),
+                 "seconds": {k: round(float(v), 4) for k, v in sel.timings.items()}}
+    if sel.budgets is not None:
+        out["budgets"] = [int(b) for b in sel.budgets]
+        out["cluster_sizes"] = np.bincount(sel.id_labels, minlength=len(sel.budgets)).tolist()
+        out["cluster_tailness"] = [round(float(t), 5) for t in sel.cluster_tailness]
+        counts = np.asarray(manifest["lt_counts"])
+        few = [c for c, g in enumerate(manifest["groups"]) if g == "few"]
+        groups = manifest["groups"]
+        diag = tailness_diagnostics(sel.sample_tailness, y_id, counts, sel.id_labels, sel.budgets, few, groups)
+        diag["cluster_majority_group"] = [groups[c] if c >= 0 else "empty" for c in diag["cluster_majority_class"]]
+        out["diagnostics"] = diag
+    return out
