@@ -17,6 +17,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+# Idle OpenMP threads (torch's, scikit-learn's and faiss's runtimes, in this process and in the
+# stage processes, which inherit it) sleep instead of spinning.  With 2 cores shared with other
+# work, spinning threads of one runtime starve the others' and the suite runs 5-8x slower (the
+# t-SNE and training tests: 90 s instead of 13 s).  Read once, when a runtime loads: this
+# module is imported before any test module imports torch.  Results do not depend on it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 REPO = Path(__file__).resolve().parents[1]
 
 TINY = yaml.safe_load((REPO / "configs" / "tiny.yaml").read_text())  # shared with benchmarks/bench_pipeline.py
@@ -61,14 +68,30 @@ class Project:
             raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
         return proc
 
-    def stage(self, script: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        return self.run(sys.executable, f"stages/{script}", *args, check=check)
+    def stage(self, script: str, *args: str, check: bool = True,
+              in_process: bool = True) -> subprocess.CompletedProcess:
+        """Run ``stages/<script>``: by default in this process (:func:`stage_inproc`: no 10-30 s
+        interpreter start and torch import per stage); ``in_process=False`` for a fresh
+        ``python stages/<script>``, where the process boundary is what a test is about."""
+        if not in_process:
+            return self.run(sys.executable, f"stages/{script}", *args, check=check)
+        proc = stage_inproc(self, script, *args)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"stages/{script} {' '.join(args)} failed ({proc.returncode}):\n"
+                                 f"{proc.stdout}\n{proc.stderr}")
+        return proc
 
     def dvc(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return self.run(sys.executable, "-m", "dvc", *args, check=check)
 
     def path(self, rel: str) -> Path:
         return self.root / rel
+
+
+def tiny_params(params: dict | None = None) -> dict:
+    """The repository's params.yaml with the tiny overrides and then ``params`` applied."""
+    base = yaml.safe_load((REPO / "params.yaml").read_text())
+    return deep_update(deep_update(base, yaml.safe_load(yaml.safe_dump(TINY))), params or {})
 
 
 def make_project(tmp: Path, params: dict | None = None, git: bool = False) -> Project:
@@ -104,30 +127,43 @@ def refused(proc, *needles: str, absent: tuple[str, ...] = (), proj: Project | N
 
 def stage_inproc(proj: Project, script: str, *args: str) -> subprocess.CompletedProcess:
     """Run ``stages/<script>`` as ``__main__`` in this process, in the project directory; return
-    its exit code and stderr like ``proj.stage(..., check=False)``.  Global state a stage sets
-    (torch's deterministic mode and threads, the RNGs, argv, cwd) is restored afterwards."""
+    its exit code, stdout and stderr like ``proj.stage(..., in_process=False, check=False)``.
+    Log records of level WARNING and above go to its stderr, as the interpreter's last-resort
+    handler would print them in a fresh process.  Global state a stage sets (torch's
+    deterministic mode and threads, the RNGs, argv, cwd, the environment) is restored
+    afterwards."""
+    import logging
+
     import numpy as np
     import torch
 
     saved = (os.getcwd(), list(sys.argv), torch.are_deterministic_algorithms_enabled(),
              torch.is_deterministic_algorithms_warn_only_enabled(), torch.get_num_threads(),
              torch.backends.cudnn.benchmark, torch.get_rng_state(), np.random.get_state(), random.getstate(),
-             os.environ.get("CUBLAS_WORKSPACE_CONFIG"))
-    err, code = io.StringIO(), 0
+             dict(os.environ))
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    handler = logging.StreamHandler(err)
+    handler.setLevel(logging.WARNING)
+    root = logging.getLogger()
+    root.addHandler(handler)
     try:
+        os.environ["DVC_NO_ANALYTICS"] = "1"
         os.chdir(proj.root)
         sys.argv = [f"stages/{script}", *args]
-        with contextlib.redirect_stderr(err):
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
                 runpy.run_path(f"stages/{script}", run_name="__main__")
             except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else 1
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+                if not isinstance(exc.code, (int, type(None))):
+                    print(exc.code, file=sys.stderr)
             except Exception:  # a crash, as the interpreter would report it
                 import traceback
 
                 traceback.print_exc()
                 code = 1
     finally:
+        root.removeHandler(handler)
         os.chdir(saved[0])
         sys.argv = saved[1]
         torch.use_deterministic_algorithms(saved[2], warn_only=saved[3])
@@ -136,11 +172,10 @@ def stage_inproc(proj: Project, script: str, *args: str) -> subprocess.Completed
         torch.set_rng_state(saved[6])
         np.random.set_state(saved[7])
         random.setstate(saved[8])
-        if saved[9] is None:
-            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
-        else:
-            os.environ["CUBLAS_WORKSPACE_CONFIG"] = saved[9]
-    return subprocess.CompletedProcess([script, *args], code, "", err.getvalue())
+        for key in set(os.environ) - set(saved[9]):
+            del os.environ[key]
+        os.environ.update({k: v for k, v in saved[9].items() if os.environ.get(k) != v})
+    return subprocess.CompletedProcess([script, *args], code, out.getvalue(), err.getvalue())
 
 
 def fake_encoder(proj: Project, rel: str = "data/models/pretrain.pt", image_shape=None, **model) -> None:
@@ -156,27 +191,53 @@ def fake_encoder(proj: Project, rel: str = "data/models/pretrain.pt", image_shap
     save_encoder(proj.path(rel), build_from_spec(spec), spec)
 
 
+def copy_project(src: Project, dest: Path, params: dict | None = None) -> Project:
+    """A private copy of ``src`` (its stage outputs included) that a test may change.  With
+    ``params``, its params.yaml is replaced by the tiny params updated with ``params``, as
+    ``make_project(dest, params)`` writes it: the copied outputs then stand for the stages
+    that ``src`` ran, on inputs that do not depend on what ``params`` changes."""
+    shutil.copytree(src.root, dest, symlinks=True)
+    proj = Project(dest)
+    if params is not None:
+        proj.path("params.yaml").write_text(yaml.safe_dump(tiny_params(params), sort_keys=False))
+    return proj
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Project:
     return make_project(tmp_path)
 
 
 @pytest.fixture(scope="session")
-def kdup_project(tmp_path_factory) -> Project:
-    """The whole KDUP chain on tiny params: dataset, pool, warm-up + sampling, pre-training
-    with one re-sampling, distillation."""
-    proj = make_project(tmp_path_factory.mktemp("kdup"), {
-        "ood": {"strategy": "kdup"}, "pretrain": {"method": "psd", "epochs": 3}})
-    for script in ("make_lt_dataset.py", "ood_pool.py", "ood_sampling.py", "pretrain.py", "distill.py"):
-        proj.stage(script)
+def lt_project(tmp_path_factory) -> Project:
+    """make-lt-dataset and ood-pool on the tiny params (ood.strategy kdup), once per session:
+    what every tiny pipeline starts from (data/lt reads only ``data``, the pool only the pool
+    parameters ``ood.source/path/pool_source/pool_size/pool_seed``).  Read-only: copy it
+    (:func:`copy_project`) to run further stages."""
+    proj = make_project(tmp_path_factory.mktemp("lt"), {"ood": {"strategy": "kdup"}})
+    proj.stage("make_lt_dataset.py")
+    proj.stage("ood_pool.py")
     return proj
 
 
 @pytest.fixture(scope="session")
-def built_project(tmp_path_factory) -> Project:
-    """make-lt-dataset + pretrain run once on the tiny params, shared by read-only tests."""
-    proj = make_project(tmp_path_factory.mktemp("built"))
-    proj.stage("make_lt_dataset.py")
+def kdup_project(lt_project, tmp_path_factory) -> Project:
+    """The whole KDUP chain on tiny params: dataset, pool, warm-up + sampling, pre-training
+    with one re-sampling, distillation, and the linear probe of f and g."""
+    proj = copy_project(lt_project, tmp_path_factory.mktemp("kdup") / "p", {
+        "ood": {"strategy": "kdup"}, "pretrain": {"method": "psd", "epochs": 3}})
+    for script in ("ood_sampling.py", "pretrain.py", "distill.py"):
+        proj.stage(script)
+    for enc in ("pretrain", "distill"):
+        proj.stage("linear_probe.py", enc)
+    return proj
+
+
+@pytest.fixture(scope="session")
+def built_project(lt_project, tmp_path_factory) -> Project:
+    """make-lt-dataset + pretrain (simclr, ood.strategy none, a checkpoint every epoch) run
+    once on the tiny params, shared by read-only tests (copy it to change it)."""
+    proj = copy_project(lt_project, tmp_path_factory.mktemp("built") / "p", {"pretrain": {"checkpoint_every": 1}})
     proj.stage("ood_sampling.py")  # strategy none: no warm-up, empty selection
     proj.stage("pretrain.py")
     return proj

@@ -3,11 +3,10 @@ with one clear message (naming the file, key or value), exit code 2, no tracebac
 the stage's outputs written.  Also the safe loading of ``folder`` sources (symlinks leaving the
 root, non-regular and corrupt files, ``data.on_bad_image``).
 
-Stage tests run the real scripts in a copy of a tiny project (``conftest.make_project``):
-make-lt-dataset and ood-pool as subprocesses; the stages that import torch (ood-sampling,
-pretrain, distill, linear-probe) in this process through ``runpy`` (:func:`stage_inproc`),
-which runs the same ``run_stage`` path (message, exit code, removal of outputs) without a
-10-20 s interpreter start per case.  The few checks below the stage level (``domain_knn``,
+Stage tests run the real scripts in a copy of a tiny project (``conftest.make_project``), in
+this process through ``runpy`` (``Project.stage`` and :func:`stage_inproc`), which runs the
+same ``run_stage`` path (message, exit code, removal of outputs) without a 10-20 s
+interpreter start per case.  The few checks below the stage level (``domain_knn``,
 ``load_encoder``) are marked as such.
 """
 
@@ -26,7 +25,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import Project, fake_encoder, make_project, refused, stage_inproc
+from conftest import Project, copy_project, fake_encoder, make_project, refused, stage_inproc
 
 # --------------------------------------------------------------------------- helpers
 
@@ -34,19 +33,13 @@ from conftest import Project, fake_encoder, make_project, refused, stage_inproc
 MAKE_LT_OUTS = ("data/lt", "metrics/dataset.json", "metrics/class_counts.csv")
 
 
-@pytest.fixture(scope="module")
-def base(tmp_path_factory) -> Project:
-    """make-lt-dataset done once on the tiny KDUP params (copied by each test)."""
-    proj = make_project(tmp_path_factory.mktemp("bad_base"), {"ood": {"strategy": "kdup"}})
-    proj.stage("make_lt_dataset.py")
-    return proj
-
-
 @pytest.fixture
-def built(base, tmp_path) -> Project:
-    """A private copy of ``base`` that a test may change."""
-    shutil.copytree(base.root, tmp_path / "p", symlinks=True)
-    return Project(tmp_path / "p")
+def built(lt_project, tmp_path) -> Project:
+    """A private copy, that a test may change, of make-lt-dataset done once on the tiny KDUP
+    params (conftest's ``lt_project``, without its ood-pool outputs: no pool here)."""
+    proj = copy_project(lt_project, tmp_path / "p")
+    shutil.rmtree(proj.path("data/ood"))
+    return proj
 
 
 def idx_bytes(arr: np.ndarray) -> bytes:

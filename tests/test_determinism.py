@@ -1,11 +1,17 @@
 """Issue 7, "Determinism": the same params and seeds give identical metrics on CPU.  The tiny
 KDUP pipeline (make-lt-dataset, ood-pool, ood-sampling with strategy kdup, pretrain with psd,
-distill, linear-probe of f and g) runs in two separate projects, each stage in its own process;
-the probe and kNN accuracies, the OOD selection and the weights must be identical."""
+distill, linear-probe of f and g) runs twice: once in the pytest process (the shared
+``kdup_project``, built by conftest after whatever ran before it) and once in a fresh Python
+process, in a second project; the probe and kNN accuracies, the OOD selection and the weights
+must be identical.  (The fresh process runs its stages one after the other through
+``conftest.stage_inproc``, which restores the global state each stage sets, so the comparison
+also checks that nothing leaks from one in-process stage run to the next.)"""
 
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,15 +29,27 @@ def accuracies(proj) -> dict:
     return out
 
 
+# The second run: every stage of PIPELINE, then the probe of f and g, in one fresh process.
+SECOND_RUN = """
+import sys
+from pathlib import Path
+
+sys.path.insert(0, sys.argv[1])
+from conftest import Project
+
+p = Project(Path.cwd())
+for script in sys.argv[2:]:
+    p.stage(script)
+for enc in ("pretrain", "distill"):
+    p.stage("linear_probe.py", enc)
+"""
+
+
 def test_same_params_same_metrics(kdup_project, tmp_path):
-    a = kdup_project  # built by conftest (shared with test_kdup_stages)
+    a = kdup_project  # built (and probed) in this process by conftest, shared with test_kdup_stages
     b = make_project(tmp_path)
     b.write_params_text(a.path("params.yaml").read_text())
-    for script in PIPELINE:
-        b.stage(script)
-    for proj in (a, b):
-        for enc in ("pretrain", "distill"):
-            proj.stage("linear_probe.py", enc)
+    b.run(sys.executable, "-c", SECOND_RUN, str(Path(__file__).parent), *PIPELINE)
 
     acc_a, acc_b = accuracies(a), accuracies(b)
     assert acc_a == acc_b

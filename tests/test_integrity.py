@@ -13,25 +13,18 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import Project, fake_encoder, make_project, refused, stage_inproc
+from conftest import Project, copy_project, fake_encoder, refused, stage_inproc
 
 
 def sha256(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@pytest.fixture(scope="module")
-def base(tmp_path_factory) -> Project:
-    proj = make_project(tmp_path_factory.mktemp("integrity"), {"ood": {"strategy": "kdup"}})
-    proj.stage("make_lt_dataset.py")
-    proj.stage("ood_pool.py")
-    return proj
-
-
 @pytest.fixture
-def proj(base, tmp_path) -> Project:
-    shutil.copytree(base.root, tmp_path / "p")
-    return Project(tmp_path / "p")
+def proj(lt_project, tmp_path) -> Project:
+    """A private copy of conftest's ``lt_project``: make-lt-dataset and ood-pool done on the tiny
+    params with ood.strategy kdup."""
+    return copy_project(lt_project, tmp_path / "p")
 
 
 def test_stages_record_hashes(kdup_project):

@@ -13,7 +13,7 @@ import time
 import pytest
 import torch
 
-from conftest import make_project, stage_env
+from conftest import copy_project, stage_env
 
 
 def _weights(path):
@@ -31,11 +31,11 @@ def _ckpt_epoch(path) -> int:
     {"ood": {"strategy": "kdup", "interval": 2}, "pretrain": {"method": "psd"}},
     {"ood": {"strategy": "none"}, "pretrain": {"method": "gloco+proco"}},
 ])
-def test_sigkill_then_resume_matches_uninterrupted(tmp_path, variant):
-    proj = make_project(tmp_path, {**variant, "pretrain": {**variant["pretrain"], "epochs": 9, "checkpoint_every": 1},
-                                   "runtime": {"threads": 1}})
-    for s in ("make_lt_dataset.py", "ood_pool.py", "ood_sampling.py"):
-        proj.stage(s)
+def test_sigkill_then_resume_matches_uninterrupted(lt_project, tmp_path, variant):
+    """The reference run and the resumed run in this process, the killed run in its own."""
+    proj = copy_project(lt_project, tmp_path / "p", {
+        **variant, "pretrain": {**variant["pretrain"], "epochs": 9, "checkpoint_every": 1}, "runtime": {"threads": 1}})
+    proj.stage("ood_sampling.py")  # make-lt-dataset and ood-pool: done in lt_project
     proj.stage("pretrain.py")
     reference = _weights(proj.path("data/models/pretrain.pt"))
     ck = proj.path("data/checkpoints/pretrain.pt")
@@ -62,10 +62,10 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path, variant):
         assert torch.equal(reference[k], resumed[k]), k
 
 
-def test_checkpoint_of_other_params_is_ignored(tmp_path):
-    proj = make_project(tmp_path, {"pretrain": {"epochs": 2, "checkpoint_every": 1}})
-    for s in ("make_lt_dataset.py", "ood_sampling.py", "pretrain.py"):
-        proj.stage(s)
+def test_checkpoint_of_other_params_is_ignored(built_project, tmp_path):
+    # built_project: make-lt-dataset, ood-sampling, pretrain with epochs 2, checkpoint_every 1
+    proj = copy_project(built_project, tmp_path / "p")
+    assert proj.params()["pretrain"]["epochs"] == 2 and proj.params()["pretrain"]["checkpoint_every"] == 1
     proj.set_params({"pretrain": {"lr": 0.1}})
     out = proj.stage("pretrain.py")
     assert "made with other params or inputs; starting from scratch" in out.stderr
@@ -75,15 +75,15 @@ def test_checkpoint_of_other_params_is_ignored(tmp_path):
     assert proj.path("data/checkpoints/distill.pt").exists()
 
 
-def test_rerun_after_the_last_checkpoint_rewrites_outputs_and_curves(tmp_path):
+def test_rerun_after_the_last_checkpoint_rewrites_outputs_and_curves(built_project, tmp_path):
     """DVC removes a stage's outputs (model, curves) before rerunning it; a checkpoint that is
     already at the last epoch resumes without training and still writes the same weights and
     every epoch's curve."""
     import shutil
 
-    proj = make_project(tmp_path, {"pretrain": {"epochs": 2, "checkpoint_every": 1}})
-    for s in ("make_lt_dataset.py", "ood_sampling.py", "pretrain.py"):
-        proj.stage(s)
+    # built_project: make-lt-dataset, ood-sampling, pretrain with epochs 2, checkpoint_every 1
+    proj = copy_project(built_project, tmp_path / "p")
+    assert proj.params()["pretrain"]["epochs"] == 2 and proj.params()["pretrain"]["checkpoint_every"] == 1
     reference = _weights(proj.path("data/models/pretrain.pt"))
     shutil.rmtree(proj.path("dvclive/pretrain"))
     proj.path("data/models/pretrain.pt").unlink()

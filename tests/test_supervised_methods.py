@@ -141,15 +141,18 @@ def test_gml_trainable_temperature_moves_and_excludes_own_sample():
     assert mask.tolist() == [[False, True, True], [True, True, True]]
 
 
-def test_gml_pipeline_stages_report_classifier_accuracy(tmp_path):
+def test_gml_pipeline_stages_report_classifier_accuracy(lt_project, tmp_path):
     """pretrain.method=gml trains the teacher (f), distill.method auto trains the GML student (g);
     both metrics files carry their classifier's Many/Med/Few/STD/All, the report marks the rows."""
     import json
 
-    from conftest import make_project
+    from conftest import copy_project
 
-    proj = make_project(tmp_path, {"pretrain": {"method": "gml"}, "distill": {"method": "auto", "epochs": 2, "gml_k": 64}})
-    for script in ("make_lt_dataset.py", "ood_sampling.py", "pretrain.py", "distill.py"):
+    # make-lt-dataset from the shared project; a 10-sample t-SNE (cluster stage): nothing below
+    # depends on its size
+    proj = copy_project(lt_project, tmp_path / "p", {"pretrain": {"method": "gml"}, "distill": {"method": "auto", "epochs": 2, "gml_k": 64},
+                                                     "cluster": {"tsne_samples": 10}})
+    for script in ("ood_sampling.py", "pretrain.py", "distill.py"):
         proj.stage(script)
     pre = json.loads(proj.path("metrics/pretrain.json").read_text())
     dis = json.loads(proj.path("metrics/distill.json").read_text())

@@ -36,8 +36,8 @@ from ltcl.train.session import (
 
 
 def run(params, lt_dir: str | Path, ckpt_path: str | Path, metrics_path: str | Path,
-                       live_dir: str | Path | None, ood_dir: str | Path | None = None,
-                       resume_path: str | Path | None = None) -> dict:
+        live_dir: str | Path | None, ood_dir: str | Path | None = None,
+        resume_path: str | Path | None = None) -> dict:
     """Pre-train f with ``params.pretrain.method``; with an OOD strategy, continue from the
     warm-up of the ood-sampling stage, train on ID + selected images and re-sample every
     ``ood.interval`` epochs (paper 003 Sec. 3.1).
