@@ -1,8 +1,8 @@
 """Temperature-based remedies for long-tailed contrastive learning.
 
 * ``ts``   (Kukleva et al. 2023, baseline of paper 000): SimCLR with a cosine temperature
-           schedule tau(e) = tau_min + (tau_max - tau_min)(1 + cos(2 pi e / T)) / 2, e counted in
-           fractional epochs; T = ``pretrain.ts_period`` is one full oscillation (the TS code's
+           schedule tau(e) = tau_min + (tau_max - tau_min)(1 + cos(2 pi e / T)) / 2, e the current
+           epoch (tau is constant within an epoch); T = ``pretrain.ts_period`` is one full oscillation (the TS code's
            ``cos(pi e / t_max)`` has T = 2 t_max).
 * ``tase`` (paper 000, Eq. 6, Algorithm 1): SimCLR warm-up for B epochs, then k-means
            pseudo-labels (faiss, K = number of classes unless ``tase_clusters``) on the
