@@ -14,6 +14,10 @@ refinement, no global kNN).
 The embeddings are a Gaussian mixture (ID: 10 components with CIFAR-10-LT's counts 5000 ...
 50, summing to 12,406; pool: 50 components, ten of them the ID ones), so k-means is meaningful.
 
+Also timed: ``select_nearest`` alone (the sampling step: for each cluster the pool images nearest
+its centroid, none taken twice) on 300,000 x 128 random unit vectors, budget 10,000, with 10 and
+100 clusters (moved here from tests/test_sampling.py, where it was a timing without a limit).
+
 Also timed: the encoder forward over the pool (``ltcl.sampling.refresh.embed_images``, CIFAR
 ResNet-18, channels_last) on a subset, extrapolated linearly to 300,000 images and set beside
 paper 003 Table 14's 9.65 s per update on GPUs.
@@ -28,7 +32,8 @@ import torch
 from sklearn.cluster import KMeans
 
 from ltcl.params import OODParams
-from ltcl.sampling.select import sample_ood
+from ltcl.sampling.budget import allocate_budget
+from ltcl.sampling.select import sample_ood, select_nearest
 
 try:
     from _util import cprofile_top
@@ -152,6 +157,25 @@ def measure_update(id_emb: np.ndarray, pool_emb: np.ndarray, repeats: int = 2, b
     return out
 
 
+def measure_select_nearest(n_pool: int = 300_000, d: int = 128, budget: int = 10_000,
+                           clusters=(10, 100), seed: int = 11) -> dict:
+    """Seconds of ``select_nearest`` over ``n_pool`` random L2-normalised float32 vectors for each
+    number of clusters (centroids drawn from the pool, Eq. 7 budgets of random tailness)."""
+    rng = np.random.default_rng(seed)
+    pool = rng.standard_normal((n_pool, d), dtype=np.float32)
+    pool /= np.linalg.norm(pool, axis=1, keepdims=True)
+    out = {"n_pool": n_pool, "dim": d, "budget": budget, "seconds": {}}
+    for n_clusters in clusters:
+        centroids = pool[rng.choice(n_pool, n_clusters, replace=False)]
+        budgets = allocate_budget(rng.standard_normal(n_clusters), budget, 1.0)
+        t0 = time.perf_counter()
+        idx, _ = select_nearest(pool, centroids, budgets)
+        out["seconds"][str(n_clusters)] = time.perf_counter() - t0
+        if len(np.unique(idx)) != budget:
+            raise AssertionError(f"select_nearest returned {len(np.unique(idx))} distinct images, not {budget}")
+    return out
+
+
 def measure_embedding(n_images: int, n_full: int = 300_000, amp: bool = False, batch_size: int = 1024,
                       backbone: str = "resnet18", seed: int = 0) -> dict:
     """Seconds of ``embed_images`` (ResNet-18, channels_last, bf16 autocast when ``amp``) over
@@ -184,6 +208,7 @@ def run(n_pool: int = 300_000, repeats: int = 2, embed_fp32: int = 256, embed_bf
     out = {"target_seconds": TARGET_SECONDS, "target_ratio": TARGET_RATIO}
     out.update(measure_update(id_emb, pool_emb, repeats=repeats, profile=profile))
     del pool_emb
+    out["select_nearest"] = measure_select_nearest(n_pool=n_pool)
     emb = {}
     if embed_fp32:
         emb["fp32"] = measure_embedding(embed_fp32, n_pool + n_id, amp=False, batch_size=embed_fp32)

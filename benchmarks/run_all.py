@@ -80,6 +80,11 @@ def table_rows(res: dict) -> list[tuple[str, str, str, str, str]]:
         rows.append(("3 kdup update vs COLT-style reference (sklearn, loops, argsort)",
                      f"{b['ours_s']:.2f} vs {b['reference_s']:.2f} s", f"{b['ratio']:.2f}x",
                      f">= {b['target_ratio']:g}x", status(b["pass_ratio"])))
+        sn = b.get("select_nearest")
+        if sn:
+            rows.append((f"3 select_nearest alone, {sn['n_pool']:,} x {sn['dim']} pool, budget {sn['budget']:,}",
+                         ", ".join(f"{s:.2f} s ({k} clusters)" for k, s in sn["seconds"].items()), "", "time recorded",
+                         "INFO"))
         for k, e in b.get("embedding", {}).items():
             rows.append((f"3 update incl. ResNet-18 {k} forward over {e['extrapolated_to']:,} images (extrapolated "
                          f"from {e['n_images']:,})", f"{b['with_embedding_s'][k]:,.0f} s", "",

@@ -57,6 +57,8 @@ def test_sampling_ours_and_reference_select_the_budget():
     r = bench_sampling.measure_update(id_emb, pool, repeats=1, budget=100, clusters=3, knn_k=5, profile=True)
     assert r["selected"] == r["reference_selected"] == 100 and r["ratio"] > 0
     assert sum(r["budgets"]) == sum(r["reference_budgets"]) == 100
+    s = bench_sampling.measure_select_nearest(n_pool=500, d=8, budget=50, clusters=(2, 5))
+    assert set(s["seconds"]) == {"2", "5"}
     e = bench_sampling.measure_embedding(8, n_full=80, batch_size=4, backbone="resnet8")
     assert e["extrapolated_s"] == pytest.approx(10 * e["seconds"])
 

@@ -1,10 +1,12 @@
 """The DVC contract: a full `dvc repro` of the KDUP chain on tiny params, a no-op second repro,
-code edits that invalidate exactly the stages that run the code, and a probe parameter experiment
-that reruns only linear-probe and report."""
+code edits that invalidate exactly the stages that run the code, a probe parameter experiment
+that reruns only linear-probe and report, and ``ltcl compare``'s table from the real
+``dvc exp show --json`` of the experiments."""
 
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -53,6 +55,7 @@ def test_repro_then_noop_then_probe_experiment(dvc_project):
 
     before = json.loads(p.path("metrics/probe/pretrain.json").read_text())
     exp = p.dvc("exp", "run", "-S", "probe.lr=0.05", "-S", "probe.feature_norm=l2")
+    ran = {exp_name(exp): snapshot(p)}  # each experiment's own metrics files, read from the workspace it left
     assert ran_stages(exp) == {"linear-probe@pretrain", "linear-probe@distill", "report"}
     after = json.loads(p.path("metrics/probe/pretrain.json").read_text())
     assert after != before
@@ -64,11 +67,71 @@ def test_repro_then_noop_then_probe_experiment(dvc_project):
     # a distillation ablation (Table 6) reruns distill and what evaluates g, never f's stages
     exp = p.dvc("exp", "run", "-S", "distill.guided_weighting=false")
     assert ran_stages(exp) == {"distill", "linear-probe@distill", "cluster@distill", "report"}
+    ran[exp_name(exp)] = snapshot(p)
 
     # a PSD-only key (paper 003 Table 8's alpha) reruns pre-training, never the SimCLR warm-up
     exp = p.dvc("exp", "run", "-S", "pretrain.alpha=0.5")
     assert ran_stages(exp) == {"pretrain", "distill", "linear-probe@pretrain", "linear-probe@distill",
                                "cluster@pretrain", "cluster@distill", "report"}
+    ran[exp_name(exp)] = snapshot(p)
+    check_compare_on_exp_show(p, ran)
+
+
+COMPARED = ("probe/pretrain", "probe/distill", "cluster/pretrain", "cluster/distill", "ood", "pretrain", "distill")
+VARIED = ("probe.lr", "probe.feature_norm", "distill.guided_weighting", "pretrain.alpha")  # set by the experiments
+
+
+def exp_name(proc) -> str:
+    (name,) = re.findall(r"Ran experiment\(s\): (\S+)", proc.stdout)
+    return name
+
+
+def snapshot(p) -> dict:
+    """The metrics files ltcl compare reads and the varied params, as this experiment left them."""
+    metrics = {k: json.loads(p.path(f"metrics/{k}.json").read_text()) for k in COMPARED}
+    params = p.params()
+    return {"metrics": metrics, "params": {k: params[k.split(".")[0]][k.split(".")[1]] for k in VARIED}}
+
+
+def scalars(d: dict) -> dict:
+    """``d`` without its lists and null values, as ``dvc exp show`` reports a metrics file."""
+    return {k: scalars(v) if isinstance(v, dict) else v for k, v in d.items() if v is not None and not isinstance(v, list)}
+
+
+def check_compare_on_exp_show(p, ran: dict) -> None:
+    """``ltcl compare``'s table from the real ``dvc exp show --json`` of the three experiments: one
+    f and one g line per experiment, named as paper 003 names KDUP, each column the number of that
+    experiment's own metrics files (its probe, kNN, clusters and training time), one run each."""
+    from ltcl.compare.experiments import from_exp_show
+    from ltcl.compare.table import COLUMNS, build_lines
+
+    exps = from_exp_show(json.loads(p.dvc("exp", "show", "--json").stdout))
+    assert sorted(e.name for e in exps) == sorted(ran)
+    for e in exps:
+        for k in COMPARED:  # (dvc exp show leaves out lists and null values)
+            assert e.metrics[k] == scalars(ran[e.name]["metrics"][k]), (e.name, k)
+    # every experiment starts from the workspace the one before left: probe.lr and feature_norm stay
+    # set, so what varies between the rows is the distillation weighting and alpha
+    assert all(s["params"]["probe.lr"] == 0.05 and s["params"]["probe.feature_norm"] == "l2" for s in ran.values())
+    lines, keys = build_lines(exps, "full")
+    assert sorted(keys) == ["distill.guided_weighting", "pretrain.alpha"]
+    assert len(lines) == 6 and {l.label for l in lines} == {"SimCLR + KDUP (f)", "SimCLR + KDUP (g)"}
+    for line in lines:
+        (row,) = line.runs
+        enc = "pretrain" if line.label.endswith("(f)") else "distill"
+        assert row.encoder == enc
+        snap = ran[row.experiment.name]
+        assert line.params == {k: snap["params"][k] for k in keys}
+        m = snap["metrics"]
+        probe, cl = m[f"probe/{enc}"], m[f"cluster/{enc}"]
+        minutes = (m["ood"]["warmup"]["seconds"] + m["pretrain"]["seconds"]
+                   + (m["distill"]["seconds"] if enc == "distill" else 0.0)) / 60
+        want = {**{k: probe["full"][k] for k in ("many", "medium", "few", "std", "all")},
+                "knn1": probe["knn"]["k1"], "knn10": probe["knn"]["k10"], "chi": cl["chi"], "dbi": cl["dbi"],
+                "minutes": minutes}
+        assert set(want) == {k for k, _, _ in COLUMNS}
+        assert line.mean == pytest.approx(want, rel=1e-12) and set(line.std.values()) == {0.0}
+        assert set(line.n.values()) == {1}
 
 
 def ran_stages(proc) -> set[str]:

@@ -130,7 +130,15 @@ def test_tase_pseudo_labels_after_warmup():
     assert m.sizes.shape == (40,) and int(np.bincount(m.pseudo, minlength=k).sum()) == 40
     assert torch.equal(m.sizes, torch.as_tensor(np.bincount(m.pseudo)[m.pseudo], dtype=torch.float32))
     out = m.training_step(torch.arange(16))
-    assert np.isfinite(float(out.loss.detach())) and params.pretrain.tau_min <= out.parts["tau_mean"] <= params.pretrain.tau_max
+    # epoch B = tase_warmup: the progressive factor is 0, every sample still has SimCLR's temperature
+    assert np.isfinite(float(out.loss.detach())) and out.parts["tau_mean"] == pytest.approx(params.pretrain.temperature)
+    # epoch S = tase_full: tau_i = tau_min + (tau_max - tau_min) (n_i - n_min) / (n_max - n_min) of the
+    # pseudo-class sizes n (Sec. 3.3, linear mapping), averaged over the batch
+    m.on_epoch_start(2)
+    n = m.sizes.double()
+    cfg = params.pretrain
+    tau = cfg.tau_min + (cfg.tau_max - cfg.tau_min) * (n - n.min()) / (n.max() - n.min())
+    assert m.training_step(torch.arange(16)).parts["tau_mean"] == pytest.approx(float(tau[:16].mean()), rel=1e-6)
 
 
 @pytest.mark.parametrize("method", ["simclr", "sdclr"])

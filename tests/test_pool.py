@@ -133,9 +133,21 @@ def test_folder_pool_recursive_and_safe(tmp_path):
 
 
 def test_source_pool_drops_labels():
+    """source:<name>: ``size`` of the source's train images without their labels: one uint8 image
+    array (no (x, y) pair, no label channel), every pool image one of the train images (gray
+    replicated to 3 channels), drawn without replacement."""
+    from collections import Counter
+
+    from ltcl.data.sources import load_source
+
     x = build_pool("source:digits", size=50, image_size=16, channels=3, seed=0)
-    assert x.shape == (50, 16, 16, 3)
-    np.testing.assert_array_equal(x[..., 0], x[..., 2])
+    assert type(x) is np.ndarray and x.shape == (50, 16, 16, 3) and x.dtype == np.uint8
+    np.testing.assert_array_equal(x, np.repeat(x[..., :1], 3, axis=-1))
+    train = load_source("digits", image_size=16).x_train
+    assert train.shape[1:] == (16, 16, 1)
+    available = Counter(im.tobytes() for im in train)
+    taken = Counter(im[..., :1].tobytes() for im in x)
+    assert all(n <= available[key] for key, n in taken.items())  # train images, none taken twice
 
 
 def test_bad_arguments():

@@ -6,7 +6,6 @@ Every formula is checked against a direct loop implementation written from the p
 from __future__ import annotations
 
 import math
-import time
 
 import faiss
 import numpy as np
@@ -456,21 +455,6 @@ def test_select_nearest_errors():
     assert idx.size == 0 and cl.size == 0
 
 
-def test_select_nearest_timing_300k(capsys):
-    rng = np.random.default_rng(11)
-    pool = rng.standard_normal((300_000, 128), dtype=np.float32)
-    pool /= np.linalg.norm(pool, axis=1, keepdims=True)
-    for n_clusters in (10, 100):
-        centroids = pool[rng.choice(len(pool), n_clusters, replace=False)]
-        budgets = allocate_budget(rng.standard_normal(n_clusters), 10_000, 1.0)
-        start = time.perf_counter()
-        idx, _ = select_nearest(pool, centroids, budgets)
-        elapsed = time.perf_counter() - start
-        assert len(np.unique(idx)) == 10_000
-        with capsys.disabled():
-            print(f"\n[timing] select_nearest 300000x128, {n_clusters} clusters, budget 10000: {elapsed:.3f} s (1 thread)")
-
-
 def test_select_random_and_augment():
     idx = select_random(100, 30, seed=1)
     assert idx.dtype == np.int64 and len(set(idx.tolist())) == 30 and idx.max() < 100
@@ -495,7 +479,7 @@ def _small_problem(seed=0):
 
 @pytest.mark.parametrize("strategy", ["kdup", "colt", "random", "augment", "none"])
 def test_sample_ood_each_strategy(strategy):
-    id_emb, y, pool = _small_problem()
+    id_emb, _, pool = _small_problem()
     cfg = OODParams(strategy=strategy, clusters=4, knn_k=5, budget=120, colt_topk=5, cluster_max_iter=20)
     sel, state = sample_ood(torch.from_numpy(id_emb), pool, cfg, colt_batch_size=64)
     assert isinstance(sel, OODSelection) and set(sel.timings) == {"clustering", "tailness", "budget", "sampling"}
@@ -515,11 +499,9 @@ def test_sample_ood_each_strategy(strategy):
     if strategy == "augment":
         assert sel.pool_indices.size == 0 and len(sel.id_indices) == 120
     # second update: momentum combines the previous state with the new raw scores
-    sel2, state2 = sample_ood(id_emb, pool, cfg, prev_tailness=state, round_index=1, colt_batch_size=64)
+    _, state2 = sample_ood(id_emb, pool, cfg, prev_tailness=state, round_index=1, colt_batch_size=64)
     if strategy in ("kdup", "augment"):
         np.testing.assert_allclose(state2.numpy(), (0.9 * state + 0.1 * tailness_scores(id_emb, 5)).numpy(), rtol=1e-5)
-    diag = tailness_diagnostics(state2, y, np.bincount(y), sel2.id_labels, sel2.budgets, few_classes=[3])
-    assert -1.0 <= diag["spearman_rarity"] <= 1.0 and 0.0 <= diag["few_budget_share"] <= 1.0
 
 
 def test_sample_ood_errors():

@@ -158,9 +158,18 @@ def test_gml_pipeline_stages_report_classifier_accuracy(lt_project, tmp_path):
     dis = json.loads(proj.path("metrics/distill.json").read_text())
     assert pre["supervised"] and pre["method"] == "gml"
     assert dis["method"] == "gml" and dis["supervised"] and dis["tau_g"] == pytest.approx(0.1)
+    from ltcl.data.splits import load_manifest, load_split
+
+    groups = load_manifest(proj.path("data/lt"))["groups"]
+    n_test = np.bincount(load_split(proj.path("data/lt"), "test")[1], minlength=len(groups))
+    assert len(set(n_test)) == 1  # a class-balanced test split: All is the mean over the classes
     for m in (pre, dis):
         c = m["classifier"]
-        assert set(c) == {"many", "medium", "few", "std", "all"} and 0 <= c["all"] <= 100
+        assert set(c) == {"many", "medium", "few", "std", "all"}
+        # (the classifier report is rounded to 4 decimals)
+        assert c["std"] == pytest.approx(np.std([c["many"], c["medium"], c["few"]]), abs=3e-4)
+        assert c["all"] == pytest.approx(sum(c[g] * groups.count(g) for g in ("many", "medium", "few")) / len(groups),
+                                         abs=3e-4)
     proj.stage("linear_probe.py", "distill")
     proj.stage("cluster.py", "distill")
     proj.stage("linear_probe.py", "pretrain")
