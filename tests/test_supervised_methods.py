@@ -177,3 +177,32 @@ def test_gml_pipeline_stages_report_classifier_accuracy(lt_project, tmp_path):
     proj.stage("report.py")
     md = proj.path("report/report.md").read_text()
     assert "supervised" in md.lower() and "classifier" in md.lower()
+
+
+def test_classifier_report_scores_the_test_split_by_long_tailed_groups(lt_project):
+    """A method's own classifier (GML teacher / student) is scored like the probe: on the test split,
+    per Many/Medium/Few group of the long-tailed counts.  The stand-in classifier is right exactly on
+    the Many classes, so the expected report is known without the code under test: Many 100, Medium
+    and Few 0, All = the Many classes' share of the test images."""
+    from ltcl.data.splits import load_manifest, load_split
+    from ltcl.eval.classifier import classifier_report
+
+    lt = lt_project.path("data/lt")
+    manifest = load_manifest(lt)
+    x_test, y_test = load_split(lt, "test")
+    label_of = {img.tobytes(): int(c) for img, c in zip(x_test, y_test)}
+    groups = np.asarray(manifest["groups"])
+    many = set(np.flatnonzero(groups == "many").tolist())
+    n_classes = len(manifest["class_names"])
+    assert many and (groups != "many").any()
+
+    class RightOnMany:
+        def predict(self, x):  # a KeyError here: not the test split's images
+            true = np.array([label_of[img.tobytes()] for img in x])
+            return np.where(np.isin(true, list(many)), true, (true + 1) % n_classes)
+
+    rep = classifier_report(RightOnMany(), lt, manifest, manifest["group_rule"])
+    share = 100.0 * np.isin(y_test, list(many)).mean()
+    assert rep["many"] == 100.0 and rep["medium"] == 0.0 and rep["few"] == 0.0
+    assert rep["all"] == pytest.approx(round(share, 4))
+    assert rep["std"] == pytest.approx(round(float(np.std([100.0, 0.0, 0.0])), 4))
