@@ -11,7 +11,7 @@ from ltcl.pipeline import ood_pool
 from ltcl.stage import run_stage
 
 OUT = "data/ood/pool.npy"
-MANIFEST = "data/ood/pool.json"  # written by build_and_save_pool beside the pool
+MANIFEST = "data/ood/pool.json"  # written by ltcl.pipeline.ood_pool.run beside the pool
 
 
 def main() -> None:
