@@ -156,13 +156,13 @@ def differences(repo: Path) -> list[str]:
             out.append(f"{stage}: missing dep {d}")
         for d in sorted(set(have) - set(want)):
             out.append(f"{stage}: dep {d} is not code the stage runs")
-    for d, files in method_links(repo).items():
+    links = method_links(repo)
+    for d, files in links.items():
         have = sorted(_link_targets(repo / d))
         if have != files:
             out.append(f"{d}: links {have}, the method's code is {files}")
-    known = set(method_links(repo))
     for sub in sorted((repo / "deps").glob("*.method/*")):
-        if rel(repo, sub) not in known:
+        if rel(repo, sub) not in links:
             out.append(f"{rel(repo, sub)}: no such method in ltcl.registry")
     return out
 
@@ -189,7 +189,8 @@ def write(repo: Path) -> list[str]:
             deps.extend(new)
     with open(repo / "dvc.yaml", "w") as fh:
         y.dump(doc, fh)
-    for d, files in method_links(repo).items():
+    links = method_links(repo)
+    for d, files in links.items():
         path = repo / d
         shutil.rmtree(path, ignore_errors=True)
         path.mkdir(parents=True)
@@ -197,7 +198,7 @@ def write(repo: Path) -> list[str]:
             name = f.removeprefix("src/").removesuffix(".py").replace("/", ".") + ".py"
             os.symlink(os.path.relpath(repo / f, path), path / name)
     for sub in (repo / "deps").glob("*.method/*"):
-        if rel(repo, sub) not in method_links(repo):
+        if rel(repo, sub) not in links:
             shutil.rmtree(sub)
     return changes
 
