@@ -2,7 +2,7 @@
 GPUs and gloo on CPU.
 
 A stage runs distributed when it was started by ``torchrun`` (``WORLD_SIZE`` > 1 in the
-environment) or, through ``ltcl.stage.maybe_torchrun``, when ``runtime.nproc`` > 1 (the stage script
+environment) or, through ``ltcl.launch.maybe_torchrun``, when ``runtime.nproc`` > 1 (the stage script
 then re-launches itself under ``python -m torch.distributed.run``, so ``dvc repro`` just works).
 
 How a step works with R processes (ranks) and a global batch of B images:

@@ -45,11 +45,10 @@ def new_encoder(model_cfg, x_train: np.ndarray, runtime: Runtime) -> tuple[Encod
 class LiveLogger:
     """Per-epoch curves with dvclive (``dvc plots`` and the report read them)."""
 
-    def __init__(self, directory: str | Path, prefix: str = ""):
+    def __init__(self, directory: str | Path):
         from dvclive import Live
 
         self.live = Live(dir=str(directory), save_dvc_exp=False, dvcyaml=None, report=None)
-        self.prefix = prefix
 
     def __call__(self, log: EpochLog) -> None:
         self.live.log_metric("loss", log.loss)
