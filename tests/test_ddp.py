@@ -32,25 +32,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch import nn
+
+from fixed_augment import FixedAugment
 
 N, GLOBAL_BATCH, WORLD = 8, 8, 2
 ATOL = 1e-5
-
-
-class FixedAugment(nn.Module):
-    """Deterministic stand-in for SimCLRAugment: normalise; every second call mirrors."""
-
-    def __init__(self):
-        super().__init__()
-        self.register_buffer("mean", torch.full((1, 1, 1, 1), 0.5))
-        self.register_buffer("std", torch.full((1, 1, 1, 1), 0.25))
-        self.calls = 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        v = (x.permute(0, 3, 1, 2).float() / 255.0 - self.mean) / self.std
-        return v.flip(-1) if self.calls % 2 == 0 else v
 
 
 class RecordingSGD(torch.optim.SGD):

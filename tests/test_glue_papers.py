@@ -1,9 +1,8 @@
 """Glue of papers 000-002 and the TS baseline: one real ``training_step`` (and ``on_epoch_start``
 where the method refreshes state) on a tiny labelled set, with the loss recomputed independently.
 
-Each test records what the step really used: the uint8 images handed to the augmentation (a
-deterministic stand-in that normalises and mirrors every second call, like test_ddp's
-FixedAugment, and remembers its inputs) and the encoder's outputs (forward hooks).  From those
+Each test records what the step really used: the uint8 images handed to the augmentation (the
+deterministic stand-in of tests/fixed_augment.py, shared with test_ddp, which remembers its inputs) and the encoder's outputs (forward hooks).  From those
 captured embeddings the expected loss is rebuilt with the verified pure functions of
 ``ltcl.losses`` (or a direct formula of the paper's equation) and the *configured* values
 (temperatures and their schedules, pseudo-label sizes, class counts, alpha/beta/gamma), never by
@@ -23,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fixed_augment import FixedAugment
 from ltcl.losses.contrastive import nt_xent
 from ltcl.losses.gloco import gloco_simclr_loss
 from ltcl.losses.gml import gml_loss, gml_queue_lengths
@@ -38,25 +38,9 @@ COUNTS = [16, 8, 4, 2]  # long-tailed toy set: 30 labelled images, 4 classes
 TOL = dict(rtol=1e-6, atol=1e-6)
 
 
-class RecordingAugment(nn.Module):
-    """Deterministic augmentation (normalise; every second call mirrors) that keeps its inputs."""
-
-    def __init__(self):
-        super().__init__()
-        self.register_buffer("mean", torch.full((1, 1, 1, 1), 0.5))
-        self.register_buffer("std", torch.full((1, 1, 1, 1), 0.25))
-        self.calls = 0
-        self.inputs: list[torch.Tensor] = []
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        self.inputs.append(x.detach().clone())
-        v = (x.permute(0, 3, 1, 2).float() / 255.0 - self.mean) / self.std
-        return v.flip(-1) if self.calls % 2 == 0 else v
-
-
 class Hook:
-    """Records (input, output) of every forward call of ``module`` (outputs detached copies)."""
+    """Records (input, output) of every forward call of ``module`` (outputs detached copies) while
+    used as a context manager: ``with Hook(m.model) as hook: out = m.training_step(idx)``."""
 
     def __init__(self, module: nn.Module):
         self.calls: list[tuple[torch.Tensor, object]] = []
@@ -67,7 +51,10 @@ class Hook:
             return tuple(copy(o) for o in t) if isinstance(t, tuple) else t.detach().clone().float()
         self.calls.append((inp[0].detach().clone(), copy(out)))
 
-    def remove(self):
+    def __enter__(self) -> "Hook":
+        return self
+
+    def __exit__(self, *exc) -> None:
         self.handle.remove()
 
 
@@ -86,7 +73,7 @@ def build(method: str, counts=COUNTS, distill: dict | None = None, **pretrain):
     assert len({r.tobytes() for r in x}) == len(x)  # every image identifiable by its pixels
     model, _ = new_encoder(params.model, x, rt)
     data = TrainSet.from_numpy(x, y, len(counts), rt.device)
-    return model, RecordingAugment(), data, params, rt
+    return model, FixedAugment(), data, params, rt
 
 
 def image_ids(data: TrainSet, images: torch.Tensor) -> torch.Tensor:
@@ -111,11 +98,8 @@ def test_ts_step_uses_the_cosine_temperature_of_the_current_epoch():
     idx = torch.tensor([0, 3, 7, 12, 16, 20, 24, 26, 28, 29])
     for epoch in (0, 1, 3, 6):
         m.on_epoch_start(epoch)
-        hook = Hook(m.model)
-        try:
+        with Hook(m.model) as hook:
             out = m.training_step(idx)
-        finally:
-            hook.remove()
         want_tau = tau_min + (tau_max - tau_min) * (1 + math.cos(2 * math.pi * epoch / period)) / 2
         assert out.parts["tau"] == pytest.approx(want_tau, rel=1e-9)
         (inp, (_, z)), = hook.calls
@@ -173,11 +157,8 @@ def test_tase_step_uses_configured_pseudo_labels_temperatures_and_weights(monkey
         m.on_epoch_start(epoch)
         if epoch not in steps:
             continue
-        hook = Hook(m.model)
-        try:
+        with Hook(m.model) as hook:
             out = m.training_step(idx)
-        finally:
-            hook.remove()
         (_, (_, z)), = hook.calls
         z1, z2 = z[:b], z[b:]
         pseudo = steps[epoch]
@@ -231,11 +212,8 @@ def test_gloco_step_uses_k_global_positives_and_eq13_temperature():
     model, aug, data, params, rt = build("gloco", **GLOCO)
     m = get_method("gloco")(model, data, params.pretrain, rt, aug)
     m.on_epoch_start(0)
-    hook = Hook(m.model)
-    try:
+    with Hook(m.model) as hook:
         out = m.training_step(IDX)
-    finally:
-        hook.remove()
     want, _, _, glob = _gloco_expected(data, aug, hook, IDX, GLOCO["gloco_k"], GLOCO["gloco_gamma"],
                                        GLOCO["tau_max"])
     close(out.loss.detach(), want)
@@ -249,11 +227,8 @@ def test_gloco_proco_step_mixes_alpha_and_uses_coreset_prototypes():
                                          **GLOCO)
     m = get_method("gloco+proco")(model, data, params.pretrain, rt, aug)
     y = data.labels
-    hook = Hook(m.model)
-    try:
+    with Hook(m.model) as hook:
         m.on_epoch_start(0)
-    finally:
-        hook.remove()
     # the coreset: k-center greedy per class on the L2-normalised projections of the whole set
     (_, (_, z_all)), = hook.calls[:1]
     assert z_all.shape[0] == len(data)
@@ -263,21 +238,15 @@ def test_gloco_proco_step_mixes_alpha_and_uses_coreset_prototypes():
     assert torch.equal(image_ids(data, aug.inputs[-1]), want_core)
 
     # prototypes are recomputed at every epoch from two augmented views of the coreset
-    hook = Hook(m.model)
-    try:
+    with Hook(m.model) as hook:
         m.on_epoch_start(1)
-    finally:
-        hook.remove()
     assert len(hook.calls) == 2 and all(torch.equal(image_ids(data, a), want_core) for a in aug.inputs[-2:])
     sets = [class_prototypes(z, y[want_core], data.num_classes) for _, (_, z) in hook.calls]
     protos = torch.stack([p for p, _ in sets])
     present = torch.stack([p for _, p in sets])
 
-    hook = Hook(m.model)
-    try:
+    with Hook(m.model) as hook:
         out = m.training_step(IDX)
-    finally:
-        hook.remove()
     l_gloco, z1, z2, _ = _gloco_expected(data, aug, hook, IDX, GLOCO["gloco_k"], GLOCO["gloco_gamma"],
                                          GLOCO["tau_max"])
     l_proco = proco_loss(torch.stack([z1, z2]), y[IDX], protos, temp, prototype_mask=present)
@@ -307,11 +276,8 @@ def test_gml_teacher_step_is_logit_adjusted_cosine_loss_eq7():
     model, aug, data, params, rt = build("gml", gml_scale=scale)
     m = get_method("gml")(model, data, params.pretrain, rt, aug)
     m.on_epoch_start(0)
-    hook = Hook(m.model)
-    try:
+    with Hook(m.model) as hook:
         out = m.training_step(IDX)
-    finally:
-        hook.remove()
     assert torch.equal(image_ids(data, aug.inputs[-1]), IDX)
     (_, (h, _)), = hook.calls
     want = _eq7_loss(h, m.classifier.weight.detach(), data.labels[IDX], COUNTS, scale)
@@ -334,12 +300,8 @@ def test_gml_student_step_weights_cls_and_gml_over_teacher_queues():
     m.on_epoch_start(0)
     for idx in batches:
         b = len(idx)
-        hs, ht, hh = Hook(m.model), Hook(teacher), Hook(m.model.head)
-        try:
+        with Hook(m.model) as hs, Hook(teacher) as ht, Hook(m.model.head) as hh:
             out = m.training_step(idx)
-        finally:
-            for hk in (hs, ht, hh):
-                hk.remove()
         assert all(torch.equal(image_ids(data, a), idx) for a in aug.inputs[-2:])
         (_, (h, z)), = hs.calls
         (_, (h_t, _)), = ht.calls
