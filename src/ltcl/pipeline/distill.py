@@ -48,13 +48,13 @@ def run(params, lt_dir, teacher_path, ckpt_path, metrics_path, live_dir=None,
 
     Launched by torchrun, every rank trains its slice of each global batch (DDP); rank 0 computes
     f's clusters and neighbours (broadcast to every rank) and alone writes the outputs."""
-    # f must be intact (sha256 sidecar) and made for these model params and images
-    load_encoder(teacher_path, model_cfg=params.model, image_shape=load_manifest(lt_dir)["image_shape"])
     cfg = params.distill
     init_from_env(params.runtime)
     check_stage("distill", params, world_size())
     runtime = setup_runtime(params.runtime, cfg.seed)
-    teacher, spec, _ = load_encoder(teacher_path, runtime.device)
+    # f must be intact (sha256 sidecar) and made for these model params and images
+    teacher, spec, _ = load_encoder(teacher_path, runtime.device, model_cfg=params.model,
+                                    image_shape=load_manifest(lt_dir)["image_shape"])
     main = is_main()
     if not cfg.enabled and not main:
         barrier()
