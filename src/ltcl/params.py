@@ -29,12 +29,21 @@ class _Section(BaseModel):
 
 
 # --------------------------------------------------------------------------- data
-DATA_SOURCES = ("digits", "fashion-mnist", "mnist", "cifar10", "cifar100", "folder", "npz")  # = ltcl.data.sources.SOURCES
+DATA_SOURCES = ("digits", "fashion-mnist", "mnist", "cifar10", "cifar100", "folder", "npz", "list")  # = ltcl.data.sources.SOURCES
+# the list bundles shipped in ltcl/data/lists (ltcl.data.lists.BUNDLES)
+LIST_BUNDLES = ("imagenet100-lt", "places-lt")
 
 
 class DataParams(_Section):
-    source: Literal["digits", "fashion-mnist", "mnist", "cifar10", "cifar100", "folder", "npz"] = "digits"
+    source: Literal["digits", "fashion-mnist", "mnist", "cifar10", "cifar100", "folder", "npz", "list"] = "digits"
     root: str = "data/raw"
+    split: Literal["generated", "community"] = Field(
+        "generated", description="generated: ltcl draws the splits; community: the published list files "
+        "(SDCLR's CIFAR index lists split_index 1..5; source list: the lists of data.lists)")
+    split_index: int = Field(1, ge=1, le=5, description="which of SDCLR's five CIFAR-LT splits (split: community)")
+    lists: Optional[str | dict[str, Optional[str]]] = Field(
+        None, description="source list: a shipped bundle (imagenet100-lt | places-lt) or a mapping "
+        "{train, val, test, few_shot, balanced, probe_full} of list files of '<relative path> <label>' lines")
     download: bool = False
     image_size: Optional[int] = Field(None, ge=8, le=1024)
     profile: Literal["exp", "pareto"] = "exp"
@@ -49,6 +58,32 @@ class DataParams(_Section):
     few_shot_fraction: float = Field(0.01, gt=0.0, le=1.0)
     group_rule: Literal["thirds", "thresholds"] = "thirds"
     on_bad_image: Literal["error", "skip"] = "error"
+
+    @model_validator(mode="after")
+    def _split(self) -> "DataParams":
+        if self.split == "community" and self.source not in ("cifar10", "cifar100", "list"):
+            raise ValueError(f"data.split: community exists for cifar10, cifar100 (SDCLR's lists) and source list, "
+                             f"not for data.source {self.source!r}")
+        if self.source == "list":
+            if self.lists is None:
+                raise ValueError("data.source: list needs data.lists (a shipped bundle: "
+                                 f"{', '.join(LIST_BUNDLES)}; or a mapping of list files)")
+            if self.split != "community":
+                raise ValueError("data.source: list takes its splits from the list files: set data.split: community")
+            if isinstance(self.lists, str) and self.lists not in LIST_BUNDLES:
+                raise ValueError(f"data.lists: unknown bundle {self.lists!r}; shipped: {', '.join(LIST_BUNDLES)} "
+                                 "(or give a mapping of list files)")
+            if isinstance(self.lists, dict):
+                roles = ("train", "val", "test", "few_shot", "balanced", "probe_full")
+                unknown = sorted(set(self.lists) - set(roles))
+                if unknown:
+                    raise ValueError(f"data.lists: unknown roles {unknown}; allowed: {', '.join(roles)}")
+                missing = [r for r in ("train", "test") if not self.lists.get(r)]
+                if missing:
+                    raise ValueError(f"data.lists needs {' and '.join(missing)}")
+        elif self.lists is not None:
+            raise ValueError(f"data.lists is only read by data.source: list (source is {self.source!r})")
+        return self
 
 
 # --------------------------------------------------------------------------- model / runtime
@@ -119,6 +154,8 @@ class PretrainParams(OptimParams):
     prune_ratio: float = Field(0.9, gt=0.0, lt=1.0)
     # KDUP (paper 003, Sec. 3.1.2)
     alpha: float = Field(0.3, ge=0.0)
+    domain_loss: Literal["eq9", "colt"] = Field(
+        "eq9", description="L_DD as paper 003 writes it (Eq. 9) or as COLT's released code computes it")
     k_pos: int = Field(3, ge=0)
     # TS (Kukleva et al. 2023) and TASE (paper 000)
     tau_min: float = Field(0.1, gt=0.0)
@@ -163,8 +200,10 @@ class OODParams(_Section):
 
     strategy: Literal["kdup", "colt", "random", "augment", "none"] = "kdup"
     # pool
-    source: Literal["bundled", "folder", "npy", "source"] = "bundled"
-    path: Optional[str] = Field(None, description="folder or .npy file for source folder/npy")
+    source: Literal["bundled", "folder", "npy", "source", "list"] = "bundled"
+    path: Optional[str] = Field(None, description="folder or .npy file for source folder/npy; for source list a "
+                                "list file of '<relative path> [label]' lines or a shipped list (imagenet-r)")
+    root: Optional[str] = Field(None, description="source list: the folder the list's paths are relative to")
     pool_source: Optional[str] = Field(None, description="make-lt-dataset source name for source=source")
     pool_size: int = Field(300_000, ge=1)
     pool_seed: int = Field(0, ge=0)
@@ -212,8 +251,10 @@ class OODParams(_Section):
             raise ValueError(f"ood.pool_size ({self.pool_size}) is smaller than ood.budget ({self.budget}): "
                              f"strategy {self.strategy!r} selects ood.budget distinct pool images; "
                              "raise ood.pool_size or lower ood.budget")
-        if self.source in ("folder", "npy") and not self.path:
+        if self.source in ("folder", "npy", "list") and not self.path:
             raise ValueError(f"ood.source={self.source!r} needs ood.path")
+        if self.source == "list" and not self.root:
+            raise ValueError("ood.source='list' needs ood.root (the folder the list's paths are relative to)")
         if self.source == "source" and not self.pool_source:
             raise ValueError("ood.source='source' needs ood.pool_source (a make-lt-dataset source name)")
         return self
