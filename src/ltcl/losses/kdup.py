@@ -4,6 +4,7 @@ for Long-Tailed Dataset").
 Pre-training with ID + sampled OOD data (Sec. 3.1.2):
     * :func:`psd_loss`            - pseudo semantic discrimination loss, Eq. 8
     * :func:`domain_loss`         - domain discrimination loss (from COLT, Bai et al. 2023), Eq. 9
+    * :func:`domain_loss_colt`    - the same term as COLT's released code computes it
     * :func:`kdup_pretrain_loss`  - L_CPT = L_PSD + alpha * L_DD, Eq. 10
 
 Knowledge distillation with the frozen guiding network f (Sec. 3.2):
@@ -26,6 +27,7 @@ from .contrastive import check_embeddings, check_temperature, cosine_matrix
 __all__ = [
     "psd_loss",
     "domain_loss",
+    "domain_loss_colt",
     "kdup_pretrain_loss",
     "guided_contrastive_loss",
     "similarity_distillation_loss",
@@ -115,13 +117,10 @@ def domain_loss(z: torch.Tensor, domain: torch.Tensor, temperature: float) -> to
         If the batch holds a single domain (S_i^d empty), every term is log(1) = 0.
     """
     check_embeddings(z, "z")
-    n = z.shape[0]
-    if not isinstance(domain, torch.Tensor) or domain.shape != (n,):
-        raise ValueError(f"domain must be a tensor of shape ({n},) to match z, got {getattr(domain, 'shape', domain)!r}")
-    if domain.is_floating_point() or domain.is_complex() or domain.dtype == torch.bool:
-        raise ValueError(f"domain must hold integer labels, got dtype {domain.dtype}")
+    _check_domain(z, domain)
     t = check_temperature(temperature)
 
+    n = z.shape[0]
     domain = domain.to(z.device)
     same_domain = domain[:, None] == domain[None, :]
     not_self = ~torch.eye(n, dtype=torch.bool, device=z.device)
@@ -136,6 +135,57 @@ def domain_loss(z: torch.Tensor, domain: torch.Tensor, temperature: float) -> to
     # Rows without negatives give a huge negative finite value, and logaddexp(s, that) == s.
     lse_neg = _masked_logsumexp(logits, neg)
     log_prob = logits - torch.logaddexp(logits, lse_neg[:, None])  # (N, N): log term of every (i, p)
+    per_anchor = (log_prob * pos).sum(dim=1)[valid] / n_pos[valid].to(log_prob.dtype)
+    return -per_anchor.mean()
+
+
+def _check_domain(z: torch.Tensor, domain: torch.Tensor) -> None:
+    n = z.shape[0]
+    if not isinstance(domain, torch.Tensor) or domain.shape != (n,):
+        raise ValueError(f"domain must be a tensor of shape ({n},) to match z, got {getattr(domain, 'shape', domain)!r}")
+    if domain.is_floating_point() or domain.is_complex() or domain.dtype == torch.bool:
+        raise ValueError(f"domain must hold integer labels, got dtype {domain.dtype}")
+
+
+def domain_loss_colt(z: torch.Tensor, domain: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Domain discrimination loss as COLT's released code computes it (Bai et al. 2023,
+    github.com/JianhongBai/COLT, ``utils.py``: ``nt_xent(..., sup_weight, args)`` with ``args.COLT``).
+
+    ``L_DD^COLT = -1/|Z^B| sum_i 1/|S_i^s| sum_{p in S_i^s} log( exp(z_i.z_p/t) / sum_{j != i} exp(z_i.z_j/t) )``
+
+    S_i^s = the other samples (j != i) of i's domain, the anchor's own other augmented view
+    included. It differs from Eq. 9 (:func:`domain_loss`) only in the denominator: COLT divides by
+    ``pos_i + Ng_i``, the full NT-Xent denominator of anchor i (every sample but the anchor,
+    both domains), where Eq. 9 has the positive plus the other domain's samples. Each term is
+    therefore a log-softmax over all j != i, so the value is >= Eq. 9's and is not 0 for a
+    single-domain batch. The weight (COLT's ``sup_weight``, ltcl's ``pretrain.alpha``) is
+    applied by the caller.
+
+    Args:
+        z: (N, d) embeddings; L2-normalised inside.
+        domain: (N,) integer domain labels (COLT: ID vs sampled OOD; more domains are allowed).
+        temperature: t > 0.
+
+    Returns:
+        Scalar loss. As in :func:`domain_loss`, anchors alone in their domain (|S_i^s| = 0; COLT's
+        code would divide by 0 there) are excluded from the outer mean, and if no anchor has a
+        same-domain partner a zero still attached to ``z``'s graph is returned.
+    """
+    check_embeddings(z, "z")
+    _check_domain(z, domain)
+    t = check_temperature(temperature)
+
+    n = z.shape[0]
+    domain = domain.to(z.device)
+    not_self = ~torch.eye(n, dtype=torch.bool, device=z.device)
+    pos = (domain[:, None] == domain[None, :]) & not_self  # S_i^s
+    n_pos = pos.sum(dim=1)
+    valid = n_pos > 0
+    if not bool(valid.any()):
+        return _zero_with_grad(z)
+
+    logits = cosine_matrix(z) / t
+    log_prob = logits - _masked_logsumexp(logits, not_self)[:, None]  # log softmax over j != i
     per_anchor = (log_prob * pos).sum(dim=1)[valid] / n_pos[valid].to(log_prob.dtype)
     return -per_anchor.mean()
 

@@ -10,8 +10,10 @@
               epochs and brought into the batch; negatives are the other samples of the batch.
 
 Whenever the training set holds sampled OOD images (domain 1) and ``alpha > 0``, every method
-here adds alpha * L_DD, the domain discrimination loss (paper 003 Eq. 9, from COLT), so
-``simclr`` + ``ood.strategy: colt`` is COLT and ``psd`` + ``kdup`` is KDUP (Eq. 10).
+here adds alpha * L_DD, the domain discrimination loss (from COLT), so ``simclr`` +
+``ood.strategy: colt`` is COLT and ``psd`` + ``kdup`` is KDUP (Eq. 10).  ``pretrain.domain_loss``
+picks L_DD: ``eq9`` is paper 003's Eq. 9 (``ltcl.losses.kdup.domain_loss``), ``colt`` the term as
+COLT's released code computes it (``domain_loss_colt``: the full NT-Xent denominator).
 
 Under DDP (``ltcl.train.distributed``) each rank embeds its slice of the global batch and the
 embeddings (with gradients), indices and domains are all-gathered before the losses, so every
@@ -23,9 +25,12 @@ from __future__ import annotations
 import torch
 
 from ltcl.losses.contrastive import nt_xent
-from ltcl.losses.kdup import domain_loss, psd_loss
+from ltcl.losses.kdup import domain_loss, domain_loss_colt, psd_loss
 from ltcl.methods.base import Method, StepOutput
 from ltcl.models.pruning import PrunedBranchNorms, global_magnitude_masks, pruned_forward
+
+# pretrain.domain_loss -> L_DD
+DOMAIN_LOSSES = {"eq9": domain_loss, "colt": domain_loss_colt}
 
 
 class SimCLR(Method):
@@ -71,9 +76,11 @@ class SimCLR(Method):
         return z[: len(v1)], z[len(v1):]
 
     def add_domain_loss(self, loss, parts, z, domain):
+        """loss + alpha * L_DD (``pretrain.domain_loss``) when the rows span more than one domain;
+        under DDP ``z`` and ``domain`` are the gathered global batch."""
         alpha = float(getattr(self.cfg, "alpha", 0.0))
         if alpha > 0 and bool((domain != domain[0]).any()):
-            dd = domain_loss(z, domain, self.temperature())
+            dd = DOMAIN_LOSSES[getattr(self.cfg, "domain_loss", "eq9")](z, domain, self.temperature())
             parts["dd"] = float(dd.detach())
             loss = loss + alpha * dd
         return loss
