@@ -155,13 +155,16 @@ def test_to_float_normalised_and_module() -> None:
     )
 
 
-def test_dataset_stats() -> None:
+def test_dataset_stats(tmp_path) -> None:
     x = _images(50, 16, 3).numpy()
     x[..., 0] //= 2  # channels with different statistics
-    mean, std = dataset_stats(x, chunk=7)
+    mean, std = dataset_stats(x, chunk_bytes=7 * 16 * 16 * 3)
     ref = x.astype(np.float64) / 255.0
     np.testing.assert_allclose(mean, ref.mean(axis=(0, 1, 2)), rtol=1e-10)
     np.testing.assert_allclose(std, ref.std(axis=(0, 1, 2)), rtol=1e-10)
+    # a split file's memory map is read by rows, in chunks: the same statistics
+    np.save(tmp_path / "x.npy", x)
+    assert dataset_stats(np.load(tmp_path / "x.npy", mmap_mode="r"), chunk_bytes=7 * 16 * 16 * 3) == (mean, std)
     g_mean, g_std = dataset_stats(torch.from_numpy(x[..., 0]))
     assert len(g_mean) == 1
     np.testing.assert_allclose(g_std[0], ref[..., 0].std(), rtol=1e-10)

@@ -34,7 +34,7 @@ CPU = Runtime(device=torch.device("cpu"), amp_dtype=None, channels_last=True)
 # --------------------------------------------------------------------------- helpers
 def normalised_nchw(x_uint8, mean, std) -> torch.Tensor:
     """(x / 255 - mean) / std as float NCHW, written out here (the eval transform)."""
-    x = torch.as_tensor(np.asarray(x_uint8)).permute(0, 3, 1, 2).float() / 255.0
+    x = torch.as_tensor(np.array(x_uint8)).permute(0, 3, 1, 2).float() / 255.0
     m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
     s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
     return (x - m) / s

@@ -230,7 +230,10 @@ def test_save_load_roundtrip_and_manifest(tmp_path, splits):
     assert on_disk["counts"]["train"] == splits.counts.tolist()
     assert on_disk["class_order"] == splits.class_order.tolist()
     assert on_disk["seeds"]["split_seed"] == 3
-    assert set(on_disk["files"]) == {f"{n}.npz" for n in SPLIT_NAMES} | {"indices.npz"}
+    # train = lt here (subset longtail): written once, read by both
+    assert on_disk["arrays"]["lt"] == on_disk["arrays"]["train"] == {"x": "train_x.npy", "y": "train_y.npy"}
+    assert not (tmp_path / "lt_x.npy").exists()
+    assert set(on_disk["files"]) == {f for a in on_disk["arrays"].values() for f in a.values()} | {"indices.npz"}
     for name in SPLIT_NAMES:
         x, y = load_split(tmp_path, name)
         np.testing.assert_array_equal(x, splits.get(name)[0])
@@ -242,10 +245,10 @@ def test_save_load_roundtrip_and_manifest(tmp_path, splits):
 
 def test_tampered_file_detected(tmp_path, splits):
     save_splits(splits, tmp_path)
-    path = tmp_path / "few_shot.npz"
+    path = tmp_path / "few_shot_y.npy"
     x, y = splits.few_shot
-    np.savez(path, x=x, y=(y + 1) % 10)  # same shapes, different labels
-    with pytest.raises(ValueError, match="few_shot.npz"):
+    np.save(path, (y + 1) % 10)  # same shape, different labels
+    with pytest.raises(ValueError, match="few_shot_y.npy"):
         load_split(tmp_path, "few_shot")
     x2, _ = load_split(tmp_path, "few_shot", verify=False)
     assert x2.shape == x.shape

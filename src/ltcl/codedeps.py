@@ -31,6 +31,8 @@ METHOD_STAGES = {"pretrain": "pretrain", "distill": "distill"}
 # ``distill.method: auto`` resolves at run time (gml after pretrain.method gml, else kdup)
 AUTO = {"distill": ("kdup", "gml")}
 CODE_PREFIXES = ("stages/", "src/ltcl/", "deps/")
+# package data a module reads: a stage that imports the module depends on the data too
+DATA_DEPS = {"src/ltcl/data/lists.py": ["src/ltcl/data/lists"]}
 SCRIPT = re.compile(r"python3?\s+(stages/[\w/]+\.py)")
 
 
@@ -122,12 +124,13 @@ def stage_scripts(dvc_yaml: dict) -> dict[str, tuple[str, dict]]:
 
 
 def expected_code_deps(repo: Path, script: str, stage: str, graph=None) -> list[str]:
-    """The code entries a stage's deps must hold: its script, the src files it imports, and the
-    method directory when it runs a method chosen by params."""
+    """The code entries a stage's deps must hold: its script, the src files it imports, the
+    package data they read (:data:`DATA_DEPS`), and the method directory when it runs a method
+    chosen by params."""
     graph = graph or import_graph(repo)
     modules = module_files(repo)
     files = sorted(rel(repo, modules[m]) for m in script_closure(repo, script, graph))
-    out = [script, *files]
+    out = [script, *files, *(d for f in files for d in DATA_DEPS.get(f, []))]
     if stage in METHOD_STAGES:
         section = METHOD_STAGES[stage]
         out.append(f"deps/{section}.method/${{{section}.method}}")

@@ -134,6 +134,12 @@ def read_json(path: PathLike) -> Any:
         return json.load(fh)
 
 
+def save_npy(path: PathLike, array: np.ndarray) -> None:
+    """Atomically write ``array`` as an ``.npy`` file (memory-mappable) at exactly ``path``."""
+    with atomic_write(path, "wb") as fh:
+        np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
+
+
 def save_npz(path: PathLike, **arrays: np.ndarray) -> None:
     """Atomically write an uncompressed ``.npz`` at exactly ``path``."""
     with atomic_write(path, "wb") as fh:

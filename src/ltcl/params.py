@@ -70,6 +70,9 @@ class DataParams(_Section):
                                  f"{', '.join(LIST_BUNDLES)}; or a mapping of list files)")
             if self.split != "community":
                 raise ValueError("data.source: list takes its splits from the list files: set data.split: community")
+            if self.max_test_per_class is not None:
+                raise ValueError("data.max_test_per_class does not apply to data.source: list (the test list is the "
+                                 "protocol): set it to null, or give a shorter test list")
             if isinstance(self.lists, str) and self.lists not in LIST_BUNDLES:
                 raise ValueError(f"data.lists: unknown bundle {self.lists!r}; shipped: {', '.join(LIST_BUNDLES)} "
                                  "(or give a mapping of list files)")

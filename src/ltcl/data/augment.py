@@ -202,12 +202,20 @@ def two_views(aug: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     return views[:n], views[n:]
 
 
-def dataset_stats(x_uint8: torch.Tensor | np.ndarray, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def dataset_stats(x_uint8: torch.Tensor | np.ndarray, chunk_bytes: int = 16 << 20) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and population std, in [0, 1] units, of a uint8 ``(N, H, W, C)`` or ``(N, H, W)`` array.
 
-    Sums are accumulated exactly in int64 over chunks of ``chunk`` images, so memory stays small
-    and the result does not depend on float summation order.
+    Sums are accumulated exactly in int64 over chunks of about ``chunk_bytes`` of images, so
+    memory stays small and the result does not depend on float summation order. A memory map
+    of a whole split file is read by rows (:class:`~ltcl.data.rows.DiskRows`), so a paper-scale
+    split is never mapped into the process.
     """
+    rows = None
+    if isinstance(x_uint8, np.memmap) and x_uint8.ndim == 4 and x_uint8.filename:
+        from ltcl.data.rows import DiskRows
+
+        disk = DiskRows(x_uint8.filename)
+        rows = disk if len(disk) == len(x_uint8) and disk.offset == x_uint8.offset else None
     x = x_uint8.cpu().numpy() if isinstance(x_uint8, torch.Tensor) else np.asarray(x_uint8)
     if x.dtype != np.uint8:
         raise UserError(f"x_uint8 must have dtype uint8, got {x.dtype}")
@@ -217,8 +225,10 @@ def dataset_stats(x_uint8: torch.Tensor | np.ndarray, chunk: int = 4096) -> tupl
         raise UserError(f"x_uint8 must have shape (N, H, W, C) or (N, H, W) with N > 0, got {x.shape}")
     total = np.zeros(x.shape[-1], dtype=np.int64)
     total_sq = np.zeros(x.shape[-1], dtype=np.int64)
+    chunk = max(1, chunk_bytes // max(1, int(np.prod(x.shape[1:]))))
     for start in range(0, x.shape[0], chunk):
-        block = x[start : start + chunk].astype(np.int64)
+        stop = min(start + chunk, x.shape[0])
+        block = (rows.take(np.arange(start, stop)).numpy() if rows is not None else x[start:stop]).astype(np.int64)
         total += block.sum(axis=(0, 1, 2))
         total_sq += (block * block).sum(axis=(0, 1, 2))
     count = x.shape[0] * x.shape[1] * x.shape[2]

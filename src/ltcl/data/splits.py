@@ -45,7 +45,7 @@ import numpy as np
 from ltcl.data.longtail import longtail_counts
 from ltcl.data.sources import RawDataset
 from ltcl.errors import MissingInputError, UserError
-from ltcl.io import read_json, save_npz, sha256_file, write_json
+from ltcl.io import read_json, save_npy, save_npz, sha256_file, write_json
 
 SPLIT_NAMES = ("train", "probe_full", "few_shot", "val", "test", "ms", "lt", "one_percent")
 SUBSETS = ("longtail", "balanced-subset")
@@ -81,6 +81,7 @@ class Splits:
     class_names: list[str]
     indices: dict[str, np.ndarray] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
+    split_files: dict[str, dict[str, str]] = field(default_factory=dict)  # role -> {file, sha256} (community)
 
     @property
     def num_classes(self) -> int:
@@ -279,35 +280,64 @@ def make_splits(
 # --------------------------------------------------------------------------
 
 
-def save_splits(splits: Splits, out_dir: str | os.PathLike, extra_manifest: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Write ``<split>.npz`` (arrays x, y), ``indices.npz`` and ``manifest.json`` atomically.
+def split_files(name: str) -> tuple[str, str]:
+    """The (images, labels) file names of split ``name``."""
+    return f"{name}_x.npy", f"{name}_y.npy"
 
-    The manifest (written last, so its presence means every file is complete)
-    holds class_names, class_order, per-split per-class counts, sizes, seeds,
-    params and the sha256 of every array file; ``extra_manifest`` keys are
-    added at top level (a key clashing with a built-in one raises ValueError).
-    Returns the manifest.
+
+def save_splits(splits: Splits, out_dir: str | os.PathLike, extra_manifest: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write every split as ``<split>_x.npy`` / ``<split>_y.npy``, ``indices.npz`` and ``manifest.json``.
+
+    A split whose indices equal an earlier split's (``train`` = ``lt`` for a long-tailed run,
+    ``one_percent`` = ``few_shot``) is not written twice: the manifest's ``arrays`` names the files
+    each split reads. Returns the manifest (see :func:`write_manifest`).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    files: dict[str, str] = {}
+    arrays: dict[str, dict[str, str]] = {}
     for name in SPLIT_NAMES:
+        # test indexes the official test set, every other split the training set
+        same = [w for w in arrays if (w == "test") == (name == "test") and w in splits.indices
+                and name in splits.indices and np.array_equal(splits.indices[w], splits.indices[name])]
+        if same:
+            arrays[name] = arrays[same[0]]
+            continue
         x, y = splits.get(name)
-        save_npz(out / f"{name}.npz", x=x, y=y)
-        files[f"{name}.npz"] = sha256_file(out / f"{name}.npz")
+        fx, fy = split_files(name)
+        save_npy(out / fx, x)
+        save_npy(out / fy, np.asarray(y, dtype=np.int64))
+        arrays[name] = {"x": fx, "y": fy}
     save_npz(out / INDICES_FILE, **{k: np.asarray(v, dtype=np.int64) for k, v in splits.indices.items()})
+    return write_manifest(out, dataset=splits.dataset, class_names=splits.class_names,
+                          class_order=splits.class_order, counts={n: splits.split_counts(n) for n in SPLIT_NAMES},
+                          train_counts=splits.counts, lt_counts=splits.lt_counts, params=splits.params,
+                          arrays=arrays, split_records=splits.split_files, extra_manifest=extra_manifest)
+
+
+def write_manifest(out: Path, *, dataset: str, class_names, class_order, counts: dict[str, np.ndarray],
+                   train_counts, lt_counts, params: dict[str, Any], arrays: dict[str, dict[str, str]],
+                   split_records: dict[str, dict[str, str]], extra_manifest: dict[str, Any] | None) -> dict[str, Any]:
+    """Write ``manifest.json`` last (its presence means every file is complete): class names and
+    order, per-split per-class counts and sizes, seeds, params, the files each split reads
+    (``arrays``), the list files the split came from with their sha256 (``split_files``), and the
+    sha256 of every array file; ``extra_manifest`` keys are added at top level (a key clashing
+    with a built-in one raises)."""
+    files = {f: sha256_file(out / f) for f in sorted({f for a in arrays.values() for f in a.values()})}
     files[INDICES_FILE] = sha256_file(out / INDICES_FILE)
     manifest: dict[str, Any] = {
-        "format": 1,
-        "dataset": splits.dataset,
-        "class_names": list(splits.class_names),
-        "class_order": splits.class_order.tolist(),
-        "counts": {name: splits.split_counts(name).tolist() for name in SPLIT_NAMES},
-        "train_counts": splits.counts.tolist(),
-        "lt_counts": splits.lt_counts.tolist(),
-        "sizes": {name: int(len(splits.get(name)[1])) for name in SPLIT_NAMES},
-        "seeds": {"split_seed": splits.params.get("split_seed")},
-        "params": dict(splits.params),
+        "format": 2,
+        "dataset": dataset,
+        "split": params.get("split", "generated"),
+        "split_files": split_records,
+        "class_names": list(class_names),
+        "class_order": np.asarray(class_order).tolist(),
+        "counts": {name: np.asarray(c).tolist() for name, c in counts.items()},
+        "train_counts": np.asarray(train_counts).tolist(),
+        "lt_counts": np.asarray(lt_counts).tolist(),
+        "sizes": {name: int(np.asarray(c).sum()) for name, c in counts.items()},
+        "seeds": {"split_seed": params.get("split_seed")},
+        "params": dict(params),
+        "arrays": arrays,
         "files": files,
     }
     for key, value in (extra_manifest or {}).items():
@@ -341,17 +371,23 @@ def verify_file(out_dir: str | os.PathLike, filename: str, manifest: dict[str, A
 
 
 def load_split(out_dir: str | os.PathLike, name: str, verify: bool = True) -> Split:
-    """Load split ``name`` as ``(x, y)``, checking its sha256 against the manifest."""
+    """Split ``name`` as ``(x, y)``, both files checked against the manifest's sha256: ``x`` is a
+    read-only memory map of the uint8 images (a paper-scale split is never read whole here),
+    ``y`` the int64 labels."""
     manifest = load_manifest(out_dir)
-    filename = f"{name}.npz"
-    if filename not in manifest["files"] or name not in SPLIT_NAMES:
-        known = [f[:-4] for f in manifest["files"] if f != INDICES_FILE]
-        raise UserError(f"unknown split {name!r} in {out_dir}; known splits: {', '.join(known)}")
-    path = Path(out_dir) / filename
+    arrays = manifest.get("arrays", {})
+    if name not in arrays or name not in SPLIT_NAMES:
+        raise UserError(f"unknown split {name!r} in {out_dir}; known splits: {', '.join(arrays)}")
+    if manifest.get("format") != 2:
+        raise UserError(f"{Path(out_dir) / MANIFEST} has an older format; rebuild it with "
+                        f"`dvc repro -f make-lt-dataset`")
+    fx, fy = arrays[name]["x"], arrays[name]["y"]
     if verify:
-        verify_file(out_dir, filename, manifest)
-    with np.load(path, allow_pickle=False) as f:
-        return f["x"], f["y"].astype(np.int64, copy=False)
+        verify_file(out_dir, fx, manifest)
+        verify_file(out_dir, fy, manifest)
+    x = np.load(Path(out_dir) / fx, mmap_mode="r", allow_pickle=False)
+    y = np.load(Path(out_dir) / fy, allow_pickle=False).astype(np.int64, copy=False)
+    return x, y
 
 
 def load_indices(out_dir: str | os.PathLike, verify: bool = True) -> dict[str, np.ndarray]:

@@ -62,8 +62,8 @@ def extract_features(
     Returns:
         float32 tensor of shape (N, D) on the CPU.
     """
-    x = torch.as_tensor(x_uint8_nhwc) if isinstance(x_uint8_nhwc, np.ndarray) else x_uint8_nhwc
-    if not isinstance(x, torch.Tensor) or x.dtype != torch.uint8 or x.ndim != 4:
+    x = x_uint8_nhwc  # numpy arrays (memory maps of split files) are converted batch by batch
+    if not isinstance(x, (torch.Tensor, np.ndarray)) or x.dtype not in (torch.uint8, np.uint8) or x.ndim != 4:
         raise ValueError("x_uint8_nhwc must be a uint8 array/tensor of shape (N, H, W, C)")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -80,12 +80,14 @@ def extract_features(
     was_training = module is not None and module.training
     if module is not None:
         module.eval()
-    pin = dev.type == "cuda" and x.device.type == "cpu"
+    pin = dev.type == "cuda" and (isinstance(x, np.ndarray) or x.device.type == "cpu")
     chunks: list[torch.Tensor] = []
     try:
         with torch.no_grad(), torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp):
             for start in range(0, x.shape[0], batch_size):
                 batch = x[start : start + batch_size]
+                if isinstance(batch, np.ndarray):
+                    batch = torch.from_numpy(np.array(batch))  # a copy: memory maps are read-only
                 if pin:
                     batch = batch.pin_memory()
                 batch = batch.to(dev, non_blocking=True)

@@ -12,16 +12,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional
 
+import numpy as np
 import torch
 from torch import nn
 
+from ltcl.data.rows import DiskRows
 from ltcl.errors import UserError
 from ltcl.runtime import Runtime
+
+LAZY_MIN_BYTES = 512 << 20  # split files from this size on are read by rows on the CPU, not loaded
 
 
 @dataclass
 class TrainSet:
-    """Images a method trains on, kept as uint8 NHWC on the training device.
+    """Images a method trains on, kept as uint8 NHWC on the training device (or, for a
+    paper-scale split on the CPU, read from its file by rows: ``x`` is then a ``DiskRows``).
 
     ``domain`` is 0 for in-distribution (ID) images and 1 for sampled OOD images;
     ``labels`` holds the long-tailed split's labels (-1 for OOD) and is only read by the
@@ -46,7 +51,15 @@ class TrainSet:
 
     @classmethod
     def from_numpy(cls, x, y, num_classes: int, device: torch.device) -> "TrainSet":
-        xt = torch.as_tensor(x).to(device)
+        """A training set of images ``x`` (array or memory map of a split file) on ``device``.
+
+        A split file of at least :data:`LAZY_MIN_BYTES` stays on disk when training on the CPU
+        (:class:`~ltcl.data.rows.DiskRows` reads the rows of each batch); on an accelerator it is
+        streamed into device memory once. Smaller splits are read into memory."""
+        if isinstance(x, np.memmap) and x.nbytes >= LAZY_MIN_BYTES:
+            xt = DiskRows(x.filename).to(device)
+        else:
+            xt = torch.from_numpy(np.array(x, dtype=np.uint8)).to(device)
         yt = torch.as_tensor(y, dtype=torch.long).to(device)
         return cls(x=xt, domain=torch.zeros(len(xt), dtype=torch.long, device=device), labels=yt,
                    num_classes=num_classes)
@@ -56,7 +69,7 @@ class TrainSet:
         n = int(x_extra.shape[0])
         dev = self.x.device
         return TrainSet(
-            x=torch.cat([self.x, x_extra.to(dev)]),
+            x=self.x.concat(x_extra) if isinstance(self.x, DiskRows) else torch.cat([self.x, x_extra.to(dev)]),
             domain=torch.cat([self.domain, torch.full((n,), domain_value, dtype=torch.long, device=dev)]),
             labels=torch.cat([self.labels, torch.full((n,), -1, dtype=torch.long, device=dev)]),
             num_classes=self.num_classes,

@@ -27,15 +27,21 @@ def run(ood_cfg, lt_dir: str | os.PathLike, out_path: str | os.PathLike) -> np.n
     if h != w:
         raise UserError(f"ID images must be square for the OOD pool, got {h}x{w}")
     source = f"source:{ood_cfg.pool_source}" if ood_cfg.source == "source" else ood_cfg.source
-    size = ood_cfg.pool_size if ood_cfg.source in ("bundled", "folder", "source") else None
-    pool = build_pool(source, size=size, image_size=int(h), channels=int(c), seed=ood_cfg.pool_seed,
-                      root=ood_cfg.path)
+    size = ood_cfg.pool_size if ood_cfg.source in ("bundled", "folder", "source", "list") else None
+    pool_manifest_path(out_path).unlink(missing_ok=True)  # never leave a stale manifest beside a new pool
+    params = {"source": ood_cfg.source, "path": ood_cfg.path, "pool_source": ood_cfg.pool_source,
+              "pool_size": ood_cfg.pool_size, "pool_seed": ood_cfg.pool_seed, "image_shape": [int(h), int(w), int(c)]}
+    if ood_cfg.source == "list":  # decoded straight into the pool file, never held in memory
+        from ltcl.data.listpool import write_list_pool
+        from ltcl.data.lists import file_record, pool_list_file
+
+        pool = write_list_pool(ood_cfg.path, ood_cfg.root, size, int(h), int(c), ood_cfg.pool_seed, out_path)
+        params.update(root=ood_cfg.root, list_file=file_record(pool_list_file(ood_cfg.path)))
+    else:
+        pool = build_pool(source, size=size, image_size=int(h), channels=int(c), seed=ood_cfg.pool_seed,
+                          root=ood_cfg.path)
+        save_pool(out_path, pool)
     if size is not None and ood_cfg.source != "bundled" and len(pool) < size:
         logger.warning("OOD pool %s has %d images, fewer than ood.pool_size=%d", source, len(pool), size)
-    pool_manifest_path(out_path).unlink(missing_ok=True)  # never leave a stale manifest beside a new pool
-    save_pool(out_path, pool)
-    write_pool_manifest(out_path, pool, params={
-        "source": ood_cfg.source, "path": ood_cfg.path, "pool_source": ood_cfg.pool_source,
-        "pool_size": ood_cfg.pool_size, "pool_seed": ood_cfg.pool_seed, "image_shape": [int(h), int(w), int(c)],
-    })
+    write_pool_manifest(out_path, pool, params=params)
     return pool
