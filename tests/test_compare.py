@@ -218,6 +218,106 @@ def test_published_rows_for_cifar10_table2():
     assert published_rows({"data.source": "digits"}, "full", REPO / "reference") == []
 
 
+COMMUNITY = {"data": {"source": "cifar10", "split": "community", "imbalance_ratio": 100.0}}
+GENERATED = {"data": {"source": "cifar10", "split": "generated", "imbalance_ratio": 100.0}}
+HIDDEN = ("published numbers hidden (papers 000, 003): these runs use ltcl-generated splits, the papers used "
+          "SDCLR's split files; set data.split: community")
+
+
+def compared(split: dict, tmp_path: Path) -> tuple[str, str, str]:
+    """compare's text, Markdown and HTML for SimCLR + KDUP on ``split`` (via result directories)."""
+    r = rec("kdup", merged(KDUP, flat_of(split)), 84, 85)
+    d = tmp_path / "kdup"
+    for path, m in r["data"]["metrics"].items():
+        f = d / path[len("metrics/"):]
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(json.dumps(m["data"]))
+    (d / "params.yaml").write_text(yaml.safe_dump(r["data"]["params"]["params.yaml"]["data"]))
+    out = tmp_path / "out"
+    assert cli_main(["compare", "--dirs", str(d), "--out", str(out), "--reference", str(REPO / "reference")]) == 0
+    return tuple((out / f"compare.{x}").read_text() for x in ("txt", "md", "html"))
+
+
+def flat_of(d):
+    from ltcl.compare.experiments import flatten
+    return flatten(d)
+
+
+def test_community_split_row_shows_published_numbers(tmp_path):
+    text, md, page = compared(COMMUNITY, tmp_path)
+    for out in (text, md, page):
+        assert "SimCLR + KDUP (published, 003 T2, on SDCLR/COLT split files)" in out
+        assert "published numbers hidden" not in out
+    assert "90.26" in text and "90.26" in page  # paper 003 Table 2, All
+
+
+def test_generated_split_row_hides_published_numbers_and_says_why(tmp_path):
+    text, md, page = compared(GENERATED, tmp_path)
+    for out in (text, md, page.replace("&#x27;", "'")):
+        assert "(published" not in out
+        assert HIDDEN in out
+
+
+def test_published_rows_follow_each_papers_split():
+    from ltcl.compare.reference import published_for
+
+    folder = REPO / "reference"
+    rows, notes = published_for([flat_of(COMMUNITY)], "full", folder)
+    assert {r["paper"] for r in rows} == {"000", "003"} and notes == []
+    # papers 001 / 002 built CIFAR-LT by Cui et al.'s rule: shown for generated runs only
+    sup_c, notes_c = published_for([flat_of(COMMUNITY)], "classifier", folder)
+    sup_g, notes_g = published_for([flat_of(GENERATED)], "classifier", folder)
+    assert sup_c == [] and "papers 001" in notes_c[0] and "class_order: given" in notes_c[0]
+    assert {r["paper"] for r in sup_g} == {"001"} and notes_g == []
+    c100, _ = published_for([{**flat_of(GENERATED), "data.source": "cifar100"}], "classifier", folder)
+    assert {r["paper"] for r in c100} == {"001", "002"} and all(r["split"] == "generated" for r in c100)
+
+
+@pytest.mark.parametrize("bundle,dataset", [("imagenet100-lt", "imagenet100"), ("places-lt", "places")])
+def test_list_bundles_map_to_the_reference_datasets(bundle, dataset):
+    from ltcl.compare.reference import published_for
+
+    params = {"data.source": "list", "data.lists": bundle, "data.split": "community",
+              "data.imbalance_ratio": 10.0}  # the generator's ratio does not label list data sets
+    rows, notes = published_for([params], "few_shot", REPO / "reference")
+    assert rows and {r["dataset"] for r in rows} == {dataset} and notes == []
+    assert ("003", "KDUP") in {(r["paper"], r["method"]) for r in rows}
+
+
+def test_split_index_repeats_are_one_row():
+    base = merged(KDUP, flat_of(COMMUNITY))
+    recs = [rec(f"kdup-s{k}", merged(base, {"data.split_index": k, "pretrain.seed": k - 1}), 80 + k, 82 + k)
+            for k in (1, 2, 3)]
+    lines, keys = build_lines(from_exp_show(exp_show(recs)), "full")
+    assert [len(l.runs) for l in lines] == [3, 3] and "data.split_index" not in keys
+
+
+def test_set_param_values_parse_with_dvcs_override_grammar():
+    from ltcl.compare.queue import set_param_args
+
+    args = set_param_args({"report.title": "A (b): c", "data.root": "data/raw", "augment.crop_scale": [0.1, 1.0],
+                           "data.lists": None, "x.quote": "it's"})
+    assert args[1::2] == ["report.title='A (b): c'", "data.root=data/raw", "augment.crop_scale=[0.1, 1.0]",
+                          "data.lists=null", "x.quote='it\\'s'"]
+
+
+def test_queue_colt_rows_use_colts_domain_loss():
+    rows = dict(presets(BASE)["table2"])
+    assert rows["simclr-colt"]["pretrain.domain_loss"] == "colt" and rows["sdclr-colt"]["pretrain.domain_loss"] == "colt"
+    assert "pretrain.domain_loss" not in rows["simclr-kdup"]
+
+
+def test_queue_seeds_on_community_splits_take_split_index():
+    from ltcl.errors import UserError
+
+    params = params_with(COMMUNITY)
+    cmds = queue_commands("table11", params, seeds=5)
+    assert sorted(a for c in cmds[:5] for a in c if a.startswith("data.split_index=")) == [
+        f"data.split_index={k}" for k in range(1, 6)]
+    with pytest.raises(UserError, match="--seeds 5 or fewer"):
+        queue_commands("table11", params, seeds=6)
+
+
 @pytest.mark.skipif(not any(__import__("shutil").which(b) for b in ("chromium", "chromium-browser", "google-chrome")),
                     reason="no headless Chromium here (apt-get install chromium)")
 def test_compare_html_renders_offline_in_headless_chromium(tmp_path):

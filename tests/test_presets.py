@@ -90,10 +90,9 @@ def test_kdup_cifar10_lt_values():
     """Paper 003 Sec. 4.1 (and COLT's schedule) on CIFAR-10-LT."""
     p = merged_params(REPO / "configs" / "kdup_cifar10_lt.yaml")
     assert p.data.source == "cifar10" and p.data.download is True
-    assert p.data.image_size == 32 and p.data.profile == "exp"
-    assert p.data.imbalance_ratio == 100
-    assert (p.data.val_per_class, p.data.max_per_class) == (500, 4500)
-    assert p.data.few_shot_fraction == pytest.approx(0.01)
+    assert p.data.image_size == 32 and p.data.imbalance_ratio == 100
+    assert (p.data.split, p.data.split_index) == ("community", 1)  # SDCLR's lists: 11,165 / 500 val / 1% S_b
+    assert p.pretrain.domain_loss == "eq9"
     assert p.model.backbone == "resnet18"
     assert p.pretrain.method == "psd" and p.pretrain.sdclr is False
     assert p.pretrain.epochs == 2000
@@ -121,12 +120,125 @@ def test_kdup_large_presets_values():
     im = merged_params(REPO / "configs" / "kdup_imagenet100_lt.yaml")
     pl = merged_params(REPO / "configs" / "kdup_places_lt.yaml")
     for p in (im, pl):
-        assert p.data.source == "folder" and p.data.profile == "pareto"
+        assert (p.data.source, p.data.split) == ("list", "community")
+        assert p.data.image_size == 224 and p.data.group_rule == "thresholds"
         assert p.model.backbone == "resnet50"
         assert p.distill.epochs == 500
-        assert p.ood.source == "folder" and p.ood.path
-    assert (im.pretrain.epochs, im.ood.interval, im.data.max_per_class) == (1000, 50, 1280)
-    assert (pl.pretrain.epochs, pl.ood.interval, pl.data.max_per_class) == (500, 25, 4980)
+    assert (im.data.lists, pl.data.lists) == ("imagenet100-lt", "places-lt")
+    assert (im.ood.source, im.ood.path) == ("list", "imagenet-r") and im.ood.root
+    assert pl.ood.source == "folder" and pl.ood.path  # Places-Extra69: brought by the user
+    assert (im.pretrain.epochs, im.ood.interval) == (1000, 50)
+    assert (pl.pretrain.epochs, pl.ood.interval) == (500, 25)
+
+
+# which rule builds each CIFAR preset's split (header of each file: the paper's words)
+CIFAR_SPLITS = {"kdup_cifar10_lt.yaml": "community", "kdup_cifar100_lt.yaml": "community",
+                "tase_cifar10_lt.yaml": "community",  # paper 000 Sec. 4.1 "Following SDCLR", 11,165 images
+                "gloco_cifar10_lt.yaml": "generated", "gml_cifar100_lt.yaml": "generated"}  # Cui et al. 2019
+GENERATOR_KEYS = ("profile", "val_per_class", "max_per_class", "pareto_min", "class_order", "few_shot_fraction")
+
+
+@pytest.mark.parametrize("name", sorted(CIFAR_SPLITS))
+def test_cifar_presets_split_rule(name):
+    """Community presets take SDCLR's split 1 and set none of the generator's keys (the lists fix
+    the images); generated ones keep Cui et al.'s rule: class 0 is the head, no val hold-out."""
+    over = read_yaml(REPO / "configs" / name)["data"]
+    p = merged_params(REPO / "configs" / name)
+    assert p.data.split == CIFAR_SPLITS[name] and p.data.imbalance_ratio == 100
+    if p.data.split == "community":
+        assert over["split_index"] == 1
+        assert not set(GENERATOR_KEYS) & set(over), set(GENERATOR_KEYS) & set(over)
+    else:
+        assert (p.data.class_order, p.data.val_per_class, p.data.profile) == ("given", 0, "exp")
+    assert "split rule" in (REPO / "configs" / name).read_text().lower()
+
+
+def test_no_preset_claims_not_comparable_for_a_community_split():
+    for preset in PRESETS:
+        over = read_yaml(preset)
+        if over.get("data", {}).get("split") == "community":
+            assert "not comparable" not in preset.read_text().lower(), preset.name
+
+
+# --------------------------------------------------------------------------- ltcl preset run
+def commands(preset: str, **kw) -> list[list[str]]:
+    from ltcl.presets import run_commands_for
+
+    return run_commands_for(REPO / "configs" / preset, params_file=REPO / "params.yaml", **kw)
+
+
+def set_args(cmd: list[str]) -> list[str]:
+    return [cmd[i + 1] for i, a in enumerate(cmd) if a == "-S"]
+
+
+def value_of(cmd: list[str], key: str) -> list[str]:
+    return [a.split("=", 1)[1] for a in set_args(cmd) if a.split("=", 1)[0] == key]
+
+
+def test_preset_run_community_seeds_take_each_split_once():
+    cmds = commands("kdup_cifar10_lt.yaml", seeds=5, queue=True)
+    assert len(cmds) == 5 and all(c[:4] == ["dvc", "exp", "run", "--queue"] for c in cmds)
+    assert [c[c.index("-n") + 1] for c in cmds] == [f"kdup-cifar10-lt-s{k}" for k in range(1, 6)]
+    assert sorted(v for c in cmds for v in value_of(c, "data.split_index")) == ["1", "2", "3", "4", "5"]
+    for k, c in enumerate(cmds, 1):
+        assert value_of(c, "data.split_index") == [str(k)]  # exactly once per command
+        for key in ("pretrain.seed", "distill.seed", "probe.seed"):
+            assert value_of(c, key) == [str(k - 1)]
+
+
+def test_preset_run_more_seeds_than_community_splits_is_refused():
+    from ltcl.errors import UserError
+
+    with pytest.raises(UserError, match=r"SDCLR's 5 published CIFAR-LT splits.*--seeds 5 or fewer"):
+        commands("kdup_cifar100_lt.yaml", seeds=6)
+
+
+def test_preset_run_generated_split_varies_split_seed():
+    cmds = commands("gml_cifar100_lt.yaml", seeds=3, name="gml")
+    assert [c[c.index("-n") + 1] for c in cmds] == ["gml-s1", "gml-s2", "gml-s3"]
+    assert [value_of(c, "data.split_seed") for c in cmds] == [["0"], ["1"], ["2"]]
+    assert all(not value_of(c, "data.split_index") for c in cmds)
+    assert "--queue" not in cmds[0]
+
+
+def test_preset_run_user_overrides_last_and_lists_quoted():
+    import shlex
+
+    cmds = commands("kdup_cifar10_lt.yaml", user_args=["pretrain.sdclr=true", "augment.crop_scale=[0.2, 1.0]"])
+    (cmd,) = cmds
+    assert cmd[cmd.index("-n") + 1] == "kdup-cifar10-lt"  # no --seeds: one experiment, preset values as they are
+    assert set_args(cmd)[-2:] == ["pretrain.sdclr=true", "augment.crop_scale=[0.2, 1.0]"]
+    assert value_of(cmd, "pretrain.sdclr") == ["false", "true"]  # the preset's first, the user's wins
+    assert "augment.crop_scale=[0.1, 1.0]" in cmd  # a list value is one argument...
+    assert "'augment.crop_scale=[0.1, 1.0]'" in shlex.join(cmd)  # ...quoted when printed
+    # DVC parses -S with Hydra's grammar: a string with parentheses must be quoted for it
+    assert "report.title='KDUP on CIFAR-10-LT (paper 003 settings)'" in cmd
+
+
+def test_preset_run_validates_user_overrides():
+    from ltcl.params import ParamsError
+
+    with pytest.raises(ParamsError, match="split_index"):
+        commands("kdup_cifar10_lt.yaml", user_args=["data.split_index=9"])
+
+
+def test_preset_run_cli_with_dvc_mocked(monkeypatch, capsys):
+    import ltcl.cli
+
+    ran: list[list[str]] = []
+    monkeypatch.setattr(ltcl.cli, "run_commands", lambda cmds: ran.extend(cmds))
+    monkeypatch.chdir(REPO)
+    argv = ["preset", "run", "configs/tase_cifar10_lt.yaml", "--seeds", "2", "--queue", "--name", "tase",
+            "-S", "pretrain.epochs=10"]
+    assert ltcl.cli.main(argv) == 0
+    assert [c[:6] for c in ran] == [["dvc", "exp", "run", "--queue", "-n", f"tase-s{k}"] for k in (1, 2)]
+    assert all(c[-2:] == ["-S", "pretrain.epochs=10"] for c in ran)
+    assert len(capsys.readouterr().out.strip().splitlines()) == 2  # the commands are printed
+    ran.clear()
+    assert ltcl.cli.main(argv + ["--dry-run"]) == 0 and ran == []
+    assert ltcl.cli.main(["preset", "run", "configs/tase_cifar10_lt.yaml", "--seeds", "6"]) == 2
+    assert "--seeds 5 or fewer" in capsys.readouterr().err
+    assert ran == []
 
 
 def test_cpu_preset_matches_the_study():

@@ -6,18 +6,21 @@ keep dvc.yaml's code deps exact.
     ltcl compare [--out report/compare]           # tables: terminal, Markdown, HTML
     ltcl compare --dirs runs/s0_simclr runs/...   # result directories instead of DVC experiments
     ltcl preset-args configs/kdup_cifar10_lt.yaml # -S key=value ... for dvc exp run
+    ltcl preset run configs/kdup_cifar10_lt.yaml --seeds 5 --queue   # the preset as DVC experiments
     ltcl deps [--write]                           # dvc.yaml code deps vs the code's imports
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
+import subprocess
 import sys
 from pathlib import Path
 
 from ltcl.compare.experiments import from_directory, from_exp_show, run_exp_show
-from ltcl.compare.queue import queue, set_param_args
-from ltcl.compare.reference import published_rows
+from ltcl.compare.queue import queue, run_commands, set_param_args
+from ltcl.compare.reference import published_for
 from ltcl.compare.render import PROTOCOL_TITLES, honest_text, html_page, markdown_table, text_table, write_outputs
 from ltcl.compare.table import build_lines, honest_baselines
 from ltcl.errors import UserError
@@ -40,10 +43,10 @@ def compare(args) -> int:
         if not lines:
             continue
         title = PROTOCOL_TITLES.get(proto, proto)
-        pub = published_rows(exps[0].params, proto, Path(args.reference))
-        texts.append(text_table(lines, title, keys, pub))
-        mds.append(markdown_table(lines, title, keys, pub))
-        sections.append((title, lines, keys, pub))
+        pub, pub_notes = published_for([e.params for e in exps], proto, Path(args.reference))
+        texts.append(text_table(lines, title, keys, pub, pub_notes))
+        mds.append(markdown_table(lines, title, keys, pub, pub_notes))
+        sections.append((title, lines, keys, pub, pub_notes))
     full, _ = build_lines(exps, "full")
     honest = honest_text(honest_baselines(full))
     text = "\n\n".join(texts + ([honest] if honest else []))
@@ -52,6 +55,38 @@ def compare(args) -> int:
     if args.out:
         paths = write_outputs(args.out, text, md, html_page(sections, honest))
         print("\nwritten: " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def print_commands(cmds: list[list[str]]) -> None:
+    for cmd in cmds:
+        print(shlex.join(cmd))
+
+
+def preset_parser(sub) -> None:
+    p = sub.add_parser("preset", help="run or queue a configs/ preset as DVC experiments")
+    run = p.add_subparsers(dest="action", required=True).add_parser(
+        "run", help="dvc exp run (--queue) with the preset's -S args, one experiment per seed / split")
+    run.add_argument("file", help="a configs/*.yaml preset")
+    run.add_argument("--seeds", type=int, default=None,
+                     help="N experiments NAME-s1..sN, seeds varied as `ltcl queue` does; on SDCLR's community "
+                          "CIFAR splits experiment k takes data.split_index=k (N <= 5)")
+    run.add_argument("--name", help="experiment name (default: the file name, e.g. kdup-cifar10-lt)")
+    run.add_argument("--queue", action="store_true", help="dvc exp run --queue (run later: dvc queue start)")
+    run.add_argument("-S", "--set-param", dest="set_params", action="append", default=[], metavar="KEY=VALUE",
+                     help="extra override after the preset's (repeatable); passed to DVC as given, so quote "
+                          "strings with ( ) [ ] , : for its Hydra parser")
+    run.add_argument("--dry-run", action="store_true", help="print the dvc commands only")
+
+
+def preset_run(args) -> int:
+    """Print the preset's ``dvc exp run`` commands, then run them (not with --dry-run)."""
+    from ltcl.presets import run_commands_for
+
+    cmds = run_commands_for(args.file, args.seeds, args.name, args.queue, args.set_params)
+    print_commands(cmds)
+    if not args.dry_run:
+        run_commands(cmds)
     return 0
 
 
@@ -86,6 +121,7 @@ def main(argv=None) -> int:
     q.add_argument("--dry-run", action="store_true", help="print the dvc commands only")
     p = sub.add_parser("preset-args", help="print a configs/ preset as -S arguments for dvc exp run")
     p.add_argument("file")
+    preset_parser(sub)
     d = sub.add_parser("deps", help="check dvc.yaml's code deps against the code's imports (exit 1 if they differ)")
     d.add_argument("--write", action="store_true", help="rewrite dvc.yaml's code deps and deps/*.method/")
     d.add_argument("--repo", default=".", help="the checkout (default: here)")
@@ -96,13 +132,10 @@ def main(argv=None) -> int:
         if args.cmd == "compare":
             return compare(args)
         if args.cmd == "queue":
-            import shlex
-
-            for cmd in queue(args.preset, args.seeds, args.dry_run):
-                print(shlex.join(cmd))
+            print_commands(queue(args.preset, args.seeds, args.dry_run))
             return 0
-        import shlex
-
+        if args.cmd == "preset":
+            return preset_run(args)
         from ltcl.presets import load_preset
 
         print(shlex.join(set_param_args(load_preset(args.file))))
@@ -110,6 +143,9 @@ def main(argv=None) -> int:
     except (UserError, RuntimeError) as exc:  # RuntimeError: `dvc exp show` failed
         print(f"ltcl {args.cmd}: {exc}", file=sys.stderr)
         return 2
+    except subprocess.CalledProcessError as exc:  # a dvc exp run of queue / preset run
+        print(f"ltcl {args.cmd}: `{shlex.join(exc.cmd)}` failed (exit {exc.returncode})", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

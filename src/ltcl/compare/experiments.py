@@ -19,8 +19,9 @@ import yaml
 from ltcl.errors import UserError
 
 # params that only choose a seed / split: runs differing only in these are repeats of one row
-SEED_KEYS = ("data.split_seed", "pretrain.seed", "distill.seed", "ood.seed", "ood.pool_seed", "probe.seed",
-             "cluster.seed")
+# (data.split_index: which of SDCLR's five published splits, the papers' repeats)
+SEED_KEYS = ("data.split_seed", "data.split_index", "pretrain.seed", "distill.seed", "ood.seed", "ood.pool_seed",
+             "probe.seed", "cluster.seed")
 METHOD_NAMES = {"simclr": "SimCLR", "sdclr": "SDCLR", "psd": "SimCLR", "ts": "TS", "tase": "TASE",
                 "gloco": "GloCo", "gloco+proco": "GloCo + ProCo", "gml": "GML"}
 OOD_NAMES = {"kdup": "KDUP", "colt": "COLT", "random": "random OOD", "augment": "augmented ID"}

@@ -2,7 +2,8 @@
 
 Each preset is a list of (row name, params overrides) applied on top of the workspace's
 params.yaml with ``dvc exp run --queue -n <name> -S key=value ...``; ``--seeds N`` repeats every
-row with N seeds (each seed also permutes which class gets which count, ``data.split_seed``).
+row with N seeds (each seed also permutes which class gets which count, ``data.split_seed``; on
+SDCLR's community CIFAR splits repeat k also takes split ``data.split_index`` = k + 1, at most 5).
 ``dvc exp run --run-all`` (or ``dvc queue start``) runs them, ``ltcl compare`` tabulates them.
 """
 
@@ -18,12 +19,13 @@ import yaml
 
 from ltcl.errors import UserError
 
+COLT_LOSS = {"pretrain.domain_loss": "colt"}  # COLT's rows: its domain loss as its released code computes it
 T2 = [
     ("simclr", {"pretrain.method": "simclr", "ood.strategy": "none", "distill.enabled": False}),
-    ("simclr-colt", {"pretrain.method": "simclr", "ood.strategy": "colt", "distill.enabled": False}),
+    ("simclr-colt", {"pretrain.method": "simclr", "ood.strategy": "colt", "distill.enabled": False, **COLT_LOSS}),
     ("simclr-kdup", {"pretrain.method": "psd", "pretrain.sdclr": False, "ood.strategy": "kdup", "distill.enabled": True}),
     ("sdclr", {"pretrain.method": "sdclr", "ood.strategy": "none", "distill.enabled": False}),
-    ("sdclr-colt", {"pretrain.method": "sdclr", "ood.strategy": "colt", "distill.enabled": False}),
+    ("sdclr-colt", {"pretrain.method": "sdclr", "ood.strategy": "colt", "distill.enabled": False, **COLT_LOSS}),
     ("sdclr-kdup", {"pretrain.method": "psd", "pretrain.sdclr": True, "ood.strategy": "kdup", "distill.enabled": True}),
 ]
 KDUP = {"pretrain.method": "psd", "ood.strategy": "kdup", "distill.enabled": True}
@@ -90,8 +92,15 @@ def compute_matched_epochs(params: dict, n_id: int | None = None) -> int:
     return math.ceil(steps / math.ceil(n_id / b))
 
 
+HYDRA_SPECIAL = set("()[]{}:=,'\"\\")  # characters DVC's -S parser (Hydra's override grammar) refuses unquoted
+
+
 def _value(v: Any) -> str:
-    return yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("...").strip()
+    """``v`` as DVC's ``-S key=value`` reads it: YAML flow style, strings with Hydra's special
+    characters single-quoted (e.g. a report.title with parentheses)."""
+    if isinstance(v, str) and (set(v) & HYDRA_SPECIAL or v != v.strip()):
+        return "'" + v.replace("'", "\\'") + "'"
+    return yaml.safe_dump(v, default_flow_style=True, width=float("inf")).strip().removesuffix("...").strip()
 
 
 def set_param_args(overrides: dict[str, Any]) -> list[str]:
@@ -101,28 +110,62 @@ def set_param_args(overrides: dict[str, Any]) -> list[str]:
     return out
 
 
-def seed_overrides(seed: int) -> dict[str, int]:
-    return {"data.split_seed": seed, "pretrain.seed": seed, "distill.seed": seed, "ood.seed": seed,
-            "probe.seed": seed}
+COMMUNITY_SPLITS = 5  # SDCLR published five CIFAR-LT splits (data.split_index 1..5)
+
+
+def community_cifar(params: dict) -> bool:
+    """True when ``params`` (nested) train on SDCLR's published CIFAR-LT splits."""
+    data = params.get("data") or {}
+    return data.get("split") == "community" and data.get("source") in ("cifar10", "cifar100")
+
+
+def check_seeds(seeds: int, params: dict) -> None:
+    if seeds < 1:
+        raise UserError(f"--seeds must be >= 1, got {seeds}")
+    if seeds > COMMUNITY_SPLITS and community_cifar(params):
+        raise UserError(f"--seeds {seeds}: data.split: community has SDCLR's {COMMUNITY_SPLITS} published CIFAR-LT "
+                        f"splits (data.split_index 1..{COMMUNITY_SPLITS}), one experiment each; use --seeds "
+                        f"{COMMUNITY_SPLITS} or fewer (or data.split: generated for more seeds)")
+
+
+def seed_overrides(seed: int, community: bool = False) -> dict[str, int]:
+    """The overrides of repeat ``seed`` (0-based): every stage seed and data.split_seed; on SDCLR's
+    community CIFAR splits also the split itself, data.split_index = seed + 1."""
+    out = {"data.split_seed": seed, "pretrain.seed": seed, "distill.seed": seed, "ood.seed": seed,
+           "probe.seed": seed}
+    return {**out, "data.split_index": seed + 1} if community else out
+
+
+def repeats(params: dict, seeds: int) -> list[dict[str, int]]:
+    """The overrides of each of ``seeds`` repeats of a row under ``params`` (nested): repeat s
+    gets :func:`seed_overrides` (s); refused beyond SDCLR's five splits on community CIFAR."""
+    check_seeds(seeds, params)
+    community = community_cifar(params)
+    return [seed_overrides(s, community) for s in range(seeds)]
 
 
 def queue_commands(preset: str, params: dict, seeds: int = 1) -> list[list[str]]:
     table = presets(params)
     if preset not in table:
         raise UserError(f"unknown preset {preset!r}; known: {', '.join(table)}")
+    reps = repeats(params, seeds) if seeds != 1 else [{}]
     cmds = []
     for name, over in table[preset]:
-        for s in range(seeds):
-            full = {**over, **(seed_overrides(s) if seeds > 1 else {})}
+        for s, rep in enumerate(reps):
             exp = f"{name}-s{s}" if seeds > 1 else name
-            cmds.append(["dvc", "exp", "run", "--queue", "-n", exp, *set_param_args(full)])
+            cmds.append(["dvc", "exp", "run", "--queue", "-n", exp, *set_param_args({**over, **rep})])
     return cmds
+
+
+def run_commands(cmds: list[list[str]]) -> None:
+    """Run each command (an argv list, no shell) in turn; stop at the first failure."""
+    for c in cmds:
+        subprocess.run(c, check=True)
 
 
 def queue(preset: str, seeds: int = 1, dry_run: bool = False, params_file: str = "params.yaml") -> list[list[str]]:
     params = yaml.safe_load(Path(params_file).read_text())
     cmds = queue_commands(preset, params, seeds)
     if not dry_run:
-        for c in cmds:
-            subprocess.run(c, check=True)
+        run_commands(cmds)
     return cmds

@@ -9,6 +9,7 @@ import io
 from pathlib import Path
 from typing import Any
 
+from ltcl.compare.reference import SPLIT_LABELS
 from ltcl.compare.table import COLUMNS, GROUP_COLS, Line
 
 PROTOCOL_TITLES = {"full": "Linear probe, full", "few_shot": "Few-shot linear probe", "ms": "MS linear probe",
@@ -42,8 +43,14 @@ def _runs(line: Line) -> str:
     return str(len(line.runs))
 
 
-def notes(lines: list[Line], keys: list[str]) -> list[str]:
-    out = []
+def pub_label(p: dict) -> str:
+    """A published row's name: method, paper, table and the split it was measured on."""
+    split = SPLIT_LABELS.get(p.get("split", ""), "")
+    return f"{p['method']} (published, {p['paper']} T{p['table']}" + (f", {split})" if split else ")")
+
+
+def notes(lines: list[Line], keys: list[str], pub_notes: list[str] | tuple = ()) -> list[str]:
+    out = list(pub_notes)
     if any(l.supervised for l in lines):
         out.append("* supervised: uses the labels of the long-tailed split (not comparable as an equal).")
     if any(l.not_significant for l in lines):
@@ -58,16 +65,17 @@ def notes(lines: list[Line], keys: list[str]) -> list[str]:
     return out
 
 
-def text_table(lines: list[Line], title: str, keys: list[str], published: list[dict] | None = None) -> str:
+def text_table(lines: list[Line], title: str, keys: list[str], published: list[dict] | None = None,
+               pub_notes: list[str] | tuple = ()) -> str:
     header = ["row", "runs"] + [h for _, h, _ in COLUMNS]
     body = [[_name(l), _runs(l)] + [cell(l, k, bold=("[", "]")) for k, _, _ in COLUMNS] for l in lines]
     for p in published or []:
-        body.append([f"{p['method']} (published)", "-"] + [_fmt(p.get(k)) for k, _, _ in GROUP_COLS]
+        body.append([pub_label(p), "-"] + [_fmt(p.get(k)) for k, _, _ in GROUP_COLS]
                     + ["-"] * (len(COLUMNS) - len(GROUP_COLS)))
     widths = [max(len(str(r[i])) for r in [header] + body) for i in range(len(header))]
     fmt = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths))  # noqa: E731
     out = [title, fmt(header), "  ".join("-" * w for w in widths)] + [fmt(r) for r in body]
-    return "\n".join(out + ["[x] best mean per column"] + notes(lines, keys))
+    return "\n".join(out + ["[x] best mean per column"] + notes(lines, keys, pub_notes))
 
 
 def _fmt(v: Any) -> str:
@@ -78,17 +86,18 @@ def _fmt(v: Any) -> str:
     return "-" if f != f else f"{f:.2f}"
 
 
-def markdown_table(lines: list[Line], title: str, keys: list[str], published: list[dict] | None = None) -> str:
+def markdown_table(lines: list[Line], title: str, keys: list[str], published: list[dict] | None = None,
+                   pub_notes: list[str] | tuple = ()) -> str:
     header = ["row", "runs"] + [h for _, h, _ in COLUMNS]
     out = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for l in lines:
         out.append("| " + " | ".join([_name(l), _runs(l)] + [cell(l, k) for k, _, _ in COLUMNS]) + " |")
     for p in published or []:
-        out.append("| " + " | ".join([f"{p['method']} (published, {p['paper']} {p['table']})", "-"]
+        out.append("| " + " | ".join([pub_label(p), "-"]
                                      + [_fmt(p.get(k)) for k, _, _ in GROUP_COLS]
                                      + ["-"] * (len(COLUMNS) - len(GROUP_COLS))) + " |")
     out.append("")
-    out += [f"{n}  " for n in ["**bold**: best mean per column"] + notes(lines, keys)]
+    out += [f"{n}  " for n in ["**bold**: best mean per column"] + notes(lines, keys, pub_notes)]
     return "\n".join(out) + "\n"
 
 
@@ -121,14 +130,14 @@ def group_bars_png(lines: list[Line], title: str) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def html_page(sections: list[tuple[str, list[Line], list[str], list[dict]]], extra_md: str = "",
-              title: str = "ltcl comparison") -> str:
+def html_page(sections: list[tuple], extra_md: str = "", title: str = "ltcl comparison") -> str:
+    """One page; each section is (name, lines, keys, published) or (..., published, pub_notes)."""
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
              "<style>body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse}"
              "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:first-child{text-align:left}"
              ".pub{color:#666;font-style:italic}.note{color:#444;font-size:90%}</style></head><body>",
              f"<h1>{html.escape(title)}</h1>"]
-    for name, lines, keys, published in sections:
+    for name, lines, keys, published, *pub_notes in sections:
         parts.append(f"<h2>{html.escape(name)}</h2><table><tr><th>row</th><th>runs</th>"
                      + "".join(f"<th>{html.escape(h)}</th>" for _, h, _ in COLUMNS) + "</tr>")
         for l in lines:
@@ -136,13 +145,13 @@ def html_page(sections: list[tuple[str, list[Line], list[str], list[dict]]], ext
                          + "".join(f"<td>{html_cell(l, k)}</td>"
                              for k, _, _ in COLUMNS) + "</tr>")
         for p in published:
-            parts.append(f"<tr class='pub'><td>{html.escape(p['method'])} (published, {html.escape(str(p['paper']))} "
-                         f"{html.escape(str(p['table']))})</td><td>-</td>"
+            parts.append(f"<tr class='pub'><td>{html.escape(pub_label(p))}</td><td>-</td>"
                          + "".join(f"<td>{_fmt(p.get(k))}</td>" for k, _, _ in GROUP_COLS)
                          + "<td>-</td>" * (len(COLUMNS) - len(GROUP_COLS)) + "</tr>")
         parts.append("</table>")
         parts.append("<p class='note'>" + "<br>".join(html.escape(n) for n in
-                                                      ["bold: best mean per column"] + notes(lines, keys)) + "</p>")
+                                                      ["bold: best mean per column"]
+                                                      + notes(lines, keys, *pub_notes)) + "</p>")
         if lines:
             parts.append(f"<img alt='{html.escape(name)} group accuracy' src='{group_bars_png(lines, name)}'>")
     if extra_md:
