@@ -1,6 +1,6 @@
 """ood-pool: prepare the OOD image pool once per pool parameter set (DVC caches it).
 
-Reads params: ood.source, ood.path, ood.pool_source, ood.pool_size, ood.pool_seed.
+Reads params: ood.source, ood.path, ood.root, ood.pool_source, ood.pool_size, ood.pool_seed; data/lt/image.json.
 Writes: data/ood/pool.npy (uint8 N x H x W x C, memory-mappable), matched to the ID images'
 size and channels, and data/ood/pool.json (its sha256, shape, dtype and pool parameters, which
 ood-sampling and pretrain check the pool against).

@@ -270,3 +270,14 @@ def test_every_split_name_is_in_the_manifest(tmp_path, subset):
     root, files = subset
     manifest = make_lt_dataset.build(list_params(root, files), tmp_path / "lt")
     assert set(manifest["arrays"]) == set(SPLIT_NAMES)
+
+
+def test_run_card_names_the_split_files_and_their_sha256(tmp_path, subset):
+    from ltcl.report.html import split_fact
+
+    root, files = subset
+    manifest = make_lt_dataset.build(list_params(root, files), tmp_path / "lt")
+    fact = split_fact({"split_name": "user-lists", "split": "community"}, manifest)
+    for role in ("train", "val", "test"):
+        assert f"{role}: {files[role]} sha256 {sha256(files[role])}" in fact
+    assert "not the papers' split files" in split_fact({"split_name": "generated"}, {})

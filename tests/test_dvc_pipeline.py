@@ -53,6 +53,20 @@ def test_repro_then_noop_then_probe_experiment(dvc_project):
         assert {s for s in status if "changed deps" in str(status[s])} & (kdup_chain | {"make-lt-dataset"}) == invalid
     assert "Running stage" not in p.dvc("repro").stdout
 
+    # which of SDCLR's splits (issue 14) is read by make-lt-dataset alone: the stages after it rerun
+    # only through its outputs, and ood-pool depends on the image shape (data/lt/image.json) only
+    params_text = p.path("params.yaml").read_text()
+    p.set_params({"data": {"split_index": 3}})
+    status = json.loads(p.dvc("status", "--json").stdout)
+    p.path("params.yaml").write_text(params_text)
+    assert set(status) - {"report"} == {"make-lt-dataset"}  # the report shows params.yaml itself
+    assert "'data': 'modified'" in str(status["make-lt-dataset"])  # it reads the whole data section
+    p.set_params({"data": {"split_seed": 5}})  # another split of the same images: the pool is kept
+    out = p.dvc("repro", "ood-pool").stdout
+    assert "Running stage 'make-lt-dataset'" in out and "Running stage 'ood-pool'" not in out
+    p.path("params.yaml").write_text(params_text)
+    p.dvc("repro", "ood-pool")  # back to the baseline's split (from DVC's run cache)
+
     before = json.loads(p.path("metrics/probe/pretrain.json").read_text())
     exp = p.dvc("exp", "run", "-S", "probe.lr=0.05", "-S", "probe.feature_norm=l2")
     ran = {exp_name(exp): snapshot(p)}  # each experiment's own metrics files, read from the workspace it left

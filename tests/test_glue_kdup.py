@@ -290,7 +290,7 @@ def _check_training_sets(proj, epochs, selections, extra_of):
         extra = extra_of(selections[epoch])
         m = len(extra)
         assert m == proj.params()["ood"]["budget"], epoch
-        assert torch.equal(xs[: len(x)], torch.as_tensor(x)), epoch  # the ID images first, in order
+        assert torch.equal(xs[: len(x)], torch.from_numpy(np.array(x))), epoch  # the ID images first, in order
         assert torch.equal(xs[len(x):], torch.as_tensor(extra)), epoch
         assert torch.equal(dom, torch.tensor([0] * len(x) + [1] * m)), epoch
         assert torch.equal(lab, torch.cat([torch.as_tensor(y, dtype=torch.long), torch.full((m,), -1)])), epoch

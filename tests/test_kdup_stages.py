@@ -115,7 +115,7 @@ def test_distill_outputs_and_frozen_teacher(kdup_project, tmp_path, monkeypatch)
     mean = torch.tensor(spec["mean"]).view(1, -1, 1, 1)
     std = torch.tensor(spec["std"]).view(1, -1, 1, 1)
     with torch.no_grad():
-        z = f.eval()((torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255 - mean) / std)[1]
+        z = f.eval()((torch.from_numpy(np.array(x)).permute(0, 3, 1, 2).float() / 255 - mean) / std)[1]
     z = torch.nn.functional.normalize(z.double(), dim=1)
     sim = z @ z.T
     sim.fill_diagonal_(-math.inf)
@@ -136,7 +136,7 @@ def test_cluster_probe_and_report(kdup_project):
         mean = torch.tensor(spec["mean"]).view(1, -1, 1, 1)
         std = torch.tensor(spec["std"]).view(1, -1, 1, 1)
         with torch.no_grad():
-            h = model.eval().features((torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255 - mean) / std)
+            h = model.eval().features((torch.from_numpy(np.array(x)).permute(0, 3, 1, 2).float() / 255 - mean) / std)
         h = h.double().numpy()
         if p.params()["cluster"]["l2_normalize"]:
             h /= np.linalg.norm(h, axis=1, keepdims=True)

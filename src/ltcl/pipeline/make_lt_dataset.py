@@ -11,7 +11,8 @@ Three ways to the splits, chosen by ``data.source`` and ``data.split``:
 
 Many/Medium/Few groups come from the long-tailed counts. Writes ``data/lt/`` (``<split>_x.npy``
 / ``<split>_y.npy`` + manifest.json, naming the list files and their sha256 for community
-splits), metrics/dataset.json and the class-count table.
+splits), ``image.json`` (the image shape, all ood-pool depends on), metrics/dataset.json and the
+class-count table.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import pandas as pd
 
 from ltcl.data.groups import class_groups
 from ltcl.io import atomic_write, write_json
+
+IMAGE_FILE = "image.json"  # data/lt/image.json: the ID images' shape (ood-pool's dependency)
 
 
 def _extra_manifest(cfg, lt_counts: np.ndarray, image_shape, skipped: list[str]) -> dict:
@@ -74,6 +77,8 @@ def build(cfg, out_dir: str | Path) -> dict:
 def run(params, out_dir: str | Path, metrics_path: str | Path, counts_csv: str | Path) -> dict:
     cfg = params.data
     manifest = build(cfg, out_dir)
+    # what ood-pool reads: its own file, so that a new split of same-size images keeps the pool
+    write_json(Path(out_dir) / IMAGE_FILE, {"image_shape": manifest["image_shape"]})
     lt_counts = np.asarray(manifest["lt_counts"])
     train_counts = np.asarray(manifest["train_counts"])
     n_max, n_min = int(lt_counts.max()), int(lt_counts.min())

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 import numpy as np
 
 from ltcl.data.pool import build_pool, pool_manifest_path, save_pool, write_pool_manifest
-from ltcl.data.splits import load_manifest
-from ltcl.errors import UserError
+from ltcl.errors import MissingInputError, UserError
+from ltcl.io import read_json
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +24,10 @@ def run(ood_cfg, lt_dir: str | os.PathLike, out_path: str | os.PathLike) -> np.n
     """The ood-pool stage: a pool matched to the ID images' size and channels (from the split
     manifest), written as a memory-mappable ``.npy`` with its sidecar manifest ``pool.json``
     (sha256, shape, dtype, pool parameters) that later stages check it against."""
-    h, w, c = load_manifest(lt_dir)["image_shape"]
+    shape_file = Path(lt_dir) / "image.json"  # written by make-lt-dataset
+    if not shape_file.is_file():
+        raise MissingInputError(f"{shape_file} not found (run make-lt-dataset first)")
+    h, w, c = read_json(shape_file)["image_shape"]
     if h != w:
         raise UserError(f"ID images must be square for the OOD pool, got {h}x{w}")
     source = f"source:{ood_cfg.pool_source}" if ood_cfg.source == "source" else ood_cfg.source
