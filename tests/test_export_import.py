@@ -1,0 +1,300 @@
+"""Backbone export (safetensors, torchvision layout, model-card code) and import of external
+checkpoints (ltcl-export, torchvision, SDCLR, COLT) - ltcl.models.export / ltcl.models.external."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+from safetensors import safe_open
+from safetensors.torch import load_file
+from torch import nn
+
+from ltcl.errors import MissingInputError, UserError
+from ltcl.models.export import backbone_state, layer_differences, load_snippet, module_code, save_backbone
+from ltcl.models.external import FORMATS, load_external_backbone
+from ltcl.models.heads import build_encoder
+from ltcl.models.pruning import PrunedBranchNorms
+from ltcl.models.resnet import build_backbone
+
+IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+
+
+def spec_of(backbone: str, stem: str, width: float = 1.0, channels: int = 3, image_size: int = 32) -> dict:
+    return {"backbone": backbone, "width": width, "stem": stem, "proj_hidden": 32, "proj_dim": 16,
+            "channels": channels, "image_size": image_size, "mean": [0.5] * channels, "std": [0.25] * channels}
+
+
+def randomise_norms(model: nn.Module, channels: int, size: int, seed: int = 0) -> None:
+    """Non-trivial BN affine parameters and running statistics (three train-mode passes), then eval."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.weight.data = torch.rand(m.weight.shape, generator=g) + 0.5
+            m.bias.data = torch.rand(m.bias.shape, generator=g) * 0.4 - 0.2
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.randn(4, channels, size, size, generator=g))
+    model.eval()
+
+
+def batch(channels: int = 3, size: int = 32) -> torch.Tensor:
+    return torch.randn(3, channels, size, size, generator=torch.Generator().manual_seed(7))
+
+
+def trained_encoder(spec: dict):
+    torch.manual_seed(0)
+    enc = build_encoder(spec["backbone"], spec["channels"], spec["image_size"], width=spec["width"],
+                        proj_hidden=spec["proj_hidden"], proj_dim=spec["proj_dim"], stem=spec["stem"])
+    randomise_norms(enc.backbone, spec["channels"], spec["image_size"])
+    return enc.eval()
+
+
+def assert_same_features(a: nn.Module, b, x: torch.Tensor) -> None:
+    with torch.no_grad():
+        fa, fb = a.eval()(x), b(x)
+    assert fa.shape == fb.shape
+    torch.testing.assert_close(fa, fb, rtol=1e-5, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------
+# export
+# ----------------------------------------------------------------------------------------------
+
+
+def test_backbone_state_is_torchvision_layout_without_head() -> None:
+    enc = build_encoder("resnet18", 3, 64, proj_hidden=32, proj_dim=16, stem="imagenet")
+    PrunedBranchNorms(enc)  # SDCLR's pruned-branch norms live outside the encoder state
+    state = backbone_state(enc.half())
+    tv = set(torchvision.models.resnet18().state_dict()) - {"fc.weight", "fc.bias"}
+    assert set(state) == tv
+    assert "bn1.num_batches_tracked" in state and not any(k.startswith("head.") for k in state)
+    for key, t in state.items():
+        assert t.device.type == "cpu" and t.is_contiguous()
+        assert t.dtype == (torch.int64 if key.endswith("num_batches_tracked") else torch.float32), key
+
+
+def test_resnet18_imagenet_export_loads_into_torchvision(tmp_path) -> None:
+    spec = spec_of("resnet18", "imagenet", image_size=64)
+    enc = trained_encoder(spec)
+    path = tmp_path / "backbone.safetensors"
+    save_backbone(path, enc, {"backbone": "resnet18", "stem": "imagenet"})
+    with safe_open(str(path), "pt") as fh:
+        assert fh.metadata() == {"format": "pt", "backbone": "resnet18", "stem": "imagenet"}
+    tv = torchvision.models.resnet18()
+    tv.fc = nn.Identity()
+    tv.load_state_dict(load_file(str(path)), strict=True)
+    assert_same_features(tv, enc.features, batch(3, 64))
+    # the model card's code for this case is plain torchvision
+    code = module_code(spec)
+    assert "torchvision.models.resnet18()" in code and "model.fc = torch.nn.Identity()" in code
+    assert layer_differences(spec) == [("fc = Identity: the model returns the 512-d pooled features instead of "
+                                        "class logits")]
+    assert not list(tmp_path.glob(".*.tmp"))  # atomic write left no temporary file
+
+
+@pytest.mark.parametrize("backbone,stem,width,channels", [
+    ("resnet18", "cifar", 1.0, 3),
+    ("resnet18", "cifar", 0.5, 1),
+    ("resnet10", "imagenet", 1.0, 3),
+    ("resnet50", "imagenet", 0.25, 3),
+    ("resnet8", "cifar", 1.0, 3),
+    ("resnet20", "cifar", 0.5, 1),
+])
+def test_module_code_and_snippet_rebuild_the_backbone(tmp_path, backbone, stem, width, channels) -> None:
+    spec = spec_of(backbone, stem, width, channels)
+    enc = trained_encoder(spec)
+    path = tmp_path / "w.safetensors"
+    save_backbone(path, enc, {})
+    snippet = load_snippet(spec, str(path))
+    assert "ltcl" not in snippet and "strict=True" in snippet and "load_file(" in snippet
+    assert module_code(spec) in snippet
+    namespace = {"torch": torch, "torchvision": torchvision}
+    exec(snippet, namespace)  # builds `model`, loads the weights strictly, sets eval mode
+    model = namespace["model"]
+    assert set(model.state_dict()) == set(load_file(str(path)))
+    assert_same_features(model, enc.features, batch(channels))
+
+
+def test_layer_differences_name_the_changed_layers() -> None:
+    cifar = "\n".join(layer_differences(spec_of("resnet18", "cifar", 0.5)))
+    assert "3x3 stride 1 padding 1 instead of 7x7 stride 2" in cifar and "no max-pool" in cifar
+    assert "width multiplier 0.5" in cifar and "32/64/128/256" in cifar
+    small = "\n".join(layer_differences(spec_of("resnet8", "cifar")))
+    assert "16/32/64" in small and "option-A" in small and "no downsample" in small
+    assert "resnet10 is not" in "\n".join(layer_differences(spec_of("resnet10", "imagenet")))
+    with pytest.raises(UserError, match="unknown backbone"):
+        module_code(spec_of("vgg", "cifar"))
+
+
+# ----------------------------------------------------------------------------------------------
+# import
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backbone,width", [("resnet18", 0.5), ("resnet8", 1.0)])
+def test_ltcl_export_round_trip(tmp_path, backbone, width) -> None:
+    enc = trained_encoder(spec_of(backbone, "cifar", width))
+    path = tmp_path / "b.safetensors"
+    save_backbone(path, enc, {"backbone": backbone})
+    model = load_external_backbone(path, "ltcl-export", backbone, "cifar", width, 3, 32)
+    want = enc.backbone.state_dict()
+    got = model.state_dict()
+    assert set(got) == set(want)
+    assert all(torch.equal(got[k], want[k]) for k in want)
+    assert not model.training and model.import_report["format"] == "ltcl-export"
+
+
+def torchvision_resnet18() -> nn.Module:
+    torch.manual_seed(1)
+    tv = torchvision.models.resnet18()
+    randomise_norms(tv, 3, 64)
+    return tv
+
+
+@pytest.mark.parametrize("wrap", ["bare", "state_dict+module"])
+def test_torchvision_state_dict_import(tmp_path, wrap) -> None:
+    tv = torchvision_resnet18()
+    sd = tv.state_dict()
+    assert "fc.weight" in sd
+    if wrap != "bare":
+        sd = {"state_dict": {f"module.{k}": v for k, v in sd.items()}, "epoch": 3}
+    path = tmp_path / "tv.pth"
+    torch.save(sd, path)
+    model = load_external_backbone(path, "torchvision", "resnet18", "imagenet", 1.0, 3, 64)
+    assert model.import_report["dropped"] == {"classifier fc": 2}
+    tv.fc = nn.Identity()
+    assert_same_features(tv, model, batch(3, 64))
+
+
+# SDCLR (VITA-Group/SDCLR @ 34c932e): models/resnet_prune_multibn.py names; the dense branch is
+# bn_list.0 ("nonprune"), the pruned branch bn_list.1 ("prune"); proj_head with three fc layers.
+
+def _bn_prefixes(model: nn.Module) -> set[str]:
+    return {name for name, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+
+
+def sdclr_state(backbone: nn.Module, dual_bn: bool, feat: int) -> dict[str, torch.Tensor]:
+    """An SDCLR train_simCLR.py ``state_dict`` (DDP ``module.`` prefix) holding ``backbone``'s
+    weights (dense branch) plus a pruned-branch copy of every BN with other values, the
+    ``normalize`` buffers and the projection head."""
+    g = torch.Generator().manual_seed(3)
+    bns = _bn_prefixes(backbone)
+    out: dict[str, torch.Tensor] = {}
+    for key, value in backbone.state_dict().items():
+        prefix, leaf = key.rsplit(".", 1)
+        if dual_bn and prefix.endswith("downsample.0"):
+            prefix = prefix[: -len("0")] + "conv"
+        if dual_bn and prefix in bns:
+            if prefix.endswith("downsample.1"):
+                prefix = prefix[: -len("1")] + "bn"
+            out[f"{prefix}.bn_list.0.{leaf}"] = value.clone()
+            pruned = value.clone() if leaf == "num_batches_tracked" else torch.rand(value.shape, generator=g) + 0.5
+            out[f"{prefix}.bn_list.1.{leaf}"] = pruned
+        else:
+            out[f"{prefix}.{leaf}"] = value.clone()
+    out["normalize.mean"], out["normalize.std"] = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
+    head = nn.ModuleDict({"fc1": nn.Linear(feat, feat), "bn1": nn.BatchNorm1d(feat),
+                          "fc2": nn.Linear(feat, feat, bias=False), "bn2": nn.BatchNorm1d(feat),
+                          "fc3": nn.Linear(feat, 16, bias=False), "bn3": nn.BatchNorm1d(16)})
+    for key, value in head.state_dict().items():
+        name, leaf = key.split(".", 1)
+        if name.startswith("bn") and dual_bn:
+            out[f"fc.{name}.bn_list.0.{leaf}"] = value
+            out[f"fc.{name}.bn_list.1.{leaf}"] = value.clone()
+        elif dual_bn or name in ("fc1", "bn1", "fc2", "bn2"):  # single-BN proj_head: fc1/bn1/fc2/bn2
+            out[f"fc.{key}"] = value
+    return {f"module.{k}": v for k, v in out.items()}
+
+
+@pytest.mark.parametrize("backbone,dual_bn", [("resnet18", True), ("resnet18", False), ("resnet32", True)])
+def test_sdclr_checkpoint_import(tmp_path, backbone, dual_bn) -> None:
+    torch.manual_seed(2)
+    net = build_backbone(backbone, 3, stem="cifar", image_size=32)
+    randomise_norms(net, 3, 32)
+    sd = sdclr_state(net, dual_bn, net.out_dim)
+    if backbone == "resnet18" and dual_bn:  # real SDCLR names
+        for key in ("module.bn1.bn_list.0.weight", "module.layer2.0.downsample.conv.weight",
+                    "module.layer2.0.downsample.bn.bn_list.1.running_var", "module.fc.fc3.weight",
+                    "module.fc.bn3.bn_list.1.num_batches_tracked", "module.normalize.std"):
+            assert key in sd, key
+    path = tmp_path / "model.pt"
+    torch.save({"epoch": 500, "state_dict": sd, "optim": {"state": {}, "param_groups": [{"lr": 0.5, "params": [0]}]}},
+               path)
+    model = load_external_backbone(path, "sdclr", backbone, "cifar", 1.0, 3, 32)
+    assert_same_features(net, model, batch())
+    report = model.import_report
+    assert report["input_normalization"]["mean"] == pytest.approx(IMAGENET_MEAN)
+    assert report["input_normalization"]["std"] == pytest.approx(IMAGENET_STD)
+    n_bn_tensors = 5 * len(_bn_prefixes(net))
+    assert report["dropped"].get("pruned-branch BatchNorms (bn_list.1)", 0) == (n_bn_tensors if dual_bn else 0)
+
+
+def test_colt_checkpoint_import(tmp_path) -> None:
+    torch.manual_seed(4)
+    net = build_backbone("resnet18", 3, width=0.5, stem="cifar", image_size=32)
+    randomise_norms(net, 3, 32)
+    sd = sdclr_state(net, dual_bn=False, feat=net.out_dim)  # COLT models/resnet.py == SDCLR single-BN names
+    assert "module.layer2.0.downsample.1.running_mean" in sd and "module.fc.fc2.weight" in sd
+    path = tmp_path / "model.pt"
+    torch.save({"epoch": 2, "state_dict": sd, "optim": {"state": {}, "param_groups": []}}, path)
+    model = load_external_backbone(path, "colt", "resnet18", "cifar", 0.5, 3, 32)
+    assert_same_features(net, model, batch())
+    assert model.import_report["input_normalization"]["std"] == pytest.approx(IMAGENET_STD)
+    # COLT has no dual BN: an SDCLR dual-BN checkpoint is not silently accepted as COLT
+    torch.save({"state_dict": sdclr_state(net, dual_bn=True, feat=net.out_dim)}, path)
+    with pytest.raises(UserError, match=r"bn_list\.0"):
+        load_external_backbone(path, "colt", "resnet18", "cifar", 0.5, 3, 32)
+
+
+# ----------------------------------------------------------------------------------------------
+# refusals
+# ----------------------------------------------------------------------------------------------
+
+
+def test_resnet50_checkpoint_refused_for_resnet18(tmp_path) -> None:
+    path = tmp_path / "r50.pth"
+    torch.save(torchvision.models.resnet50().state_dict(), path)
+    with pytest.raises(UserError) as err:
+        load_external_backbone(path, "torchvision", "resnet18", "imagenet", 1.0, 3, 64)
+    msg = str(err.value)
+    assert str(path) in msg
+    assert "checkpoint key(s) unused: [" in msg and "layer1.0.conv3.weight" in msg
+    assert "model key(s) missing: [" in msg and "more)" in msg  # capped lists with counts
+    assert "shape mismatch" in msg and "layer1.0.conv1.weight" in msg
+    torch.save(torchvision.models.resnet18().state_dict(), path)  # and the other way round
+    with pytest.raises(UserError, match=r"0 checkpoint key\(s\) unused: \[\]; 165 model key\(s\) missing: "
+                                        r"\[layer1\.0\.conv3\.weight, "):
+        load_external_backbone(path, "torchvision", "resnet50", "imagenet", 1.0, 3, 64)
+
+
+def test_missing_key_and_wrong_stem_named(tmp_path) -> None:
+    sd = torchvision_resnet18().state_dict()
+    del sd["layer3.1.bn2.running_var"]
+    path = tmp_path / "tv.pth"
+    torch.save(sd, path)
+    with pytest.raises(UserError, match=r"0 checkpoint key\(s\) unused: \[\]; 1 model key\(s\) missing: "
+                                        r"\[layer3\.1\.bn2\.running_var\]"):
+        load_external_backbone(path, "torchvision", "resnet18", "imagenet", 1.0, 3, 64)
+    torch.save(torchvision_resnet18().state_dict(), path)
+    with pytest.raises(UserError, match=r"conv1\.weight: checkpoint \(64, 3, 7, 7\), model \(64, 3, 3, 3\)"):
+        load_external_backbone(path, "torchvision", "resnet18", "cifar", 1.0, 3, 32)
+
+
+def test_bad_files_and_formats(tmp_path) -> None:
+    assert FORMATS == ("ltcl-export", "torchvision", "sdclr", "colt")
+    with pytest.raises(MissingInputError):
+        load_external_backbone(tmp_path / "nope.pt", "sdclr", "resnet18", "cifar", 1.0, 3, 32)
+    mask = tmp_path / "mask_100.pt"
+    torch.save({"epoch": 100, "pruneMask": {"conv1": torch.ones(2, dtype=torch.bool)}}, mask)
+    with pytest.raises(UserError, match="pruning-mask file"):
+        load_external_backbone(mask, "sdclr", "resnet18", "cifar", 1.0, 3, 32)
+    with pytest.raises(UserError, match="unknown checkpoint format"):
+        load_external_backbone(mask, "moco", "resnet18", "cifar", 1.0, 3, 32)
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a safetensors file")
+    with pytest.raises(UserError, match="safetensors"):
+        load_external_backbone(junk, "ltcl-export", "resnet18", "cifar", 1.0, 3, 32)
+    with pytest.raises(UserError, match="torch.load"):
+        load_external_backbone(junk, "torchvision", "resnet18", "cifar", 1.0, 3, 32)
