@@ -32,7 +32,8 @@ def test_repro_then_noop_then_probe_experiment(dvc_project):
     p = dvc_project
     first = p.dvc("repro")
     for stage in ("make-lt-dataset", "ood-pool", "ood-sampling", "pretrain", "distill", "linear-probe@pretrain",
-                  "linear-probe@distill", "cluster@pretrain", "cluster@distill", "report"):
+                  "linear-probe@distill", "cluster@pretrain", "cluster@distill", "export@pretrain", "export@distill",
+                  "report"):
         assert f"Running stage '{stage}'" in first.stdout
     assert p.path("report/index.html").exists()
     p.run("git", "add", "-A")
@@ -70,7 +71,9 @@ def test_repro_then_noop_then_probe_experiment(dvc_project):
     before = json.loads(p.path("metrics/probe/pretrain.json").read_text())
     exp = p.dvc("exp", "run", "-S", "probe.lr=0.05", "-S", "probe.feature_norm=l2")
     ran = {exp_name(exp): snapshot(p)}  # each experiment's own metrics files, read from the workspace it left
-    assert ran_stages(exp) == {"linear-probe@pretrain", "linear-probe@distill", "report"}
+    # the exports' model cards quote the probe numbers
+    assert ran_stages(exp) == {"linear-probe@pretrain", "linear-probe@distill", "export@pretrain", "export@distill",
+                               "report"}
     after = json.loads(p.path("metrics/probe/pretrain.json").read_text())
     assert after != before
     diff = p.dvc("metrics", "diff", "--json")
@@ -80,13 +83,13 @@ def test_repro_then_noop_then_probe_experiment(dvc_project):
 
     # a distillation ablation (Table 6) reruns distill and what evaluates g, never f's stages
     exp = p.dvc("exp", "run", "-S", "distill.guided_weighting=false")
-    assert ran_stages(exp) == {"distill", "linear-probe@distill", "cluster@distill", "report"}
+    assert ran_stages(exp) == {"distill", "linear-probe@distill", "cluster@distill", "export@distill", "report"}
     ran[exp_name(exp)] = snapshot(p)
 
     # a PSD-only key (paper 003 Table 8's alpha) reruns pre-training, never the SimCLR warm-up
     exp = p.dvc("exp", "run", "-S", "pretrain.alpha=0.5")
     assert ran_stages(exp) == {"pretrain", "distill", "linear-probe@pretrain", "linear-probe@distill",
-                               "cluster@pretrain", "cluster@distill", "report"}
+                               "cluster@pretrain", "cluster@distill", "export@pretrain", "export@distill", "report"}
     ran[exp_name(exp)] = snapshot(p)
     check_compare_on_exp_show(p, ran)
 

@@ -322,6 +322,32 @@ class ReportParams(_Section):
     title: str = "ltcl report"
 
 
+# --------------------------------------------------------------------------- external encoders
+EXTERNAL_FORMATS = ("ltcl-export", "torchvision", "sdclr", "colt")  # = ltcl.models.external.FORMATS
+
+
+class ExternalEncoderParams(_Section):
+    """An encoder trained outside this pipeline, evaluated by the probe and cluster stages like f and g."""
+
+    path: str = Field(description="checkpoint file (ltcl export .safetensors, torchvision state_dict, "
+                      "SDCLR / COLT checkpoint)")
+    format: Literal["ltcl-export", "torchvision", "sdclr", "colt"]
+    backbone: Literal["resnet8", "resnet10", "resnet20", "resnet32", "resnet18", "resnet50"] = "resnet18"
+    stem: Literal["auto", "cifar", "imagenet"] = "auto"
+    width: float = Field(1.0, gt=0.0, le=8.0)
+    mean: Optional[list[float]] = Field(None, description="input normalisation (0..1 scale); null: the "
+                                        "export's own, or the checkpoint's (SDCLR / COLT: ImageNet's), else the data's")
+    std: Optional[list[float]] = None
+
+    @model_validator(mode="after")
+    def _norm(self) -> "ExternalEncoderParams":
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("external encoder: give both mean and std, or neither")
+        if self.std is not None and any(v <= 0 for v in self.std):
+            raise ValueError("external encoder: std values must be > 0")
+        return self
+
+
 SECTIONS: dict[str, type[_Section]] = {
     "data": DataParams,
     "model": ModelParams,
@@ -350,6 +376,18 @@ class Params(BaseModel):
     probe: ProbeParams = ProbeParams()
     cluster: ClusterParams = ClusterParams()
     report: ReportParams = ReportParams()
+    external: dict[str, ExternalEncoderParams] = Field(
+        default_factory=dict, description="name -> encoder from outside ltcl, evaluated as ext-<name>")
+
+    @field_validator("external")
+    @classmethod
+    def _external_names(cls, v: dict) -> dict:
+        import re
+
+        bad = [k for k in v if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,40}", k)]
+        if bad:
+            raise ValueError(f"external encoder names must be lower-case letters, digits, '-' or '_': {bad}")
+        return v
 
     @model_validator(mode="after")
     def _cross(self) -> "Params":

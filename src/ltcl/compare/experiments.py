@@ -50,7 +50,7 @@ class Row:
 
     label: str
     experiment: Experiment
-    encoder: str  # "pretrain" | "distill"
+    encoder: str  # "pretrain" | "distill" | "ext-<name>" (an imported external encoder)
     supervised: bool = False
     values: dict[str, float] = field(default_factory=dict)
 
@@ -162,4 +162,8 @@ def rows_of(exp: Experiment) -> list[Row]:
         kind = dist.get("method") or ("gml" if method == "gml" else "kdup")
         suffix = " student" if kind == "gml" else " (g)"
         rows.append(Row(label + suffix, exp, "distill", sup or kind == "gml"))
+    for key in sorted(k for k in exp.metrics if k.startswith("probe/ext-") and not k.endswith("_per_class")):
+        enc = key[len("probe/"):]
+        ext = {k.split(".", 2)[2]: v for k, v in p.items() if k.startswith(f"external.{enc[4:]}.")}
+        rows.append(Row(f"{enc[4:]} (external, {ext.get('format', '?')})", exp, enc))
     return rows

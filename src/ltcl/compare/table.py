@@ -40,7 +40,7 @@ def row_values(row: Row, protocol: str) -> dict[str, float]:
     if enc == "distill":
         secs.append(e.metric("distill", "seconds", default=0.0))
     total = sum(float(s or 0.0) for s in secs)
-    if total > 0:
+    if total > 0 and not enc.startswith("ext-"):  # an imported encoder was not trained by this run
         v["minutes"] = total / 60.0
     return v
 

@@ -64,7 +64,12 @@ def evaluate_features(feats: dict[str, torch.Tensor], labels: dict[str, np.ndarr
 
 
 def load_frozen(params, ckpt_path, lt_dir):
-    """(encoder in eval mode, its spec, the split manifest, device, amp on?) for an evaluation stage."""
+    """(encoder in eval mode, its spec, the split manifest, device, amp on?) for an evaluation stage.
+
+    ltcl's own encoders (f, g) are checked against the ``model`` params; an imported external
+    encoder (``ext-<name>.pt``) declares its own architecture and is checked against the images only."""
+    from pathlib import Path
+
     from ltcl.data.splits import load_manifest
     from ltcl.models.checkpoint import load_encoder
     from ltcl.runtime import amp_dtype_for, resolve_device
@@ -72,5 +77,6 @@ def load_frozen(params, ckpt_path, lt_dir):
     device = resolve_device(params.runtime.device)
     amp = amp_dtype_for(device, params.runtime.amp) is not None
     manifest = load_manifest(lt_dir)
-    model, spec, _ = load_encoder(ckpt_path, device, model_cfg=params.model, image_shape=manifest.get("image_shape"))
+    model_cfg = None if Path(ckpt_path).name.startswith("ext-") else params.model
+    model, spec, _ = load_encoder(ckpt_path, device, model_cfg=model_cfg, image_shape=manifest.get("image_shape"))
     return model, spec, manifest, device, amp

@@ -38,6 +38,16 @@ def encoder_spec(model_cfg, channels: int, image_size: int, mean, std) -> dict:
 
 
 def build_from_spec(spec: dict) -> Encoder:
+    """The encoder ``spec`` describes; ``spec["head"] == "none"`` (an encoder imported from outside
+    ltcl, evaluated on its backbone features only) gets no projection head."""
+    if spec.get("head") == "none":
+        from torch import nn
+
+        from ltcl.models.resnet import build_backbone
+
+        backbone = build_backbone(spec["backbone"], spec["channels"], width=spec["width"], stem=spec["stem"],
+                                  image_size=spec["image_size"])
+        return Encoder(backbone, nn.Identity())
     return build_encoder(spec["backbone"], spec["channels"], spec["image_size"], width=spec["width"],
                          proj_hidden=spec["proj_hidden"], proj_dim=spec["proj_dim"], stem=spec["stem"])
 

@@ -111,6 +111,9 @@ def encoder_labels(root: Path, encoders) -> dict[str, str]:
     self-supervised ones as equals)."""
     out = {}
     for e in encoders:
+        if e.startswith("ext-"):
+            out[e] = f"{e[4:]} (external encoder, imported)"
+            continue
         mt = _read_json(root / f"metrics/{e}.json") or {}
         method = mt.get("method")
         if e == "distill" and mt.get("enabled") is False:
@@ -195,8 +198,14 @@ def run_card(root: Path) -> tuple[str, str] | None:
     return h, m
 
 
+def external_encoders(root: Path) -> tuple[str, ...]:
+    """``ext-<name>`` of every imported encoder whose probe ran (``metrics/probe/ext-<name>.json``)."""
+    return tuple(sorted(p.stem for p in (root / "metrics/probe").glob("ext-*.json")))
+
+
 def build_report(root: str | Path = ".", title: str = "ltcl report", encoders=("pretrain", "distill")) -> Report:
     root = Path(root)
+    encoders = tuple(encoders) + tuple(e for e in external_encoders(root) if e not in encoders)
     rep = Report(title)
     labels = encoder_labels(root, encoders)
     manifest = _read_json(root / "data/lt/manifest.json") or {}
