@@ -8,6 +8,7 @@ keep dvc.yaml's code deps exact.
     ltcl preset-args configs/kdup_cifar10_lt.yaml # -S key=value ... for dvc exp run
     ltcl preset run configs/kdup_cifar10_lt.yaml --seeds 5 --queue   # the preset as DVC experiments
     ltcl deps [--write]                           # dvc.yaml code deps vs the code's imports
+    ltcl embed --encoder data/models/distill.pt --split test --out embeddings/test   # per-image features
 """
 
 from __future__ import annotations
@@ -103,6 +104,34 @@ def deps(args) -> int:
     return 1 if diff else 0
 
 
+def embed_parser(sub) -> None:
+    e = sub.add_parser("embed", help="an encoder's per-image features (embeddings.npy, index.csv, embed.json)")
+    e.add_argument("--encoder", required=True, help="an encoder checkpoint, e.g. data/models/distill.pt")
+    src = e.add_mutually_exclusive_group(required=True)
+    src.add_argument("--split", help="a split of --lt-dir (test, val, train, probe_full, ...)")
+    src.add_argument("--images", help="a folder of image files (<class>/<file> gives labels), resized to the "
+                                      "encoder's size")
+    src.add_argument("--npz", help="an .npz holding uint8 images N x H x W (x C) at the encoder's size")
+    e.add_argument("--lt-dir", default="data/lt", help="the split folder for --split (default: data/lt)")
+    e.add_argument("--key", help="the --npz array (default: the first of x_test, x_train, x, images)")
+    e.add_argument("--out", required=True, help="output folder")
+    e.add_argument("--space", choices=("backbone", "projection"), default="backbone",
+                   help="backbone: pooled features h, what the linear probe uses (default); projection: head(h)")
+    e.add_argument("--batch-size", type=int, default=256)
+    e.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    e.add_argument("--skip-bad", action="store_true", help="--images: skip and log unreadable files")
+
+
+def embed(args) -> int:
+    from ltcl.embed import embed as run_embed
+
+    rec = run_embed(encoder=args.encoder, out=args.out, split=args.split, lt_dir=args.lt_dir, images=args.images,
+                    npz=args.npz, key=args.key, space=args.space, batch_size=args.batch_size, device=args.device,
+                    skip_bad=args.skip_bad)
+    print(f"ltcl embed: {rec['n']} x {rec['d']} {rec['space']} embeddings written to {args.out}")
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="ltcl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -125,6 +154,7 @@ def main(argv=None) -> int:
     d = sub.add_parser("deps", help="check dvc.yaml's code deps against the code's imports (exit 1 if they differ)")
     d.add_argument("--write", action="store_true", help="rewrite dvc.yaml's code deps and deps/*.method/")
     d.add_argument("--repo", default=".", help="the checkout (default: here)")
+    embed_parser(sub)
     args = ap.parse_args(argv)
     if args.cmd == "deps":
         return deps(args)
@@ -136,6 +166,8 @@ def main(argv=None) -> int:
             return 0
         if args.cmd == "preset":
             return preset_run(args)
+        if args.cmd == "embed":
+            return embed(args)
         from ltcl.presets import load_preset
 
         print(shlex.join(set_param_args(load_preset(args.file))))
