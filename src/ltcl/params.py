@@ -100,7 +100,9 @@ class ModelParams(_Section):
 
 class RuntimeParams(_Section):
     device: str = "auto"
-    amp: bool = True
+    amp: Literal["auto", True, False, "fp16"] = Field(
+        "auto", description="auto: bf16 where the device computes it natively, else fp32; true: bf16; "
+        "fp16: fp16 + loss scaler (CUDA); false: fp32")
     channels_last: bool = True
     threads: int = Field(0, ge=0, description="torch intra-op threads; 0 = torch's default")
     deterministic: bool = True

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ltcl.errors import UserError
+
 
 @dataclass(frozen=True)
 class Runtime:
@@ -53,15 +55,94 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def amp_dtype_for(device: torch.device, amp: bool) -> torch.dtype | None:
-    """bf16 where the device supports it (recent CPUs, Ampere+ GPUs), else fp16 on CUDA."""
-    if not amp:
-        return None
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")  # x86 AVX-512-BF16 / AMX; ARMv8.6 "bf16"
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (Linux ``/proc/cpuinfo``: ``flags`` on x86, ``Features`` on ARM);
+    empty where they cannot be read (then no native bf16 is assumed)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key.strip().lower() in ("flags", "features"):
+                    return set(value.split())
+    except OSError:
+        pass
+    return set()
+
+
+@dataclass(frozen=True)
+class AmpDecision:
+    """The precision a run trains in and why (recorded in each stage's run card)."""
+
+    dtype: torch.dtype | None  # None = fp32
+    setting: str  # runtime.amp as given
+    reason: str
+
+    @property
+    def name(self) -> str:
+        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
+
+    def record(self) -> dict:
+        return {"precision": self.name, "amp": self.setting, "reason": self.reason}
+
+
+def amp_decision(device: torch.device, amp, *, flags: set[str] | None = None,
+                 cuda_capability: tuple[int, int] | None = None) -> AmpDecision:
+    """The autocast dtype for ``runtime.amp`` on ``device``.
+
+    ``auto``: bf16 where the device computes bf16 natively - a CUDA GPU of compute capability 8.0
+    or newer (Ampere, Hopper: bf16 tensor cores), a CPU with AVX-512-BF16, AMX or ARM's bf16
+    instructions - and fp32 elsewhere (on an AVX2 CPU bf16 autocast runs emulated, ~10x slower
+    than fp32; on older GPUs fp16 would need a loss scaler, so it is only used when asked).
+    ``true``: bf16 (fp16 with a loss scaler on a CUDA GPU without bf16). ``fp16``: fp16 with a loss
+    scaler (CUDA only). ``false``: fp32. ``flags`` / ``cuda_capability`` override what the
+    machine reports (tests inject them).
+    """
+    setting = str(amp).lower()
+    if setting == "false":
+        return AmpDecision(None, setting, "runtime.amp: false")
+    if device.type not in ("cuda", "cpu"):
+        return AmpDecision(None, setting, f"no autocast on {device.type}")
+    if setting == "fp16":
+        if device.type != "cuda":
+            raise UserError("runtime.amp: fp16 needs a CUDA device (fp16 autocast with a loss scaler)")
+        return AmpDecision(torch.float16, setting, "runtime.amp: fp16 (with a loss scaler)")
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu":
-        return torch.bfloat16
-    return None
+        cap = cuda_capability or torch.cuda.get_device_capability(device)
+        native = tuple(cap) >= (8, 0)
+        if setting == "true":
+            return (AmpDecision(torch.bfloat16, setting, f"runtime.amp: true; GPU compute capability {cap[0]}.{cap[1]}")
+                    if native or (cuda_capability is None and torch.cuda.is_bf16_supported()) else
+                    AmpDecision(torch.float16, setting, f"runtime.amp: true; GPU {cap[0]}.{cap[1]} has no bf16: fp16 "
+                                                        "with a loss scaler"))
+        return (AmpDecision(torch.bfloat16, setting, f"auto: GPU compute capability {cap[0]}.{cap[1]} >= 8.0 has "
+                                                     "native bf16")
+                if native else
+                AmpDecision(None, setting, f"auto: GPU compute capability {cap[0]}.{cap[1]} < 8.0 has no native bf16"))
+    if setting == "true":
+        return AmpDecision(torch.bfloat16, setting, "runtime.amp: true")
+    have = sorted(set(CPU_BF16_FLAGS) & (cpu_flags() if flags is None else set(flags)))
+    if have:
+        return AmpDecision(torch.bfloat16, setting, f"auto: the CPU has native bf16 ({', '.join(have)})")
+    return AmpDecision(None, setting, "auto: the CPU has no native bf16 (no avx512_bf16 / amx_bf16 / bf16 flag): "
+                                      "bf16 autocast would run emulated, slower than fp32")
+
+
+_LAST: list[AmpDecision] = []  # the decision of this process's run, for the stage's run card
+
+
+def amp_dtype_for(device: torch.device, amp) -> torch.dtype | None:
+    """The autocast dtype of :func:`amp_decision` (recorded for the run card)."""
+    decision = amp_decision(device, amp)
+    _LAST[:] = [decision]
+    return decision.dtype
+
+
+def last_precision() -> dict | None:
+    """The precision decision of this process's last runtime set-up (None before any)."""
+    return _LAST[0].record() if _LAST else None
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> None:

@@ -35,7 +35,11 @@ def run_info(wall_s: float) -> dict:
             cpu = next((l.split(":", 1)[1].strip() for l in fh if l.startswith("model name")), cpu)
     except OSError:
         pass
+    from ltcl.runtime import last_precision
+
+    precision = last_precision()
     return {
+        **({"precision": precision} if precision else {}),
         "wall_s": round(wall_s, 3),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),  # Linux: KiB
         "cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),

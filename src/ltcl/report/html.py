@@ -170,11 +170,19 @@ def run_card(root: Path) -> tuple[str, str] | None:
     h = "<table>" + "".join(f"<tr><td>{html.escape(k)}</td><td style='text-align:left'>{html.escape(str(v))}</td></tr>"
                             for k, v in facts) + "</table>"
     m = "\n".join(f"- **{k}**: {v}" for k, v in facts) + "\n\n"
-    rows = [{"name": st, "wall_s": r.get("wall_s"), "peak_rss_mb": r.get("peak_rss_mb")} for st, r in runs.items()]
+    rows = [{"name": st, "wall_s": r.get("wall_s"), "peak_rss_mb": r.get("peak_rss_mb"),
+             "precision": (r.get("precision") or {}).get("precision", "")} for st, r in runs.items()]
+    reasons = sorted({(r.get("precision") or {}).get("reason") for r in runs.values()} - {None})
+    if reasons:
+        facts.append(("precision", "; ".join(reasons)))
+        h = "<table>" + "".join(f"<tr><td>{html.escape(k)}</td><td style='text-align:left'>{html.escape(str(v))}</td></tr>"
+                                for k, v in facts) + "</table>"
+        m = "\n".join(f"- **{k}**: {v}" for k, v in facts) + "\n\n"
     if rows:
         rows.append({"name": "total", "wall_s": sum(r["wall_s"] or 0 for r in rows),
-                     "peak_rss_mb": max(r["peak_rss_mb"] or 0 for r in rows)})
-        th, tm = table(rows, [("wall_s", "wall time (s)"), ("peak_rss_mb", "peak memory (MB)")], first=("name", "stage"))
+                     "peak_rss_mb": max(r["peak_rss_mb"] or 0 for r in rows), "precision": ""})
+        th, tm = table(rows, [("wall_s", "wall time (s)"), ("peak_rss_mb", "peak memory (MB)"),
+                              ("precision", "precision")], first=("name", "stage"))
         h += "<p>Wall time and peak resident memory per stage (this run):</p>" + th
         m += "Wall time and peak resident memory per stage (this run):\n\n" + tm
     pre = _read_json(root / "metrics/pretrain.json") or {}
