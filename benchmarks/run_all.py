@@ -60,6 +60,12 @@ def table_rows(res: dict) -> list[tuple[str, str, str, str, str]]:
                              f"{_fmt_rate(v['images_per_s'])} vs {_fmt_rate(ref['images_per_s'])} img/s",
                              f"{v['ratio_vs_reference']:.2f}x", f">= {b['target_ratio']:g}x",
                              status(v["ratio_vs_reference"] >= b["target_ratio"])))
+            au = m.get("auto")
+            if au:
+                rows.append((f"1 throughput {name} ltcl amp auto -> {au['precision']} ({au['reason'][:48]})",
+                             f"{_fmt_rate(au['images_per_s'])} vs {_fmt_rate(au['other_images_per_s'])} img/s "
+                             "(other precision)", f"{au['ratio_vs_reference']:.2f}x", "the faster precision",
+                             status(au["pass"])))
             a = m.get("augment_only")
             if a:
                 rows.append((f"1 (data path only) {name}: kornia batch vs PIL DataLoader, 2 views",

@@ -62,6 +62,12 @@ ARMS = {
     "sdclr_colt": ({"ood": {"strategy": "colt"}, "pretrain": {"method": "sdclr"}}, PRE + EVAL_F),
     "sdclr_kdup": ({"ood": {"strategy": "kdup"}, "pretrain": {"method": "psd", "sdclr": True}},
                    PRE + EVAL_F + EVAL_G),
+    # SDCLR's balanced reference: the same total size, class-balanced; its per-class CSVs record the counts the
+    # long-tailed split gives each class, so its rarity penalty is the control (issue 17). It rebuilds
+    # data/lt, so main() runs it after every other arm of the seed.
+    "simclr_balanced": ({"data": {"subset": "balanced-subset"}, "ood": {"strategy": "none"},
+                         "pretrain": {"method": "simclr"}},
+                        [("make_lt_dataset.py",)] + PRE + EVAL_F),
     "ts": ({"ood": {"strategy": "none"}, "pretrain": {"method": "ts", "ts_period": 10}}, PRE + EVAL_F),
     "tase": ({"ood": {"strategy": "none"}, "pretrain": {"method": "tase", "tase_warmup": 5, "tase_refresh": 5,
                                                          "tase_full": 15}}, PRE + EVAL_F),
@@ -176,7 +182,7 @@ def main(argv=None) -> int:
     for seed in a.seeds:
         if r.run(seed, "data", {}, [("make_lt_dataset.py",), ("ood_pool.py",)]) is None:
             return 1
-        for arm in a.arms:
+        for arm in sorted(a.arms, key=lambda arm: arm == "simclr_balanced"):  # it rebuilds data/lt: last
             if arm == "simclr_matched":
                 kd = a.out / f"s{seed}_kdup"
                 if not (kd / "pretrain.json").exists():

@@ -40,6 +40,24 @@ def test_throughput_measures_every_variant(tiny_throughput):
     assert r["ratio"] > 0 and set(r["profiles"]) == set(r["variants"])
 
 
+@pytest.mark.parametrize("flags, bf16_rate, chosen, ok", [
+    ({"avx2"}, 10.0, "fp32", True),            # no native bf16: auto trains fp32, the faster one here
+    ({"avx2"}, 30.0, "fp32", False),           # ... and fails the check if bf16 measured faster
+    ({"avx512_bf16"}, 30.0, "bf16", True),
+    ({"avx512_bf16"}, 10.0, "bf16", False),
+])
+def test_auto_row_is_the_variant_auto_picks_and_passes_when_faster(flags, bf16_rate, chosen, ok):
+    import torch
+
+    from ltcl.runtime import amp_decision
+
+    variants = {"ltcl_bf16": {"images_per_s": bf16_rate, "ratio_vs_reference": bf16_rate / 5},
+                "ltcl_fp32": {"images_per_s": 20.0, "ratio_vs_reference": 4.0}}
+    row = bench_throughput.auto_row(variants, amp_decision(torch.device("cpu"), "auto", flags=flags))
+    assert row["precision"] == chosen and row["pass"] == ok
+    assert row["images_per_s"] == (bf16_rate if chosen == "bf16" else 20.0)
+
+
 def test_reference_loader_gives_two_normalised_views():
     x = np.random.default_rng(0).integers(0, 256, size=(4, 16, 16, 1), dtype=np.uint8)
     ds = bench_throughput.PairDataset(x, bench_throughput.reference_transform(16, 1))
@@ -83,5 +101,6 @@ def test_scale_streams_a_small_pool(tmp_path):
 def test_table_lists_every_result(tiny_throughput):
     rows = run_all.table_rows({"throughput": {"target_ratio": 3.0, "models": {"tiny": tiny_throughput}},
                                "pipeline": {"error": "Traceback\nRuntimeError: boom"}})
-    assert len(rows) == 4 and rows[-1][-1] == "ERROR"  # 2 variants + data path + error
+    assert len(rows) == 5 and rows[-1][-1] == "ERROR"  # 2 variants + auto + data path + error
+    assert rows[2][0].startswith("1 throughput tiny ltcl amp auto ->")
     assert "PASS" in run_all.format_table(rows) or "MISS" in run_all.format_table(rows)

@@ -50,13 +50,36 @@ def compare(args) -> int:
         sections.append((title, lines, keys, pub, pub_notes))
     full, _ = build_lines(exps, "full")
     honest = honest_text(honest_baselines(full))
-    text = "\n\n".join(texts + ([honest] if honest else []))
-    md = "\n".join(mds + ([f"```\n{honest}\n```\n"] if honest else []))
+    rarity_texts, rarity_html = rarity_sections(exps, args)
+    text = "\n\n".join(texts + ([honest] if honest else []) + rarity_texts)
+    md = "\n".join(mds + ([f"```\n{honest}\n```\n"] if honest else []) + [f"```\n{t}\n```\n" for t in rarity_texts])
     print(text)
     if args.out:
-        paths = write_outputs(args.out, text, md, html_page(sections, honest))
+        paths = write_outputs(args.out, text, md, html_page(sections, honest, extra_html=rarity_html))
         print("\nwritten: " + ", ".join(str(p) for p in paths))
     return 0
+
+
+def rarity_sections(exps, args) -> tuple[list[str], str]:
+    """The rarity penalty per row for the full and few-shot probes: text blocks and HTML (with plots)."""
+    import html as _html
+
+    from ltcl.compare import rarity
+
+    texts, parts = [], []
+    for proto in [p for p in args.protocols if p in ("full", "few_shot")]:
+        lines, _ = build_lines(exps, proto)
+        if not lines:
+            continue
+        pens = rarity.line_penalties(lines, proto)
+        base = rarity.baseline_label(list(pens), args.rarity_baseline)
+        title = PROTOCOL_TITLES.get(proto, proto)
+        block = rarity.text_block(title, rarity.table_rows(pens, base), base)
+        texts.append(block)
+        parts.append(f"<h2>Rarity penalty: {_html.escape(title)}</h2><pre>{_html.escape(block)}</pre>")
+        if any(not p.points.empty for p in pens.values()):
+            parts.append(f"<img alt='rarity penalty {_html.escape(title)}' src='{rarity.plot_png(pens, title)}'>")
+    return texts, "\n".join(parts)
 
 
 def print_commands(cmds: list[list[str]]) -> None:
@@ -142,6 +165,8 @@ def main(argv=None) -> int:
     c.add_argument("--workspace", action="store_true", help="include the workspace as a row")
     c.add_argument("--baseline", action="store_true", help="include the commits' own results")
     c.add_argument("--reference", default="reference", help="folder of published numbers (CSV)")
+    c.add_argument("--rarity-baseline", default=None,
+                   help="row the rarity penalties are compared with (default: SimCLR)")
     c.add_argument("--out", default="report/compare", help="folder for compare.{txt,md,html}; '' = print only")
     q = sub.add_parser("queue", help="queue a paper table's rows as DVC experiments")
     q.add_argument("preset", help="table2 | table3 | table5 | table6 | table8 | table9 | table10 | table11 | "

@@ -34,6 +34,7 @@ class Experiment:
     params: dict[str, Any]  # flattened: "pretrain.method" -> "psd"
     metrics: dict[str, dict]  # "probe/pretrain" -> {...}; keys are paths under metrics/ without .json
     source: str = ""
+    rev: str = ""  # the experiment's git commit (DVC experiments): its per-class CSVs are read from it
 
     def metric(self, file: str, *keys: str, default=None):
         node: Any = self.metrics.get(file)
@@ -84,7 +85,9 @@ def from_exp_show(records: list[dict], include_workspace: bool = False, include_
         for file in (data.get("params") or {}).values():
             params.update(flatten(file.get("data") or {}))
         metrics = {_metrics_key(path): (m.get("data") or {}) for path, m in data["metrics"].items()}
-        out.append(Experiment(rec.get("name") or fallback, params, metrics, source=str(rec.get("rev", ""))[:10]))
+        rev = str(rec.get("rev", ""))
+        out.append(Experiment(rec.get("name") or fallback, params, metrics, source=rev[:10],
+                              rev=rev if rev != "workspace" else ""))
 
     for commit in records:
         if commit.get("rev") == "workspace":
@@ -167,3 +170,23 @@ def rows_of(exp: Experiment) -> list[Row]:
         ext = {k.split(".", 2)[2]: v for k, v in p.items() if k.startswith(f"external.{enc[4:]}.")}
         rows.append(Row(f"{enc[4:]} (external, {ext.get('format', '?')})", exp, enc))
     return rows
+
+
+def per_class_table(exp: Experiment, encoder: str):
+    """The probe's per-class table of ``encoder`` (``metrics/probe/<encoder>_per_class.csv``: class,
+    train_count, per-protocol accuracy) for ``exp``: read from its git commit for a DVC experiment
+    (the CSV is git-tracked), from its folder for a result directory; None when absent."""
+    import io
+    import subprocess
+
+    import pandas as pd
+
+    rel = f"probe/{encoder}_per_class.csv"
+    if exp.rev:
+        proc = subprocess.run(["git", "show", f"{exp.rev}:metrics/{rel}"], capture_output=True, text=True)
+        return pd.read_csv(io.StringIO(proc.stdout)) if proc.returncode == 0 and proc.stdout else None
+    root = Path(exp.source) if exp.source else None
+    for path in ((root / "metrics" / rel, root / rel) if root else ()):
+        if path.is_file():
+            return pd.read_csv(path)
+    return None

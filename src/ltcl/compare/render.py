@@ -113,24 +113,27 @@ def group_bars_png(lines: list[Line], title: str) -> str:
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(keys) + 0.5 * len(lines)), 3.6))
     width = 0.8 / max(len(lines), 1)
     x = np.arange(len(keys))
+    from ltcl.report.plots import accuracy_ylim
+
+    ends = []
     for i, l in enumerate(lines):
         m = [l.mean.get(k, np.nan) for k, _ in keys]
         s = [l.std.get(k, 0.0) for k, _ in keys]
+        ends += [a - b for a, b in zip(m, s)] + [a + b for a, b in zip(m, s)]
         ax.bar(x + (i - (len(lines) - 1) / 2) * width, m, width, yerr=s, capsize=2, label=_name(l))
     ax.set_xticks(x, [h for _, h in keys])
     ax.set_ylabel("test accuracy (%)")
-    lo = min([l.mean.get(k, 100) - l.std.get(k, 0) for l in lines for k, _ in keys] + [100])
-    ax.set_ylim(max(0, lo - 5), 100)
+    ax.set_ylim(*accuracy_ylim(ends))  # the values' range, not 0-100: a 2-point gap stays visible
     ax.set_title(title)
-    ax.legend(fontsize=7, ncol=2, loc="lower left")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)  # beside, not over
     fig.tight_layout()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def html_page(sections: list[tuple], extra_md: str = "", title: str = "ltcl comparison") -> str:
+def html_page(sections: list[tuple], extra_md: str = "", title: str = "ltcl comparison", extra_html: str = "") -> str:
     """One page; each section is (name, lines, keys, published) or (..., published, pub_notes)."""
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
              "<style>body{font-family:sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse}"
@@ -156,6 +159,8 @@ def html_page(sections: list[tuple], extra_md: str = "", title: str = "ltcl comp
             parts.append(f"<img alt='{html.escape(name)} group accuracy' src='{group_bars_png(lines, name)}'>")
     if extra_md:
         parts.append("<pre>" + html.escape(extra_md) + "</pre>")
+    if extra_html:
+        parts.append(extra_html)
     parts.append("</body></html>")
     return "\n".join(parts)
 

@@ -253,7 +253,13 @@ def build_report(root: str | Path = ".", title: str = "ltcl report", encoders=("
                                                  "std": "min", "all": "max"}, first=("name", "encoder"))
         bars = img(plots.group_bars(rows, PROTOCOL_LABELS[proto]), f"{proto} group accuracy")
         pcb = img(plots.per_class_bars(per_class, proto, names), f"{proto} per-class accuracy")
-        rep.add(PROTOCOL_LABELS[proto], h + bars[0] + pcb[0], m + "\n" + bars[1] + "\n" + pcb[1])
+        pvc = img(plots.per_class_vs_count(per_class, proto), f"{proto} per-class accuracy vs count")
+        note = ("One run cannot separate what rarity costs a class from how hard the class is: the seed decides "
+                "which classes are rare. Run at least 3 seeds with permuted class orders and read the rarity "
+                "penalty in `ltcl compare` (README: The rarity penalty).") if pvc[0] else ""
+        rep.add(PROTOCOL_LABELS[proto], h + bars[0] + pcb[0] + pvc[0] + (f"<p class='note'>{html.escape(note)}</p>"
+                                                                         if note else ""),
+                m + "\n" + bars[1] + "\n" + pcb[1] + "\n" + pvc[1] + ("\n\n" + note if note else ""))
     if probe:
         rows = [{"name": labels[e], **mtr.get("knn", {})} for e, mtr in probe.items()]
         keys = sorted({k for r in rows for k in r if k != "name"}, key=lambda k: (len(k), k))

@@ -77,19 +77,60 @@ def per_class_bars(per_class: dict[str, pd.DataFrame], protocol: str, names) -> 
     return to_data_uri(fig)
 
 
+def accuracy_ylim(values, margin: float = 0.15) -> tuple[float, float]:
+    """A y range that shows the differences between the bars: from a little below the lowest
+    value to a little above the highest (not 0-100, where a 2-point difference is invisible), at
+    least 4 points tall, clipped to 0-100."""
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
+    if v.size == 0:
+        return 0.0, 100.0
+    lo, hi = float(v.min()), float(v.max())
+    pad = max((hi - lo) * margin, 1.0)
+    lo, hi = lo - pad, hi + pad
+    if hi - lo < 4.0:
+        mid = (hi + lo) / 2
+        lo, hi = mid - 2.0, mid + 2.0
+    return max(0.0, lo), min(hi, 100.0 + pad)  # room above a bar at 100 for its label
+
+
 def group_bars(rows: list[dict], title: str) -> str | None:
-    """Grouped bars: Many / Medium / Few / All for each row (encoder or experiment)."""
+    """Grouped bars Many / Medium / Few / All for each row (encoder or experiment): the y axis
+    spans the values (not 0-100), each bar carries its value, the legend sits beside the plot."""
     if not rows:
         return None
     keys = ["many", "medium", "few", "all"]
     width = 0.8 / len(rows)
-    fig, ax = plt.subplots(figsize=(6, 3))
+    fig, ax = plt.subplots(figsize=(6.5, 3.2))
+    values = []
     for j, r in enumerate(rows):
-        ax.bar(np.arange(len(keys)) + j * width, [r.get(k, np.nan) for k in keys], width, label=r["name"])
+        vals = [r.get(k, np.nan) for k in keys]
+        values += vals
+        bars = ax.bar(np.arange(len(keys)) + j * width, vals, width, label=r["name"])
+        ax.bar_label(bars, labels=[f"{v:.1f}" if np.isfinite(v) else "" for v in vals], fontsize=6, padding=1)
     ax.set_xticks(np.arange(len(keys)) + 0.4 - width / 2, ["Many", "Medium", "Few", "All"])
+    ax.set_ylim(*accuracy_ylim(values))
     ax.set_ylabel("accuracy (%)")
     ax.set_title(title)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    return to_data_uri(fig)
+
+
+def per_class_vs_count(per_class: dict[str, pd.DataFrame], protocol: str) -> str | None:
+    """Per-class test accuracy against the class's training count (log axis), one colour per
+    encoder. One run cannot separate rarity from difficulty (the seed decides which classes are
+    rare); the caption says so."""
+    frames = {k: v for k, v in per_class.items() if protocol in v}
+    if not frames:
+        return None
+    fig, ax = plt.subplots(figsize=(6.5, 3.2))
+    for enc, df in frames.items():
+        ok = df["train_count"] > 0
+        ax.scatter(df.loc[ok, "train_count"], df.loc[ok, protocol], s=18, alpha=0.7, label=enc)
+    ax.set_xscale("log")
+    ax.set_xlabel("training images of the class (log)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"Per-class accuracy vs count, {protocol} (one seed: rarity and difficulty mixed)", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return to_data_uri(fig)
 
 
