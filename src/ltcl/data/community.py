@@ -22,7 +22,7 @@ import numpy as np
 
 from ltcl.data.lists import LISTS_DIR, cifar_index_files, file_record, read_index_list
 from ltcl.data.sources import RawDataset
-from ltcl.data.splits import Splits, _rng, _sample_per_class, _take
+from ltcl.data.splits import Splits, _take, ms_indices, test_indices
 from ltcl.errors import UserError
 
 
@@ -50,15 +50,9 @@ def community_splits(raw: RawDataset, *, split_index: int, subset: str, split_se
     else:
         probe = np.setdiff1d(np.arange(n), idx["val"])
     train = idx["lt"] if subset == "longtail" else idx["balanced"]
-    k_ms = int(lt_counts.min())
-    lt_by_class = [idx["lt"][y[idx["lt"]] == c] for c in range(num_classes)]
-    ms = _sample_per_class(lt_by_class, [k_ms] * num_classes, _rng(split_seed, "ms"))
+    ms, k_ms = ms_indices(idx["lt"], y, num_classes, split_seed)
     y_test = np.asarray(raw.y_test, dtype=np.int64)
-    if max_test_per_class is None:
-        test = np.arange(len(y_test))
-    else:
-        pools = [np.flatnonzero(y_test == c) for c in range(num_classes)]
-        test = _sample_per_class(pools, [min(max_test_per_class, len(p)) for p in pools], _rng(split_seed, "test"))
+    test = test_indices(y_test, num_classes, max_test_per_class, split_seed)
     x = raw.x_train
     indices = {"train": train, "probe_full": probe, "few_shot": idx["few_shot"], "val": idx["val"], "test": test,
                "ms": ms, "lt": idx["lt"], "one_percent": idx["few_shot"]}

@@ -57,6 +57,7 @@ from ltcl.data.splits import (
     _rng,
     _round_half_up,
     _sample_per_class,
+    ms_indices,
     split_files,
     write_manifest,
 )
@@ -210,9 +211,7 @@ def _build(cfg, lists, roles, bundle, num_classes, root, tmp, extra_manifest) ->
         derived("few_shot", arrays["probe_full"], _balanced_draw(probe_y, num_classes, cfg.few_shot_fraction,
                                                                  cfg.split_seed))
         derived("one_percent", arrays["probe_full"], _balanced_draw(probe_y, num_classes, 0.01, cfg.split_seed))
-    k_ms = int(lt_counts.min())
-    ms_rows = _sample_per_class([np.flatnonzero(lt_y == c) for c in range(num_classes)], [k_ms] * num_classes,
-                                _rng(cfg.split_seed, "ms"))
+    ms_rows, k_ms = ms_indices(np.arange(len(lt_y)), lt_y, num_classes, cfg.split_seed)
     derived("ms", "lt", ms_rows)
 
     save_npz(tmp / INDICES_FILE, **{k: np.asarray(v, np.int64) for k, v in indices.items()})

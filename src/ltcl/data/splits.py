@@ -129,6 +129,22 @@ def _take(x: np.ndarray, y: np.ndarray, idx: np.ndarray) -> Split:
     return x[idx], y[idx].astype(np.int64)
 
 
+def ms_indices(lt_idx: np.ndarray, y: np.ndarray, num_classes: int, split_seed: int) -> tuple[np.ndarray, int]:
+    """TASE's minimum sampling: every class's tail count (min of the LT counts) drawn from the LT
+    split ``lt_idx`` (``y`` indexed by it) with the ``ms`` stream; (indices, per-class count)."""
+    lt_by_class = [lt_idx[y[lt_idx] == c] for c in range(num_classes)]
+    k_ms = int(min(len(ix) for ix in lt_by_class))
+    return _sample_per_class(lt_by_class, [k_ms] * num_classes, _rng(split_seed, "ms")), k_ms
+
+
+def test_indices(y_test: np.ndarray, num_classes: int, max_test_per_class: int | None, split_seed: int) -> np.ndarray:
+    """The test set: all of it, or at most ``max_test_per_class`` per class drawn with the ``test`` stream."""
+    if max_test_per_class is None:
+        return np.arange(len(y_test))
+    pools = [np.flatnonzero(y_test == c) for c in range(num_classes)]
+    return _sample_per_class(pools, [min(max_test_per_class, len(p)) for p in pools], _rng(split_seed, "test"))
+
+
 def make_splits(
     raw: RawDataset,
     *,
@@ -232,18 +248,11 @@ def make_splits(
     k_one = max(1, _round_half_up(0.01 * n_probe / num_classes))
     few_idx = _sample_per_class(rest, np.minimum(k_few, remaining), _rng(split_seed, "few_shot"))
     one_idx = _sample_per_class(rest, np.minimum(k_one, remaining), _rng(split_seed, "few_shot"))
-    k_ms = int(lt_counts.min())
-    lt_by_class = [lt_idx[y[lt_idx] == c] for c in range(num_classes)]
-    ms_idx = _sample_per_class(lt_by_class, [k_ms] * num_classes, _rng(split_seed, "ms"))
+    ms_idx, k_ms = ms_indices(lt_idx, y, num_classes, split_seed)
 
     # 5. test
     y_test = np.asarray(raw.y_test, dtype=np.int64)
-    if max_test_per_class is None:
-        test_idx = np.arange(len(y_test))
-    else:
-        test_pools = [np.flatnonzero(y_test == c) for c in range(num_classes)]
-        test_idx = _sample_per_class(test_pools, [min(max_test_per_class, len(p)) for p in test_pools],
-                                     _rng(split_seed, "test"))
+    test_idx = test_indices(y_test, num_classes, max_test_per_class, split_seed)
 
     x = raw.x_train
     indices = {"train": train_idx, "probe_full": probe_idx, "few_shot": few_idx, "val": val_idx,

@@ -67,13 +67,16 @@ def per_class_bars(per_class: dict[str, pd.DataFrame], protocol: str, names) -> 
     order = np.argsort(-first["train_count"].to_numpy(), kind="stable")
     width = 0.8 / len(frames)
     fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(order)), 3))
+    values = []
     for j, (enc, df) in enumerate(frames.items()):
+        values += list(df[protocol].to_numpy()[order])
         ax.bar(np.arange(len(order)) + j * width, df[protocol].to_numpy()[order], width, label=enc)
     ax.set_xticks(np.arange(len(order)) + 0.4 - width / 2,
                   [f"{names[i]}\n({first['train_count'][i]})" for i in order], fontsize=7)
+    ax.set_ylim(*accuracy_ylim(values))
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"Per-class accuracy, {protocol} protocol (head -> tail; train count)")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return to_data_uri(fig)
 
 
