@@ -10,8 +10,9 @@ balanced   no        ``train`` with ``subset: balanced-subset``
 val        yes       ``val`` (the probes' model selection)
 test       yes       ``test``
 probe_full no        ``probe_full``; without it the full-shot probe trains on ``train``'s list
-                     (the bundles ship no full balanced training list: paper 003 probes
-                     ImageNet-100-LT on all ImageNet-100 training images; give that list here)
+                     (the bundles ship no full balanced training list; to probe on all
+                     ImageNet-100 training images, as the CIFAR protocol probes on the whole
+                     training set, give that list here)
 few_shot   no        ``few_shot`` and ``one_percent``; without it a class-balanced
                      ``few_shot_fraction`` of ``probe_full`` drawn by ``split_seed``
 ========== ========= ===========================================================================
