@@ -9,7 +9,7 @@ export PYTHONUNBUFFERED := 1
 # Stage commands call `python`: make it the venv's.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install repro test bench compare clean-venv
+.PHONY: install repro test bench compare gpu-check clean-venv
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -41,6 +41,13 @@ bench: install
 # `dvc exp run --run-all`): terminal + report/compare/compare.{md,html}.
 compare: install
 	$(BIN)/ltcl compare
+
+# The GPU check (README: GPU check): the device tests, the tiny pipeline of three methods, training
+# throughput and a 300K-pool OOD update on the GPU, every figure in gpu_check.json (exit 1 if a step
+# failed). On a CPU: `make gpu-check GPU_CHECK_ARGS="--smoke --device cpu"`.
+GPU_CHECK_ARGS ?=
+gpu-check: install
+	$(BIN)/python scripts/gpu_check.py --out gpu_check.json $(GPU_CHECK_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

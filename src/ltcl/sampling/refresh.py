@@ -140,5 +140,8 @@ def open_sampler(ood_cfg, pool_path, data, spec: dict, batch_size: int) -> OODSa
     if pool is not None and len(pool) < ood_cfg.budget:
         raise UserError(f"the OOD pool {pool_path} has {len(pool)} images, fewer than ood.budget="
                         f"{ood_cfg.budget}; raise ood.pool_size or lower ood.budget")
-    return OODSampler(cfg=ood_cfg, pool=pool, id_images=data.x[data.domain == 0], mean=spec["mean"],
+    # the TrainSet's own tensor when it holds ID rows only (every call in a run): a boolean-mask
+    # index would copy the whole ID split, on a GPU a second copy of it in device memory
+    id_images = data.x if not data.has_ood else data.x[data.domain == 0]
+    return OODSampler(cfg=ood_cfg, pool=pool, id_images=id_images, mean=spec["mean"],
                       std=spec["std"], batch_size=batch_size)
