@@ -472,9 +472,12 @@ def test_report_run_card_times(reported):
     walls = [r["wall_s"] for r in runs.values()]
     peaks = [r["peak_rss_mb"] for r in runs.values()]
     per_stage, times = md_tables(md_sections(md)["Run card"])
-    assert per_stage[0] == ["stage", "wall time (s)", "peak memory (MB)"]
-    assert per_stage[1] == [[st, printed(r["wall_s"]), printed(r["peak_rss_mb"])] for st, r in runs.items()] + [
-        ["total", printed(sum(walls)), printed(max(peaks))]]
+    assert per_stage[0] == ["stage", "wall time (s)", "peak memory (MB)", "precision"]
+    # each stage's precision decision (runtime.amp): the training and evaluation stages record one
+    assert per_stage[1] == [[st, printed(r["wall_s"]), printed(r["peak_rss_mb"]),
+                             printed((r.get("precision") or {}).get("precision", ""))]
+                            for st, r in runs.items()] + [["total", printed(sum(walls)), printed(max(peaks)), ""]]
+    assert runs["pretrain"]["precision"]["precision"] == "fp32"  # the tiny params: amp false
     pre, dis = metrics["pretrain"], metrics["distill"]
     assert times[1] == [["this run", printed(pre["seconds_per_epoch"]), printed(dis["seconds_per_epoch"])]
                         + [printed(pre[f"ood_update_{k}_s"]) for k in ("clustering", "tailness", "sampling", "total")]]
