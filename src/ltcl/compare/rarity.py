@@ -99,16 +99,20 @@ def difference(a: Penalty, base: Penalty) -> tuple[float, float, bool] | None:
     return diff, se, abs(diff) > Z95 * se
 
 
-def row_name(line) -> str:
-    """A table line's name, with the params that set it apart from other lines of the same label."""
-    extra = ", ".join(f"{k}={v}" for k, v in sorted(line.params.items()))
+def row_name(line, shared_label: bool = False) -> str:
+    """A table line's name; with ``shared_label`` (another line has the same label) the params
+    that set it apart are added."""
+    extra = ", ".join(f"{k}={v}" for k, v in sorted(line.params.items())) if shared_label else ""
     return line.label + (f" [{extra}]" if extra else "")
 
 
 def line_penalties(lines, protocol: str) -> dict[str, Penalty]:
     """The rarity penalty of every line of a comparison table (its runs' per-class CSVs)."""
+    from collections import Counter
+
     from ltcl.compare.experiments import per_class_table
 
+    labels = Counter(line.label for line in lines)
     out = {}
     for line in lines:
         tables = [per_class_table(r.experiment, r.encoder) for r in line.runs]
@@ -117,7 +121,7 @@ def line_penalties(lines, protocol: str) -> dict[str, Penalty]:
                     [r.experiment.params.get("data.class_order", "permuted") for r in line.runs])
         if missing and p.beta is None:
             p.reason += f" ({missing} run(s) without a per-class CSV)"
-        out[row_name(line)] = p
+        out[row_name(line, labels[line.label] > 1)] = p
     return out
 
 
