@@ -26,7 +26,7 @@ from ltcl.methods.base import TrainSet
 from ltcl.params import OODParams, Params
 from ltcl.registry import get_method
 from ltcl.runtime import Runtime, amp_decision
-from ltcl.train.loop import build_optimizer, make_scaler, run_epoch
+from ltcl.train.loop import build_optimizer, make_scaler, optimizer_step, run_epoch
 from ltcl.train.session import build_augment, new_encoder
 
 DEVICE = torch.device(os.environ.get("LTCL_TEST_DEVICE", "cpu"))
@@ -150,14 +150,7 @@ def test_training_step_on_device(method, with_ood, kw, deterministic):
     out = m.step(idx)
     assert torch.isfinite(out.loss), out.parts
     assert out.loss.device.type == DEVICE.type
-    opt.zero_grad(set_to_none=True)
-    if scaler is not None:
-        scaler.scale(out.loss).backward()
-        scaler.step(opt)
-        scaler.update()
-    else:
-        out.loss.backward()
-        opt.step()
+    optimizer_step(out.loss, opt, scaler)  # the loop's own backward + step
     params_now = list(m.parameters())
     assert all(p.device.type == DEVICE.type for p in params_now)
     assert all(p.grad is None or p.grad.device.type == DEVICE.type for p in params_now)

@@ -60,6 +60,18 @@ def lr_at(progress_epochs: float, cfg) -> float:
     return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
+def optimizer_step(loss: torch.Tensor, optimizer, scaler=None) -> None:
+    """Backward and one optimiser step; through the loss scaler when training in fp16."""
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+
+
 def epoch_batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
     """Shuffled index batches; the last incomplete batch is dropped unless it is the only one
     (BatchNorm and contrastive losses need more than one sample per batch)."""
@@ -106,14 +118,7 @@ def _run_steps(method: Method, optimizer, cfg, epoch: int, batches: list[torch.T
                 f"{desc}: non-finite loss at epoch {epoch + 1}, step {step + 1}: "
                 f"term(s) {', '.join(bad)} = {out.parts}"
             )
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(out.loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            out.loss.backward()
-            optimizer.step()
+        optimizer_step(out.loss, optimizer, scaler)
         total += float(out.loss.detach())  # under DDP: the global batch's loss, the same on every rank
         n_img += out.images * world  # every rank forwards as many images
         for k, v in out.parts.items():
