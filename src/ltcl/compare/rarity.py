@@ -165,9 +165,9 @@ def text_rows(rows: list[dict], base: str | None) -> list[str]:
 
 
 def text_block(title: str, rows: list[dict], base: str | None) -> str:
-    head = (f"Rarity penalty, {title}: beta = accuracy points per e-fold more training images, class fixed "
-            "effects (a_cs = alpha_c + beta ln n_cs); 95% CI; per halving = beta ln 2")
-    foot = (f"* differs from {base} at 95% (SE of the difference sqrt(SE1^2 + SE2^2)); (n.s.) not significant. "
+    head = (f"Rarity penalty, {title}: beta = accuracy points per e-fold more training images\n"
+            "(class fixed effects: a_cs = alpha_c + beta ln n_cs); 95% CI; per halving = beta ln 2")
+    foot = (f"* differs from {base} at 95% (SE of the difference sqrt(SE1^2 + SE2^2)); (n.s.) not significant.\n"
             "A method helps the tail when it lowers beta." if base else "no SimCLR row: no differences shown")
     return "\n".join([head, *text_rows(rows, base), foot])
 
@@ -199,10 +199,9 @@ def plot_png(penalties: dict[str, Penalty], title: str) -> str:
     ax.set_xscale("log")
     ax.set_xlabel("training images of the class (log)")
     ax.set_ylabel("test accuracy of the class (%)")
-    ax.set_title(f"{title}: per-class accuracy vs count (points: classes x seeds)")
+    ax.set_title(f"{title}\nper-class accuracy vs count (points: classes x seeds; lines: fitted slope)", fontsize=9)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    fig.tight_layout()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    fig.savefig(buf, format="png", bbox_inches="tight")  # the legend beside the axes stays in the image
     plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
