@@ -28,6 +28,10 @@ def dvc_project(tmp_path_factory):
     return proj
 
 
+def stale_stages(p) -> set[str]:
+    return set(json.loads(p.dvc("status", "--json").stdout))
+
+
 def test_repro_then_noop_then_probe_experiment(dvc_project):
     p = dvc_project
     first = p.dvc("repro")
@@ -70,11 +74,12 @@ def test_repro_then_noop_then_probe_experiment(dvc_project):
     assert set(re.findall(r"Running stage '([^']+)'", back)) <= {"make-lt-dataset"}
 
     before = json.loads(p.path("metrics/probe/pretrain.json").read_text())
-    exp = p.dvc("exp", "run", "-S", "probe.lr=0.05", "-S", "probe.feature_norm=l2")
+    # The experiments target the report (everything but the exports, which the first repro ran):
+    # each export@* run costs an interpreter and torch import, 6 of them ~20 s of the suite's budget.
+    exp = p.dvc("exp", "run", "-S", "probe.lr=0.05", "-S", "probe.feature_norm=l2", "report")
     ran = {exp_name(exp): snapshot(p)}  # each experiment's own metrics files, read from the workspace it left
-    # the exports' model cards quote the probe numbers
-    assert ran_stages(exp) == {"linear-probe@pretrain", "linear-probe@distill", "export@pretrain", "export@distill",
-                               "report"}
+    assert ran_stages(exp) == {"linear-probe@pretrain", "linear-probe@distill", "report"}
+    assert "export@pretrain" in stale_stages(p)  # the model cards quote the probe numbers: stale now
     after = json.loads(p.path("metrics/probe/pretrain.json").read_text())
     assert after != before
     diff = p.dvc("metrics", "diff", "--json")
@@ -83,14 +88,14 @@ def test_repro_then_noop_then_probe_experiment(dvc_project):
     assert any(k.startswith("full.") for k in changed["metrics/probe/pretrain.json"])
 
     # a distillation ablation (Table 6) reruns distill and what evaluates g, never f's stages
-    exp = p.dvc("exp", "run", "-S", "distill.guided_weighting=false")
-    assert ran_stages(exp) == {"distill", "linear-probe@distill", "cluster@distill", "export@distill", "report"}
+    exp = p.dvc("exp", "run", "-S", "distill.guided_weighting=false", "report")
+    assert ran_stages(exp) == {"distill", "linear-probe@distill", "cluster@distill", "report"}
     ran[exp_name(exp)] = snapshot(p)
 
     # a PSD-only key (paper 003 Table 8's alpha) reruns pre-training, never the SimCLR warm-up
-    exp = p.dvc("exp", "run", "-S", "pretrain.alpha=0.5")
+    exp = p.dvc("exp", "run", "-S", "pretrain.alpha=0.5", "report")
     assert ran_stages(exp) == {"pretrain", "distill", "linear-probe@pretrain", "linear-probe@distill",
-                               "cluster@pretrain", "cluster@distill", "export@pretrain", "export@distill", "report"}
+                               "cluster@pretrain", "cluster@distill", "report"}
     ran[exp_name(exp)] = snapshot(p)
     check_compare_on_exp_show(p, ran)
 
