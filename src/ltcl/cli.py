@@ -39,8 +39,10 @@ def compare(args) -> int:
               file=sys.stderr)
         return 1
     texts, mds, sections = [], [], []
+    by_protocol = {}
     for proto in args.protocols:
         lines, keys = build_lines(exps, proto)
+        by_protocol[proto] = lines
         if not lines:
             continue
         title = PROTOCOL_TITLES.get(proto, proto)
@@ -50,7 +52,7 @@ def compare(args) -> int:
         sections.append((title, lines, keys, pub, pub_notes))
     full, _ = build_lines(exps, "full")
     honest = honest_text(honest_baselines(full))
-    rarity_texts, rarity_html = rarity_sections(exps, args)
+    rarity_texts, rarity_html = rarity_sections(by_protocol, args.rarity_baseline)
     text = "\n\n".join(texts + ([honest] if honest else []) + rarity_texts)
     md = "\n".join(mds + ([f"```\n{honest}\n```\n"] if honest else []) + [f"```\n{t}\n```\n" for t in rarity_texts])
     print(text)
@@ -60,19 +62,20 @@ def compare(args) -> int:
     return 0
 
 
-def rarity_sections(exps, args) -> tuple[list[str], str]:
-    """The rarity penalty per row for the full and few-shot probes: text blocks and HTML (with plots)."""
+def rarity_sections(by_protocol: dict, baseline: str | None) -> tuple[list[str], str]:
+    """The rarity penalty per row of the full and few-shot probe tables (``by_protocol``: the
+    table lines compare built): text blocks and HTML (with plots)."""
     import html as _html
 
     from ltcl.compare import rarity
 
     texts, parts = [], []
-    for proto in [p for p in args.protocols if p in ("full", "few_shot")]:
-        lines, _ = build_lines(exps, proto)
+    for proto in ("full", "few_shot"):
+        lines = by_protocol.get(proto)
         if not lines:
             continue
         pens = rarity.line_penalties(lines, proto)
-        base = rarity.baseline_label(list(pens), args.rarity_baseline)
+        base = rarity.baseline_label(list(pens), baseline)
         title = PROTOCOL_TITLES.get(proto, proto)
         block = rarity.text_block(title, rarity.table_rows(pens, base), base)
         texts.append(block)

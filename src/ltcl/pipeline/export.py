@@ -41,7 +41,7 @@ def method_name(pre: dict, dist: dict | None) -> str:
 
 
 def card(encoder: str, spec: dict, ckpt: dict, lt_dir: Path, probe: dict, pre: dict, dist: dict | None,
-         ckpt_sha: str) -> dict:
+         ckpt_sha: str, feature_dim: int) -> dict:
     manifest_path = lt_dir / "manifest.json"
     manifest = read_json(manifest_path)
     return {
@@ -54,7 +54,7 @@ def card(encoder: str, spec: dict, ckpt: dict, lt_dir: Path, probe: dict, pre: d
         "input": {"size": [spec["image_size"], spec["image_size"]], "channels": spec["channels"],
                   "scale": "uint8 / 255 to [0, 1], then (x - mean) / std per channel",
                   "mean": spec["mean"], "std": spec["std"]},
-        "feature_dim": None,
+        "feature_dim": feature_dim,
         "layers_differing_from_torchvision": layer_differences(spec),
         "data": {"source": manifest.get("source", manifest.get("dataset")), "split": manifest.get("split", "generated"),
                  "split_files": manifest.get("split_files", {}), "classes": len(manifest["class_names"]),
@@ -114,8 +114,7 @@ def run(encoder: str, ckpt_path: str | Path, probe_path: str | Path, metrics_dir
     probe = read_json(probe_path) if Path(probe_path).is_file() else {}
     pre = read_json(Path(metrics_dir) / "pretrain.json")
     dist = read_json(Path(metrics_dir) / "distill.json") if encoder == "distill" else None
-    c = card(encoder, spec, ckpt, Path(lt_dir), probe, pre, dist, sha256_file(ckpt_path))
-    c["feature_dim"] = model.feature_dim
+    c = card(encoder, spec, ckpt, Path(lt_dir), probe, pre, dist, sha256_file(ckpt_path), model.feature_dim)
     meta = {"ltcl_spec": json.dumps({k: spec[k] for k in ("backbone", "width", "stem", "channels", "image_size",
                                                            "mean", "std")}),
             "encoder": encoder, "method": c["method"]}

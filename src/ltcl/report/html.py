@@ -167,17 +167,14 @@ def run_card(root: Path) -> tuple[str, str] | None:
                     f"{first.get('torch_threads', '?')}, GPU {first.get('gpu') or 'none'}, torch "
                     f"{first.get('torch', '?')}, Python {first.get('python', '?')}"),
     ]
+    reasons = sorted({(r.get("precision") or {}).get("reason") for r in runs.values()} - {None})
+    if reasons:
+        facts.append(("precision", "; ".join(reasons)))
     h = "<table>" + "".join(f"<tr><td>{html.escape(k)}</td><td style='text-align:left'>{html.escape(str(v))}</td></tr>"
                             for k, v in facts) + "</table>"
     m = "\n".join(f"- **{k}**: {v}" for k, v in facts) + "\n\n"
     rows = [{"name": st, "wall_s": r.get("wall_s"), "peak_rss_mb": r.get("peak_rss_mb"),
              "precision": (r.get("precision") or {}).get("precision", "")} for st, r in runs.items()]
-    reasons = sorted({(r.get("precision") or {}).get("reason") for r in runs.values()} - {None})
-    if reasons:
-        facts.append(("precision", "; ".join(reasons)))
-        h = "<table>" + "".join(f"<tr><td>{html.escape(k)}</td><td style='text-align:left'>{html.escape(str(v))}</td></tr>"
-                                for k, v in facts) + "</table>"
-        m = "\n".join(f"- **{k}**: {v}" for k, v in facts) + "\n\n"
     if rows:
         rows.append({"name": "total", "wall_s": sum(r["wall_s"] or 0 for r in rows),
                      "peak_rss_mb": max(r["peak_rss_mb"] or 0 for r in rows), "precision": ""})
