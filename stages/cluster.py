@@ -1,8 +1,9 @@
-"""cluster@<encoder>: CHI / DBI with the true labels, k-means NMI / ARI, paper 001's class
-geometry per group, and a t-SNE map, all on test features of the frozen encoder.
+"""cluster@<encoder>: the cluster sizes of a k-means of the training split's features (no labels
+needed) and a t-SNE map; with a labeled evaluation set also CHI / DBI with the true labels, k-means
+NMI / ARI and paper 001's class geometry per group on the test features of the frozen encoder.
 
 Usage: python stages/cluster.py <encoder>   (pretrain | distill)
-Reads params: cluster, runtime.  Writes: metrics/cluster/<encoder>.json,
+Reads params: cluster, runtime, model.  Writes: metrics/cluster/<encoder>.json,
 metrics/cluster/<encoder>_tsne.csv.
 """
 

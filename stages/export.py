@@ -3,7 +3,8 @@ model card (Markdown and JSON).
 
 Usage: python stages/export.py <encoder>   (encoder = pretrain | distill)
 Reads no params (the card takes the params stored in the checkpoint).  Reads data/models/<encoder>.pt,
-metrics/probe/<encoder>.json, metrics/pretrain.json, metrics/<encoder>.json, data/lt/manifest.json.  Writes export/<encoder>/ (encoder.safetensors,
+metrics/probe/<encoder>.json, metrics/probe/ref-{pixels,random}.json, metrics/pretrain.json,
+metrics/<encoder>.json, data/lt/manifest.json.  Writes export/<encoder>/ (encoder.safetensors,
 model_card.json, model_card.md).
 """
 

@@ -1,9 +1,11 @@
 """ood-pool: prepare the OOD image pool once per pool parameter set (DVC caches it).
 
-Reads params: ood.source, ood.path, ood.root, ood.pool_source, ood.pool_size, ood.pool_seed; data/lt/image.json.
+Reads params: ood.source, ood.path, ood.root, ood.pool_source, ood.pool_size, ood.pool_seed,
+ood.crop_scale; data/lt/image.json.
 Writes: data/ood/pool.npy (uint8 N x H x W x C, memory-mappable), matched to the ID images'
 size and channels, and data/ood/pool.json (its sha256, shape, dtype and pool parameters, which
-ood-sampling and pretrain check the pool against).
+ood-sampling and pretrain check the pool against; for a folder pool also the files used, the
+crops each gave and the files skipped).
 """
 
 from ltcl.params import load_params

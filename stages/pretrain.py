@@ -3,8 +3,8 @@
 With an OOD strategy it continues from the ood-sampling warm-up, trains on ID + selected
 images and re-samples every ood.interval epochs.
 Reads params: model, runtime, augment, pretrain, ood.  Writes: data/models/pretrain.pt,
-data/models/pretrain.pt.sha256, metrics/pretrain.json, dvclive/pretrain/ (curves),
-data/checkpoints/pretrain.pt.
+data/models/pretrain.pt.sha256, metrics/pretrain.json, data/ood/pretrain_diagnostics.npz (the
+pictures of the OOD updates), dvclive/pretrain/ (curves), data/checkpoints/pretrain.pt.
 """
 
 from ltcl.collectives import is_main, shutdown
@@ -13,13 +13,14 @@ from ltcl.params import load_params
 from ltcl.pipeline import pretrain
 from ltcl.stage import run_stage
 
-OUTS = ["data/models/pretrain.pt", "metrics/pretrain.json", "data/models/pretrain.pt.sha256"]
+OUTS = ["data/models/pretrain.pt", "metrics/pretrain.json", "data/models/pretrain.pt.sha256",
+        "data/ood/pretrain_diagnostics.npz"]
 RESUME = "data/checkpoints/pretrain.pt"  # persistent: a killed run resumes from it
 
 
 def main() -> None:
     pretrain.run(load_params(), lt_dir="data/lt", ckpt_path=OUTS[0], metrics_path=OUTS[1],
-                 live_dir="dvclive/pretrain", ood_dir="data/ood", resume_path=RESUME)
+                 diagnostics_path=OUTS[3], live_dir="dvclive/pretrain", ood_dir="data/ood", resume_path=RESUME)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ LAYERS = [
     {"ltcl", "errors", "registry", "io", "runtime", "collectives", "params", "codedeps"},
     {"data"}, {"models"}, {"losses"}, {"sampling"}, {"eval"}, {"methods"}, {"train"}, {"report"},
     {"pipeline"},
-    {"stage", "launch", "compare", "presets", "cli", "embed"},
+    {"stage", "launch", "compare", "presets", "cli", "embed", "init"},
 ]
 
 

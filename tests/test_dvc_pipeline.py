@@ -36,8 +36,8 @@ def test_repro_then_noop_then_probe_experiment(dvc_project):
     p = dvc_project
     first = p.dvc("repro")
     for stage in ("make-lt-dataset", "ood-pool", "ood-sampling", "pretrain", "distill", "linear-probe@pretrain",
-                  "linear-probe@distill", "cluster@pretrain", "cluster@distill", "export@pretrain", "export@distill",
-                  "report"):
+                  "linear-probe@distill", "reference-probe-pixels", "reference-probe-random", "cluster@pretrain",
+                  "cluster@distill", "export@pretrain", "export@distill", "report"):
         assert f"Running stage '{stage}'" in first.stdout
     assert p.path("report/index.html").exists()
     p.run("git", "add", "-A")
@@ -78,7 +78,9 @@ def test_repro_then_noop_then_probe_experiment(dvc_project):
     # each export@* run costs an interpreter and torch import, 6 of them ~20 s of the suite's budget.
     exp = p.dvc("exp", "run", "-S", "probe.lr=0.05", "-S", "probe.feature_norm=l2", "report")
     ran = {exp_name(exp): snapshot(p)}  # each experiment's own metrics files, read from the workspace it left
-    assert ran_stages(exp) == {"linear-probe@pretrain", "linear-probe@distill", "report"}
+    # the reference rows (raw pixels, random init) run the same probe: they rerun with it
+    assert ran_stages(exp) == {"linear-probe@pretrain", "linear-probe@distill", "reference-probe-pixels",
+                               "reference-probe-random", "report"}
     assert "export@pretrain" in stale_stages(p)  # the model cards quote the probe numbers: stale now
     after = json.loads(p.path("metrics/probe/pretrain.json").read_text())
     assert after != before

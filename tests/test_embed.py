@@ -118,18 +118,24 @@ def test_folder_in_class_subfolders(enc, tmp_path):
     for i, (rel, (size, mode)) in enumerate(files.items()):
         write_png(root / rel, size, mode, seed=i)
     rec = embed(encoder=proj.path("data/models/distill.pt"), images=root, out=tmp_path / "e", device="cpu",
-                batch_size=2)  # decoded in two chunks (not 3: a batch of one image rounds differently on CPU)
+                batch_size=2, folder_labels=True)  # two chunks (not 3: a batch of one rounds differently on CPU)
     emb, rows, meta = outputs(tmp_path / "e")
     assert [(r["path"], r["label"]) for r in rows] == [("cat/a.png", "cat"), ("cat/b.png", "cat"),
                                                        ("dog/c.png", "dog"), ("dog/sub/d.png", "dog")]
     assert np.array_equal(emb, expected_folder(model, spec, [root / r["path"] for r in rows]))
     assert rec["n"] == 4 and meta["source"]["kind"] == "images" and meta["source"]["skipped"] == []
-    # a flat folder: no class layout, so no labels
+    # without --folder-labels no label is made up from folder names (date / camera folders are no classes)
+    embed(encoder=proj.path("data/models/distill.pt"), images=root, out=tmp_path / "n", device="cpu", batch_size=2)
+    assert {r["label"] for r in read_index(tmp_path / "n")} == {""}
+    # a flat folder: no class layout, so no labels, and --folder-labels is refused
     flat = tmp_path / "flat"
     write_png(flat / "x.png", (8, 8))
     write_png(flat / "y" / "z.png", (8, 8))
     embed(encoder=proj.path("data/models/distill.pt"), images=flat, out=tmp_path / "f", device="cpu")
     assert [(r["path"], r["label"]) for r in read_index(tmp_path / "f")] == [("x.png", ""), ("y/z.png", "")]
+    with pytest.raises(UserError, match="lies in no sub-folder"):
+        embed(encoder=proj.path("data/models/distill.pt"), images=flat, out=tmp_path / "g", device="cpu",
+              folder_labels=True)
 
 
 def test_npz(enc, tmp_path):
@@ -192,3 +198,26 @@ def test_cli(enc, tmp_path, capsys):
     x, _ = load_split(proj.path("data/lt"), "val")
     assert f"{len(x)} x {model.feature_dim} backbone" in capsys.readouterr().out
     assert np.array_equal(np.load(out / "embeddings.npy"), encoder_features(model, spec, x, CPU, False).numpy())
+
+
+def test_projection_refused_for_an_encoder_without_a_head(enc, tmp_path):
+    """An imported external encoder (spec head "none") has no projection head: --space projection
+    stops before anything is written instead of returning h under the name of z."""
+    from torch import nn
+
+    from ltcl.models.checkpoint import save_encoder
+    from ltcl.models.heads import Encoder
+
+    proj, model, spec = enc
+    ext = tmp_path / "ext-x.pt"
+    save_encoder(ext, Encoder(model.backbone, nn.Identity()),
+                 {**spec, "head": "none", "proj_hidden": 0, "proj_dim": 0})
+    with pytest.raises(UserError, match="imported from outside ltcl.*no projection head.*--space backbone"):
+        embed(encoder=ext, split="test", lt_dir=proj.path("data/lt"), out=tmp_path / "e", device="cpu",
+              space="projection")
+    assert not (tmp_path / "e").exists()
+    rec = embed(encoder=ext, split="test", lt_dir=proj.path("data/lt"), out=tmp_path / "e", device="cpu")
+    x, _ = load_split(proj.path("data/lt"), "test")
+    assert rec["encoder_format"] == "ltcl-checkpoint" and rec["model_card"] is None
+    assert np.array_equal(np.load(tmp_path / "e" / "embeddings.npy"),
+                          encoder_features(model, spec, x, CPU, False).numpy())

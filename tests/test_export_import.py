@@ -3,21 +3,48 @@ checkpoints (ltcl-export, torchvision, SDCLR, COLT) - ltcl.models.export / ltcl.
 
 from __future__ import annotations
 
+import ast
+import json
+
+import numpy as np
 import pytest
 import torch
 import torchvision
+from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import nn
 
+from ltcl.embed import embed
 from ltcl.errors import MissingInputError, UserError
-from ltcl.models.export import backbone_state, layer_differences, load_snippet, module_code, save_backbone
+from ltcl.io import sha256_file
+from ltcl.models.checkpoint import ACCEPTED_ENCODERS, load_encoder, save_encoder
+from ltcl.models.export import (backbone_state, export_metadata, layer_differences, load_snippet, module_code,
+                               save_backbone)
 from ltcl.models.external import FORMATS, load_external_backbone
 from ltcl.models.heads import build_encoder
 from ltcl.models.pruning import PrunedBranchNorms
 from ltcl.models.resnet import build_backbone
 
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+PACKAGE_OF = {"PIL": "pillow"}  # import name -> pip package, where they differ
+
+
+def imported_modules(code: str) -> set[str]:
+    """Top-level modules ``code`` imports (read with ast, independently of the card writer)."""
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(code)):
+        if isinstance(node, ast.Import):
+            out |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            out.add(node.module.split(".")[0])
+    return out
+
+
+def pip_line_packages(code: str) -> set[str]:
+    first = code.splitlines()[0]
+    assert first.startswith("# needs no ltcl: pip install "), first
+    return set(first.split("pip install ", 1)[1].split())
 
 
 def spec_of(backbone: str, stem: str, width: float = 1.0, channels: int = 3, image_size: int = 32) -> dict:
@@ -108,9 +135,14 @@ def test_module_code_and_snippet_rebuild_the_backbone(tmp_path, backbone, stem, 
     path = tmp_path / "w.safetensors"
     save_backbone(path, enc, {})
     snippet = load_snippet(spec, str(path))
-    assert "ltcl" not in snippet and "strict=True" in snippet and "load_file(" in snippet
+    assert "strict=True" in snippet and "load_file(" in snippet
     assert module_code(spec) in snippet
-    namespace = {"torch": torch, "torchvision": torchvision}
+    # every import it makes is named on its first line, none is ltcl's
+    imported = imported_modules(snippet)
+    assert "ltcl" not in imported
+    assert pip_line_packages(snippet) == {PACKAGE_OF.get(m, m) for m in imported}
+    assert ("torchvision" in imported) == (backbone in ("resnet18", "resnet10", "resnet50"))
+    namespace: dict = {}  # nothing pre-imported: the code's own imports must suffice
     exec(snippet, namespace)  # builds `model`, loads the weights strictly, sets eval mode
     model = namespace["model"]
     assert set(model.state_dict()) == set(load_file(str(path)))
@@ -298,3 +330,187 @@ def test_bad_files_and_formats(tmp_path) -> None:
         load_external_backbone(junk, "ltcl-export", "resnet18", "cifar", 1.0, 3, 32)
     with pytest.raises(UserError, match="torch.load"):
         load_external_backbone(junk, "torchvision", "resnet18", "cifar", 1.0, 3, 32)
+
+
+# ----------------------------------------------------------------------------------------------
+# the export read back: ltcl embed on encoder.safetensors, the card's code on image files
+# ----------------------------------------------------------------------------------------------
+
+CARD_TOL = {"rtol": 1e-5, "atol": 1e-5}  # card code (plain NCHW, (x/255 - mean)/std) vs ltcl embed
+
+
+def export_pair(tmp_path, channels: int, size: int = 16):
+    """A .pt checkpoint and its export (encoder.safetensors + a card holding its sha256), as the
+    export stage writes them, of a resnet8 with non-trivial BatchNorm statistics."""
+    spec = {**spec_of("resnet8", "auto", 0.5, channels, size), "mean": [0.4, 0.5, 0.6][:channels],
+            "std": [0.2, 0.25, 0.3][:channels]}
+    enc = trained_encoder(spec)
+    pt = tmp_path / "enc.pt"
+    save_encoder(pt, enc, spec)
+    out = tmp_path / "export"
+    out.mkdir()
+    save_backbone(out / "encoder.safetensors", enc, export_metadata(spec))
+    card = {"weights": "encoder.safetensors", "weights_sha256": sha256_file(out / "encoder.safetensors"),
+            "architecture": {"backbone": "resnet8", "width": 0.5, "channels": channels, "image_size": size,
+                             "stem": "cifar"},
+            "input": {"size": [size, size], "mean": spec["mean"], "std": spec["std"]}}
+    (out / "model_card.json").write_text(json.dumps(card))
+    return spec, enc, pt, out
+
+
+def write_images(root):
+    """Files of several modes and sizes: resized or not, gray / RGB / alpha / palette."""
+    rng = np.random.default_rng(3)
+    files = {"a_rgb_wide.png": ("RGB", (23, 11)), "b_gray_exact.png": ("L", (16, 16)),
+             "c_gray_tall.png": ("L", (9, 30)), "d_rgba.png": ("RGBA", (40, 40)), "e_palette.png": ("P", (16, 16)),
+             "f_gray_alpha.png": ("LA", (12, 20)), "g_rgb_exact.jpg": ("RGB", (16, 16))}
+    root.mkdir(parents=True, exist_ok=True)
+    for name, (mode, (w, h)) in files.items():
+        bands = {"RGB": 3, "RGBA": 4, "LA": 2}.get(mode, 1)
+        arr = rng.integers(0, 256, (h, w, bands) if bands > 1 else (h, w), dtype=np.uint8)
+        Image.fromarray(arr, {"P": "L"}.get(mode, mode)).convert(mode).save(root / name)
+    return sorted(root.iterdir())
+
+
+def card_namespace(out, spec, monkeypatch):
+    """Run the card's code as written (it opens 'encoder.safetensors' relative to the export folder)
+    in a fresh namespace."""
+    code = load_snippet(spec, "encoder.safetensors")
+    monkeypatch.chdir(out)
+    ns: dict = {}
+    exec(compile(code, "model_card.md", "exec"), ns)  # noqa: S102 - the card's code under test
+    return ns
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_card_code_embeds_image_files_as_ltcl_embed_does(tmp_path, monkeypatch, channels) -> None:
+    spec, enc, pt, out = export_pair(tmp_path, channels)
+    paths = write_images(tmp_path / "imgs")
+    embed(encoder=pt, images=tmp_path / "imgs", out=tmp_path / "e", device="cpu", batch_size=len(paths))
+    ref = np.load(tmp_path / "e" / "embeddings.npy")
+    ns = card_namespace(out, spec, monkeypatch)
+    theirs = ns["embed"](paths)
+    assert theirs.shape == ref.shape == (len(paths), enc.feature_dim)
+    np.testing.assert_allclose(theirs, ref, **CARD_TOL)
+    # its input, computed here with PIL + numpy as the card states it, equals ltcl's preprocessing
+    from ltcl.data.pool import to_channels
+    from ltcl.data.sources.folder import read_image_file
+
+    for p in paths:
+        x = to_channels(read_image_file(p, 16)[None], channels)[0].astype(np.float32)
+        want = ((x / 255 - np.array(spec["mean"], np.float32)) / np.array(spec["std"], np.float32))
+        np.testing.assert_allclose(ns["preprocess"](p), want.transpose(2, 0, 1), rtol=0, atol=1e-6)
+    if channels == 3:  # the 23x11 RGB file is squashed whole to 16x16, PIL bilinear
+        with Image.open(paths[0]) as im:
+            direct = np.asarray(im.resize((16, 16), Image.BILINEAR), dtype=np.float32)
+        np.testing.assert_allclose(ns["preprocess"](paths[0]),
+                                   ((direct / 255 - spec["mean"]) / spec["std"]).transpose(2, 0, 1), atol=1e-5)
+
+
+def test_card_preprocessing_constants_are_ltcls() -> None:
+    """The card's gray modes and luma weights are those ltcl's image reading uses."""
+    from ltcl.data import pool
+    from ltcl.data.sources import folder
+    from ltcl.models import export
+
+    assert set(export.GRAY_MODES) == folder._GRAY_MODES
+    assert np.array_equal(np.asarray(export.LUMA, np.float32), pool.LUMA)
+    pre = export.preprocessing(spec_of("resnet8", "cifar", 1.0, 1, 28))
+    assert "Image.BILINEAR" in pre["resize"] and "no crop" in pre["resize"] and "28 x 28" in pre["resize"]
+    assert "0.299 R + 0.587 G + 0.114 B" in pre["channel_conversion"]
+    assert "replicated" in export.preprocessing(spec_of("resnet8", "cifar"))["channel_conversion"]
+
+
+def test_embed_reads_the_export_like_the_pt(tmp_path) -> None:
+    spec, enc, pt, out = export_pair(tmp_path, 3)
+    write_images(tmp_path / "imgs")
+    a = embed(encoder=pt, images=tmp_path / "imgs", out=tmp_path / "a", device="cpu", batch_size=3)
+    b = embed(encoder=out / "encoder.safetensors", images=tmp_path / "imgs", out=tmp_path / "b", device="cpu",
+              batch_size=3)
+    assert np.array_equal(np.load(tmp_path / "a" / "embeddings.npy"), np.load(tmp_path / "b" / "embeddings.npy"))
+    assert (tmp_path / "a" / "index.csv").read_bytes() == (tmp_path / "b" / "index.csv").read_bytes()
+    assert (a["encoder_format"], b["encoder_format"]) == ("ltcl-checkpoint", "ltcl-export")
+    assert b["model_card"] == str(out / "model_card.json") and a["model_card"] is None
+    same = ("space", "source", "n", "d", "image_size", "channels", "mean", "std")
+    assert {k: a[k] for k in same} == {k: b[k] for k in same}
+    # the header alone suffices (the card is checked when it is there, not required)
+    (out / "model_card.json").unlink()
+    c = embed(encoder=out / "encoder.safetensors", images=tmp_path / "imgs", out=tmp_path / "c", device="cpu",
+              batch_size=3)
+    assert np.array_equal(np.load(tmp_path / "a" / "embeddings.npy"), np.load(tmp_path / "c" / "embeddings.npy"))
+    assert c["model_card"] is None
+
+
+def accepted_alternatives(msg: str) -> None:
+    assert ".pt" in msg and "encoder.safetensors" in msg and "model_card.json" in msg and "external" in msg
+    assert all(fmt in msg for fmt in FORMATS), msg
+
+
+def test_export_refusals_name_the_alternatives(tmp_path) -> None:
+    from safetensors.torch import save_file
+
+    spec, enc, pt, out = export_pair(tmp_path, 1)
+    weights = out / "encoder.safetensors"
+    write_images(tmp_path / "imgs")
+    run = {"images": tmp_path / "imgs", "out": tmp_path / "e", "device": "cpu"}
+    # the export holds no projection head
+    with pytest.raises(UserError, match=r"no projection head.*\.pt checkpoint.*--space backbone"):
+        embed(encoder=weights, space="projection", **run)
+    assert not (tmp_path / "e").exists()
+    embed(encoder=pt, space="projection", **run)  # the .pt has it
+    # a stage (load_encoder) given the export: a .pt is needed, the alternatives named
+    with pytest.raises(UserError, match="is a safetensors file") as exc:
+        load_encoder(weights)
+    accepted_alternatives(str(exc.value))
+    # a torch file that is no ltcl checkpoint
+    torch.save({"state_dict": {}}, tmp_path / "tv.pt")
+    with pytest.raises(UserError, match="not an ltcl encoder checkpoint") as exc:
+        embed(encoder=tmp_path / "tv.pt", **run)
+    accepted_alternatives(str(exc.value))
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    with pytest.raises(UserError, match="not a readable ltcl encoder checkpoint") as exc:
+        embed(encoder=tmp_path / "junk.pt", **run)
+    accepted_alternatives(str(exc.value))
+    # a safetensors file that is not an ltcl export (no ltcl_spec, no card beside it)
+    foreign = tmp_path / "foreign" / "weights.safetensors"
+    foreign.parent.mkdir()
+    save_file(backbone_state(enc), str(foreign))
+    with pytest.raises(UserError, match="not an ltcl export") as exc:
+        embed(encoder=foreign, **run)
+    accepted_alternatives(str(exc.value))
+    # a card that does not describe the file beside it
+    card = json.loads((out / "model_card.json").read_text())
+    (out / "model_card.json").write_text(json.dumps({**card, "weights_sha256": "0" * 64}))
+    with pytest.raises(UserError, match="sha256 differs from the card"):
+        embed(encoder=weights, **run)
+    (out / "model_card.json").write_text(json.dumps({**card, "input": {**card["input"], "mean": [0.1]}}))
+    with pytest.raises(UserError, match=r"disagree \(mean: \[0\.1\] in the card, \[0\.4\] in the header"):
+        embed(encoder=weights, **run)
+    # weights of another architecture than the header declares
+    (out / "model_card.json").unlink()
+    other = build_backbone("resnet20", 1, width=0.5, stem="cifar", image_size=16)
+    save_file(backbone_state(other), str(weights), metadata={"ltcl_spec": json.dumps(
+        {k: spec[k] for k in ("backbone", "width", "stem", "channels", "image_size", "mean", "std")})})
+    with pytest.raises(UserError, match="do not fit the resnet8 its header declares.*layer1.1"):
+        embed(encoder=weights, **run)
+
+
+def test_accepted_encoders_lists_every_external_format() -> None:
+    accepted_alternatives(ACCEPTED_ENCODERS)
+
+
+def test_save_backbone_is_byte_stable(tmp_path) -> None:
+    """safetensors writes its metadata map in a random order per call; the export sorts it, so
+    the same weights and metadata give the same bytes, still read back by safetensors."""
+    enc = trained_encoder(spec_of("resnet8", "cifar", 0.5, 1, 8))
+    meta = {"ltcl_spec": '{"a": "b"}', "encoder": "pretrain", "method": "simclr, OOD sampling kdup"}
+    files = []
+    for i in range(6):
+        save_backbone(tmp_path / f"{i}.safetensors", enc, meta)
+        files.append((tmp_path / f"{i}.safetensors").read_bytes())
+    assert len(set(files)) == 1
+    with safe_open(str(tmp_path / "0.safetensors"), "pt") as f:
+        assert f.metadata() == {"format": "pt", **meta}
+    loaded = load_file(str(tmp_path / "0.safetensors"))
+    assert set(loaded) == set(backbone_state(enc))
+    assert all(torch.equal(loaded[k], v) for k, v in backbone_state(enc).items())

@@ -9,6 +9,7 @@ keep dvc.yaml's code deps exact.
     ltcl preset run configs/kdup_cifar10_lt.yaml --seeds 5 --queue   # the preset as DVC experiments
     ltcl deps [--write]                           # dvc.yaml code deps vs the code's imports
     ltcl embed --encoder data/models/distill.pt --split test --out embeddings/test   # per-image features
+    ltcl init --images DIR [--labeled DIR] [--ood DIR]   # params.yaml for KDUP on your own folders
 """
 
 from __future__ import annotations
@@ -132,7 +133,9 @@ def deps(args) -> int:
 
 def embed_parser(sub) -> None:
     e = sub.add_parser("embed", help="an encoder's per-image features (embeddings.npy, index.csv, embed.json)")
-    e.add_argument("--encoder", required=True, help="an encoder checkpoint, e.g. data/models/distill.pt")
+    e.add_argument("--encoder", required=True,
+                   help="an encoder checkpoint (e.g. data/models/distill.pt) or an ltcl export "
+                        "(export/distill/encoder.safetensors, read with the model_card.json beside it)")
     src = e.add_mutually_exclusive_group(required=True)
     src.add_argument("--split", help="a split of --lt-dir (test, val, train, probe_full, ...)")
     src.add_argument("--images", help="a folder of image files (<class>/<file> gives labels), resized to the "
@@ -142,10 +145,13 @@ def embed_parser(sub) -> None:
     e.add_argument("--key", help="the --npz array (default: the first of x_test, x_train, x, images)")
     e.add_argument("--out", required=True, help="output folder")
     e.add_argument("--space", choices=("backbone", "projection"), default="backbone",
-                   help="backbone: pooled features h, what the linear probe uses (default); projection: head(h)")
+                   help="backbone: pooled features h, what the linear probe uses (default); projection: head(h) "
+                        "(a .pt of pretrain / distill only: an export holds no projection head)")
     e.add_argument("--batch-size", type=int, default=256)
     e.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     e.add_argument("--skip-bad", action="store_true", help="--images: skip and log unreadable files")
+    e.add_argument("--folder-labels", action="store_true", help="--images: the first sub-folder of each file is "
+                   "its class (<class>/<file>), written to index.csv's label column (default: no labels)")
 
 
 def embed(args) -> int:
@@ -153,8 +159,31 @@ def embed(args) -> int:
 
     rec = run_embed(encoder=args.encoder, out=args.out, split=args.split, lt_dir=args.lt_dir, images=args.images,
                     npz=args.npz, key=args.key, space=args.space, batch_size=args.batch_size, device=args.device,
-                    skip_bad=args.skip_bad)
+                    skip_bad=args.skip_bad, folder_labels=args.folder_labels)
     print(f"ltcl embed: {rec['n']} x {rec['d']} {rec['space']} embeddings written to {args.out}")
+    return 0
+
+
+def init_parser(sub) -> None:
+    i = sub.add_parser("init", help="write params.yaml for a first KDUP run on your own image folders")
+    i.add_argument("--images", required=True, help="the unlabeled collection: a folder of image files, any depth")
+    i.add_argument("--labeled", help="a labeled evaluation set: class sub-folders (ltcl splits it into probe-train "
+                                     "/ val / test), or train/<class>/ and test/<class>/")
+    i.add_argument("--ood", help="a folder of unrelated photos for the OOD pool (default: the bundled photos)")
+    i.add_argument("--params", default="params.yaml", help="the file to write (default: params.yaml)")
+
+
+def init(args) -> int:
+    from ltcl.init import init_params, write_params
+
+    params, reasons = init_params(args.images, args.labeled, args.ood, args.params)
+    existed = Path(args.params).is_file()
+    write_params(params, reasons, args.params)
+    print(f"ltcl init: wrote {args.params}" + (" (the previous one: `git diff` / `git checkout " + args.params
+                                                  + "` shows or restores it)" if existed else ""))
+    for r in reasons:
+        print(f"  {r}")
+    print("next: make repro   (or dvc repro; the report is report/index.html, the encoder export/distill/)")
     return 0
 
 
@@ -183,6 +212,7 @@ def main(argv=None) -> int:
     d.add_argument("--write", action="store_true", help="rewrite dvc.yaml's code deps and deps/*.method/")
     d.add_argument("--repo", default=".", help="the checkout (default: here)")
     embed_parser(sub)
+    init_parser(sub)
     args = ap.parse_args(argv)
     if args.cmd == "deps":
         return deps(args)
@@ -196,6 +226,8 @@ def main(argv=None) -> int:
             return preset_run(args)
         if args.cmd == "embed":
             return embed(args)
+        if args.cmd == "init":
+            return init(args)
         from ltcl.presets import load_preset
 
         print(shlex.join(set_param_args(load_preset(args.file))))

@@ -1,5 +1,11 @@
 """``ltcl embed``: a trained encoder's per-image features, written to disk for use elsewhere.
 
+The encoder is an ltcl checkpoint (``.pt``, :func:`ltcl.models.checkpoint.load_encoder`) or an
+ltcl export (``export/<encoder>/encoder.safetensors``, :func:`ltcl.models.export.load_export`):
+the export is rebuilt from its own header and model card, with no access to the pipeline, and
+gives the same backbone features as the ``.pt`` it was exported from.  It holds no projection
+head, so ``space="projection"`` needs the ``.pt`` (an imported external encoder has none either).
+
 Images come from one of three sources: a split of ``data/lt`` (checked against its manifest), a
 folder of image files (decoded and resized in chunks), or an array in an ``.npz`` file.  They
 are preprocessed exactly as the linear-probe stage preprocesses a split
@@ -9,8 +15,8 @@ applies the projection head to them, as ``Encoder.forward`` does.
 
 Written into ``out``: ``embeddings.npy`` (N x d float32, streamed batch by batch),
 ``index.csv`` (``index`` = row of the split / npz array, or ``path`` relative to the folder;
-``label`` where known) and ``embed.json`` (encoder and its sha256, space, source, N, d, image
-size, normalisation).
+``label`` where known) and ``embed.json`` (encoder, its sha256, format and model card, space,
+source, N, d, image size, normalisation).
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from ltcl.data.splits import load_manifest, load_split
 from ltcl.errors import MissingInputError, UserError
 from ltcl.eval.features import extract_features
 from ltcl.io import atomic_write, sha256_file, sha256_sidecar, write_json
-from ltcl.models.checkpoint import load_encoder
+from ltcl.models.checkpoint import is_safetensors, load_encoder
 from ltcl.runtime import resolve_device
 
 logger = logging.getLogger(__name__)
@@ -50,7 +56,8 @@ Batch = tuple[np.ndarray, list[tuple]]
 def embed(*, encoder: str | os.PathLike, out: str | os.PathLike, split: str | None = None,
           lt_dir: str | os.PathLike = "data/lt", images: str | os.PathLike | None = None,
           npz: str | os.PathLike | None = None, key: str | None = None, space: str = "backbone",
-          batch_size: int = 256, device: str = "auto", skip_bad: bool = False, amp: bool = False) -> dict:
+          batch_size: int = 256, device: str = "auto", skip_bad: bool = False, amp: bool = False,
+          folder_labels: bool = False) -> dict:
     """Embed the images of exactly one of ``split`` / ``images`` / ``npz`` with ``encoder`` and
     write ``embeddings.npy``, ``index.csv`` and ``embed.json`` into ``out``; returns the
     ``embed.json`` record.  Bad input raises :class:`~ltcl.errors.UserError`."""
@@ -73,7 +80,7 @@ def embed(*, encoder: str | os.PathLike, out: str | os.PathLike, split: str | No
 
     manifest = load_manifest(lt_dir) if split is not None else None
     image_shape = manifest.get("image_shape") if manifest is not None else None
-    model, spec, _ = load_encoder(encoder, dev, image_shape=image_shape)
+    model, spec, loaded = _load(Path(encoder), dev, image_shape, space)
     size, channels = int(spec["image_size"]), int(spec["channels"])
 
     if split is not None:
@@ -81,7 +88,8 @@ def embed(*, encoder: str | os.PathLike, out: str | os.PathLike, split: str | No
     elif npz is not None:
         n, header, batches, source = _npz_source(Path(npz), key, size, channels, batch_size)
     else:
-        n, header, batches, source = _folder_source(Path(images), size, channels, batch_size, skip_bad)
+        n, header, batches, source = _folder_source(Path(images), size, channels, batch_size, skip_bad,
+                                                    folder_labels)
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -96,6 +104,8 @@ def embed(*, encoder: str | os.PathLike, out: str | os.PathLike, split: str | No
     record = {
         "encoder": str(encoder),
         "encoder_sha256": _encoder_sha256(Path(encoder)),
+        "encoder_format": loaded["format"],
+        "model_card": loaded["model_card"],
         "space": space,
         "source": source,
         "n": n_written,
@@ -110,6 +120,27 @@ def embed(*, encoder: str | os.PathLike, out: str | os.PathLike, split: str | No
     }
     write_json(out / "embed.json", record)
     return record
+
+
+def _load(path: Path, dev: torch.device, image_shape, space: str) -> tuple[torch.nn.Module, dict, dict]:
+    """(model, spec, {"format", "model_card"}) of a ``.pt`` checkpoint or a safetensors export;
+    ``space="projection"`` on an encoder without a projection head is refused here, before any
+    image is read."""
+    if path.is_file() and is_safetensors(path):
+        from ltcl.models.export import load_export
+
+        model, spec, loaded = load_export(path, dev, image_shape=image_shape)
+    else:
+        model, spec, _ = load_encoder(path, dev, image_shape=image_shape)
+        loaded = {"format": "ltcl-checkpoint", "model_card": None}
+    if space == "projection" and spec.get("head") == "none":
+        if loaded["format"] == "ltcl-export":
+            raise UserError(f"{path} is an ltcl export: it holds the backbone only (no projection head), so "
+                            "--space projection cannot be computed from it; pass the .pt checkpoint it was "
+                            "exported from (data/models/<encoder>.pt) or use --space backbone")
+        raise UserError(f"{path} is an encoder imported from outside ltcl (import-encoder): it has no projection "
+                        "head; use --space backbone")
+    return model, spec, loaded
 
 
 def _projection(model) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -183,10 +214,12 @@ def _split_source(lt_dir, split: str, manifest: dict, batch_size: int):
     x, y = load_split(lt_dir, split)  # unknown split: UserError listing the known ones
     files = manifest["arrays"][split]
 
+    real = split not in ("train", "lt") or (manifest.get("labels") or {}).get("train", True)
+
     def batches() -> Iterator[Batch]:
         for s in range(0, len(x), batch_size):
             e = min(s + batch_size, len(x))
-            yield x[s:e], [(i, int(y[i])) for i in range(s, e)]
+            yield x[s:e], [(i, int(y[i]) if real else "") for i in range(s, e)]  # no label where none is real
 
     source = {"kind": "split", "split": split, "lt_dir": str(lt_dir), "dataset": manifest.get("dataset"),
               "class_names": manifest.get("class_names"),
@@ -243,14 +276,19 @@ def _npz_source(path: Path, key: str | None, size: int, channels: int, batch_siz
     return len(x), ("index", "label"), batches(), source
 
 
-def _folder_source(root: Path, size: int, channels: int, batch_size: int, skip_bad: bool):
+def _folder_source(root: Path, size: int, channels: int, batch_size: int, skip_bad: bool, folder_labels: bool):
     if not root.is_dir():
         raise MissingInputError(f"image folder {root} not found")
     paths = list_image_files(root)
     if not paths:
         raise UserError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) under {root}")
     rel = [p.relative_to(root) for p in paths]
-    by_class = all(len(r.parts) >= 2 for r in rel)  # <class>/<file> (ImageFolder layout)
+    # labels only when asked: a user's folders are often named by date or camera, not by class
+    if folder_labels and not all(len(r.parts) >= 2 for r in rel):
+        flat = next(r for r in rel if len(r.parts) < 2)
+        raise UserError(f"--folder-labels takes the first sub-folder as each file's class, but {root / flat} lies in "
+                        "no sub-folder")
+    by_class = folder_labels
     labels = [r.parts[0] if by_class else "" for r in rel]
     skipped: list[str] = []
 

@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterator
@@ -75,6 +76,23 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
             tmp.unlink()
         raise
     _fsync_dir(dest.parent)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: PathLike) -> Iterator[Path]:
+    """A temporary folder beside ``path`` to build a whole output folder in; on success it replaces
+    ``path`` (the old folder removed first), on failure it is removed and ``path`` is untouched."""
+    out = Path(path)
+    tmp = out.parent / f".{out.name}.building-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @contextlib.contextmanager

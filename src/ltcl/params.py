@@ -30,13 +30,72 @@ class _Section(BaseModel):
 
 # --------------------------------------------------------------------------- data
 DATA_SOURCES = ("digits", "fashion-mnist", "mnist", "cifar10", "cifar100", "folder", "npz", "list")  # = ltcl.data.sources.SOURCES
+# data sources whose images carry no labels (ltcl.data.collection): every image is the training split
+UNLABELED_SOURCES = ("images",)
+# labeled sources a user brings (their class counts are their own): kept whole unless data.longtail: draw
+USER_SOURCES = ("folder", "npz")
 # the list bundles shipped in ltcl/data/lists (ltcl.data.lists.BUNDLES)
 LIST_BUNDLES = ("imagenet100-lt", "places-lt")
 
 
+class LabeledParams(_Section):
+    """``data.labeled``: a small labeled evaluation set beside an unlabeled collection (``data.source: images``).
+
+    It gives the probes' training, validation and test splits and the class names; the collection
+    itself stays unlabeled and is never cut."""
+
+    root: str = Field(description="the labeled set's folder: class sub-folders (layout classes), train/<class>/ "
+                      "and test/<class>/ (layout train-test), or the folder list paths are relative to (layout lists)")
+    layout: Literal["classes", "train-test", "lists"] = Field(
+        "classes", description="classes: one folder of class sub-folders that ltcl splits (seeded by "
+        "data.split_seed, stratified) into probe-train / val / test; train-test: separate train/ and test/ "
+        "folders (val drawn from train); lists: list files of '<relative path> <label>' lines")
+    lists: Optional[dict[str, str]] = Field(
+        None, description="layout lists: {train, test[, val]} list files (val drawn from train when absent)")
+    val_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="share of each class (layout classes) or of "
+                                "each class's training images (train-test, lists without val) held out for val")
+    test_fraction: float = Field(0.3, gt=0.0, lt=1.0, description="layout classes: share of each class held out "
+                                 "for test")
+    groups: Literal["none", "sample", "counts"] = Field(
+        "none", description="where Many / Medium / Few come from: none (absent: the labeled set says nothing about "
+        "the collection's tail), sample (the labeled set is a random sample of the collection, so its class "
+        "counts follow the collection's), counts (counts_file gives each class's count in the collection)")
+    counts_file: Optional[str] = Field(None, description="groups counts: a CSV of 'class,count' lines (class by "
+                                       "name) with every class of the labeled set")
+
+    @model_validator(mode="after")
+    def _layout(self) -> "LabeledParams":
+        if self.layout == "lists":
+            missing = [r for r in ("train", "test") if not (self.lists or {}).get(r)]
+            if missing:
+                raise ValueError(f"data.labeled.layout: lists needs data.labeled.lists with {' and '.join(missing)}")
+            unknown = sorted(set(self.lists) - {"train", "val", "test"})
+            if unknown:
+                raise ValueError(f"data.labeled.lists: unknown roles {unknown}; allowed: train, val, test")
+        elif self.lists is not None:
+            raise ValueError(f"data.labeled.lists is only read by layout: lists (layout is {self.layout!r})")
+        if self.layout == "classes" and self.val_fraction + self.test_fraction >= 1.0:
+            raise ValueError(f"data.labeled.val_fraction + test_fraction ({self.val_fraction} + "
+                             f"{self.test_fraction}) must leave images for the probe's training split (< 1)")
+        if (self.groups == "counts") != (self.counts_file is not None):
+            raise ValueError("data.labeled.groups: counts needs data.labeled.counts_file (and counts_file is only "
+                             "read with groups: counts)")
+        return self
+
+
 class DataParams(_Section):
-    source: Literal["digits", "fashion-mnist", "mnist", "cifar10", "cifar100", "folder", "npz", "list"] = "digits"
+    source: Literal["digits", "fashion-mnist", "mnist", "cifar10", "cifar100", "folder", "npz", "list",
+                    "images"] = Field("digits", description="images: an unlabeled collection (every image file "
+                                      "under data.root, any depth, or the paths of data.images)")
     root: str = "data/raw"
+    images: Optional[str] = Field(None, description="source images: a text file of image paths (one per line, "
+                                  "relative to data.root); null = every image file under data.root")
+    labeled: Optional[LabeledParams] = Field(None, description="source images: the optional labeled evaluation "
+                                             "set (probes, class names, groups)")
+    longtail: Literal["auto", "draw", "as-is"] = Field(
+        "auto", description="draw: cut a long tail from a labeled source (imbalance_ratio, max_per_class; what "
+        "is left out of pre-training is printed and recorded); as-is: every training image is pre-trained on "
+        "(val held out); auto: draw for the benchmark sources, as-is for a user's own folder / npz")
     split: Literal["generated", "community"] = Field(
         "generated", description="generated: ltcl draws the splits; community: the published list files "
         "(SDCLR's CIFAR index lists split_index 1..5; source list: the lists of data.lists)")
@@ -59,8 +118,36 @@ class DataParams(_Section):
     group_rule: Literal["thirds", "thresholds"] = "thirds"
     on_bad_image: Literal["error", "skip"] = "error"
 
+    @property
+    def unlabeled(self) -> bool:
+        """The training images carry no labels (``data.source: images``)."""
+        return self.source in UNLABELED_SOURCES
+
+    @property
+    def draws_longtail(self) -> bool:
+        """Whether make-lt-dataset cuts a long tail from the source (``longtail`` with ``auto`` resolved)."""
+        if self.longtail == "auto":
+            return self.source not in USER_SOURCES
+        return self.longtail == "draw"
+
     @model_validator(mode="after")
     def _split(self) -> "DataParams":
+        if self.unlabeled:
+            if self.image_size is None:
+                raise ValueError("data.source: images needs data.image_size (the stored resolution: the collection's "
+                                 "images may differ in size; `ltcl init` picks one from the images)")
+            if self.split != "generated" or self.subset != "longtail":
+                raise ValueError("data.source: images is used as it is: data.split must be generated and "
+                                 "data.subset longtail")
+            if self.longtail == "draw":
+                raise ValueError("data.longtail: draw needs labels; data.source: images has none (every image is "
+                                 "pre-trained on)")
+        else:
+            if self.labeled is not None:
+                raise ValueError(f"data.labeled is only read by data.source: images (source is {self.source!r}: "
+                                 "its own labels give the evaluation splits)")
+            if self.images is not None:
+                raise ValueError(f"data.images is only read by data.source: images (source is {self.source!r})")
         if self.split == "community" and self.source not in ("cifar10", "cifar100", "list"):
             raise ValueError(f"data.split: community exists for cifar10, cifar100 (SDCLR's lists) and source list, "
                              f"not for data.source {self.source!r}")
@@ -210,8 +297,12 @@ class OODParams(_Section):
                                 "list file of '<relative path> [label]' lines or a shipped list (imagenet-r)")
     root: Optional[str] = Field(None, description="source list: the folder the list's paths are relative to")
     pool_source: Optional[str] = Field(None, description="make-lt-dataset source name for source=source")
-    pool_size: int = Field(300_000, ge=1)
+    pool_size: int = Field(300_000, ge=1, description="images in the pool: crops of the bundled photos or of "
+                           "the photos under ood.path (source folder), or images drawn from a source / list")
     pool_seed: int = Field(0, ge=0)
+    crop_scale: tuple[float, float] = Field(
+        (0.1, 0.6), description="bundled and folder pools: side of each square crop as a fraction of its "
+        "photo's short side, uniform in [lo, hi]")
     # schedule
     warmup_epochs: int = Field(100, ge=0)
     interval: int = Field(25, ge=1, description="T: re-sample every T epochs (Eq. 5)")
@@ -242,6 +333,14 @@ class OODParams(_Section):
     def _pool_source(cls, v: Optional[str]) -> Optional[str]:
         if v is not None and v not in DATA_SOURCES:
             raise ValueError(f"unknown data source {v!r}; known: {', '.join(DATA_SOURCES)}")
+        return v
+
+    @field_validator("crop_scale")
+    @classmethod
+    def _crop_scale(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not (0.0 < v[0] <= v[1] <= 1.0):
+            raise ValueError("must be [lo, hi] with 0 < lo <= hi <= 1 (the crop side as a fraction of the "
+                             "photo's short side)")
         return v
 
     @model_validator(mode="after")
@@ -295,6 +394,17 @@ class ClusterParams(_Section):
     tsne_samples: int = Field(1000, ge=10)
     l2_normalize: bool = False
     seed: int = Field(0, ge=0)
+    clusters: int = Field(10, ge=2, description="k of the k-means of the training split's features whose cluster "
+                          "sizes show the tail the encoder sees (needs no labels)")
+    kmeans_samples: int = Field(20_000, ge=10, description="that k-means clusters at most this many training "
+                                "images (a seeded uniform sample), so the stage stays bounded on 100,000+ images")
+
+    @model_validator(mode="after")
+    def _k(self) -> "ClusterParams":
+        if self.clusters > self.kmeans_samples:
+            raise ValueError(f"cluster.clusters ({self.clusters}) must be <= cluster.kmeans_samples "
+                             f"({self.kmeans_samples})")
+        return self
 
 
 # --------------------------------------------------------------------------- probe
@@ -393,6 +503,18 @@ class Params(BaseModel):
 
     @model_validator(mode="after")
     def _cross(self) -> "Params":
+        if self.data.unlabeled:
+            if self.pretrain.method in SUPERVISED_METHODS:
+                raise ValueError(f"pretrain.method={self.pretrain.method} is supervised: it trains on class labels, "
+                                 "and data.source: images has none; use a self-supervised method (psd, simclr, "
+                                 "sdclr, ts, tase)")
+            if self.distill.enabled and self.distill_method == "gml":
+                raise ValueError("distill.method=gml trains a classifier on the training split's labels, and "
+                                 "data.source: images has none; use distill.method: kdup")
+            if self.pretrain.method == "tase" and self.pretrain.tase_clusters == 0:
+                raise ValueError("pretrain.tase_clusters: 0 means 'the number of classes', which an unlabeled "
+                                 "collection does not have; set pretrain.tase_clusters to the number of "
+                                 "pseudo-classes TASE should cluster into (e.g. 10)")
         if self.pretrain.method in SUPERVISED_METHODS and self.ood.strategy != "none":
             raise ValueError(f"pretrain.method={self.pretrain.method} is supervised and trains on the labelled "
                              f"long-tailed split only; set ood.strategy: none (it is {self.ood.strategy!r})")

@@ -9,11 +9,17 @@ group accuracies (82.40, 73.91, 70.19 -> 5.11).
 Empty groups / missing classes: a group with no classes (possible with ``rule="thresholds"``
 on small data) has accuracy NaN and is skipped when computing ``std``; a class absent from
 the test set (per-class accuracy NaN) is skipped when averaging its group.
+
+Where the counts come from is the split manifest's business (docs/data-manifest.md):
+:func:`label_facts` reads which labels are real and the ``group_counts`` the groups are
+computed from (the long-tailed split's, a labeled set's, a counts file's, or none: then there are
+no groups, and :func:`accuracy_report` reports All and per-class accuracy only).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, Literal, Optional
 
 import numpy as np
 import numpy.typing as npt
@@ -132,11 +138,15 @@ def per_class_accuracy(
 def accuracy_report(
     y_true: npt.ArrayLike,
     y_pred: npt.ArrayLike,
-    train_counts: npt.ArrayLike,
+    train_counts: Optional[npt.ArrayLike],
     num_classes: int,
     rule: GroupRule = "thirds",
 ) -> dict[str, float | list[float]]:
     """Full accuracy report of a classifier on the test set.
+
+    ``train_counts`` are the per-class counts the groups come from (the manifest's
+    ``group_counts``); ``None`` when no counts define groups: the report then has no
+    ``many`` / ``medium`` / ``few`` / ``std`` keys at all (absent, not NaN).
 
     Returns:
         ``{"many", "medium", "few", "std", "all", "per_class"}``: group accuracies and STD
@@ -145,13 +155,71 @@ def accuracy_report(
     """
     true = np.asarray(y_true).ravel()
     pred = np.asarray(y_pred).ravel()
-    if np.asarray(train_counts).size != num_classes:
+    if train_counts is not None and np.asarray(train_counts).size != num_classes:
         raise UserError(
             f"train_counts has {np.asarray(train_counts).size} entries but num_classes={num_classes}"
         )
     per_class = per_class_accuracy(true, pred, num_classes)
-    report: dict[str, float | list[float]] = dict(group_summary(per_class, train_counts, rule))
+    report: dict[str, float | list[float]] = (
+        {} if train_counts is None else dict(group_summary(per_class, train_counts, rule)))
     report["all"] = float(100.0 * np.mean(true == pred)) if true.size else float("nan")
     report["per_class"] = [float(v) for v in per_class]
     return report
 
+
+
+# a manifest written before the labels keys existed took its groups from the long-tailed split
+LT_GROUP_SOURCE = "long-tailed training split"
+
+
+@dataclass(frozen=True)
+class LabelFacts:
+    """What a split manifest says about its labels (docs/data-manifest.md).
+
+    Attributes:
+        train: the ``train`` / ``lt`` split's labels are real classes (``labels.train``).
+        eval: ``val`` / ``test`` / ``probe_full`` / ``few_shot`` / ``one_percent`` exist with real
+            labels (``labels.eval``).
+        note: one sentence on where the labels come from (``labels.note``; "" when not given).
+        group_counts: the per-class counts the Many / Medium / Few groups are computed from, or
+            ``None`` when no counts define groups.
+        group_source: where those counts come from (``None`` with ``group_counts``).
+    """
+
+    train: bool
+    eval: bool
+    note: str
+    group_counts: Optional[list[int]]
+    group_source: Optional[str]
+
+    @property
+    def has_groups(self) -> bool:
+        return self.group_counts is not None
+
+
+def label_facts(manifest: dict[str, Any]) -> LabelFacts:
+    """The :class:`LabelFacts` of a split manifest.
+
+    A manifest written before this contract has no ``labels`` key (both are real) and no
+    ``group_counts`` (the groups came from ``lt_counts``, the long-tailed training split).
+    ``groups: null`` means no groups, whatever counts are present; without evaluation labels
+    there are no groups either (nothing to group). A ``group_counts`` that does not have one
+    count per class is refused (the manifest is inconsistent: rebuild it)."""
+    labels = manifest.get("labels")
+    train = True if labels is None else bool(labels["train"])
+    eval_ = True if labels is None else bool(labels["eval"])
+    note = "" if labels is None else str(labels.get("note") or "")
+    if "group_counts" in manifest:
+        counts, source = manifest["group_counts"], manifest.get("group_source")
+    else:
+        counts = manifest.get("lt_counts")
+        source = LT_GROUP_SOURCE if counts is not None else None
+    if manifest.get("groups") is None or not eval_:
+        counts, source = None, None
+    if counts is not None:
+        counts = [int(c) for c in counts]
+        n_classes = len(manifest.get("class_names") or [])
+        if len(counts) != n_classes:
+            raise UserError(f"the split manifest's group_counts has {len(counts)} entries for {n_classes} classes; "
+                            "rebuild the split with `dvc repro -f make-lt-dataset`")
+    return LabelFacts(train=train, eval=eval_, note=note, group_counts=counts, group_source=source)

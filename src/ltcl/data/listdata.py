@@ -28,13 +28,16 @@ The papers instead decode the full-size JPEG every epoch and take a RandomResize
 here crops are taken from the stored 224 x 224 image, which loses the resolution a crop of a
 larger original would have had. A file that fails to decode stops the build after the whole
 list was tried (the message names the first few and counts them) and nothing is written:
-the build happens in a temporary folder renamed over ``out_dir`` at the end.
+the build happens in a temporary folder renamed over ``out_dir`` at the end.  A user's own
+lists may set ``data.on_bad_image: skip``: each unreadable file is then logged, left out of its
+split and listed in the manifest's ``skipped_images``; a shipped bundle is a published subset
+and is taken exactly.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-import shutil
 from collections import Counter
 from pathlib import Path
 from typing import Callable
@@ -63,7 +66,9 @@ from ltcl.data.splits import (
     write_manifest,
 )
 from ltcl.errors import UserError
-from ltcl.io import save_npz
+from ltcl.io import atomic_dir, save_npz
+
+logger = logging.getLogger(__name__)
 
 CHUNK = 256  # images decoded and written at a time
 REQUIRED = ("train", "val", "test")
@@ -106,20 +111,31 @@ def check_labels(lists: dict[str, ListFile]) -> int:
     return num_classes
 
 
-def decode_list(root: Path, rel_paths: list[str], out: Path, size: int, what: str) -> list[str]:
-    """Decode ``rel_paths`` under ``root`` to ``out`` (uint8 N x size x size x 3) chunk by chunk;
-    returns the paths that failed to decode (the file is then incomplete)."""
-    bad: list[str] = []
+def decode_list(root: Path, rel_paths: list[str], out: Path, size: int, what: str,
+                on_bad_image: str = "error") -> list[int]:
+    """Decode ``rel_paths`` under ``root`` to ``out`` (uint8 N x size x size x 3) chunk by chunk,
+    gray images replicated to 3 channels; returns the rows (indices into ``rel_paths``) that failed
+    to decode.  ``on_bad_image="error"``: every file is tried and nothing is logged as skipped (the
+    caller raises one error naming the failures; ``out`` then holds zeros in their rows);
+    ``"skip"``: each failure is logged and its row removed from ``out`` (rewritten in chunks), so
+    ``out`` holds exactly the decoded images in list order."""
+    bad: list[int] = []
     with NpyWriter(out, (len(rel_paths), size, size, 3)) as writer:
         for s in range(0, len(rel_paths), CHUNK):
             paths = [root / p for p in rel_paths[s: s + CHUNK]]
-            images, skipped = read_image_files(paths, size, "skip")
-            bad += skipped
+            images, _ = read_image_files(paths, size, "skip", warn=on_bad_image == "skip")
             chunk = np.zeros((len(paths), size, size, 3), np.uint8)
             for i, im in enumerate(images):
-                if im is not None:
+                if im is None:
+                    bad.append(s + i)
+                else:
                     chunk[i] = np.repeat(im, 3, axis=2) if im.shape[2] == 1 else im
             writer.write(chunk)
+    if bad and on_bad_image == "skip":
+        keep = np.setdiff1d(np.arange(len(rel_paths)), bad)
+        compact = out.with_name(out.name + ".compact")
+        _subset_file(out, keep, compact)
+        os.replace(compact, out)
     return bad
 
 
@@ -145,9 +161,9 @@ def build_list_dataset(cfg, out_dir: str | os.PathLike, extra_manifest: Callable
     if cfg.image_size is None:
         raise UserError("data.source: list needs data.image_size (the stored resolution, e.g. 224): "
                         "listed images differ in size")
-    if cfg.on_bad_image != "error":
-        raise UserError("data.source: list takes exactly the listed images; on_bad_image: skip would change "
-                        "the subset (set it to error)")
+    if cfg.on_bad_image != "error" and isinstance(cfg.lists, str):
+        raise UserError(f"data.lists: {cfg.lists} is a published subset, taken exactly: data.on_bad_image: skip "
+                        "would change the protocol (set it to error and restore the unreadable files)")
     if cfg.subset == "balanced-subset" and not (isinstance(cfg.lists, str) and cfg.lists == "imagenet100-lt"
                                                 or isinstance(cfg.lists, dict) and cfg.lists.get("balanced")):
         raise UserError("subset: balanced-subset needs a 'balanced' list in data.lists")
@@ -161,17 +177,8 @@ def build_list_dataset(cfg, out_dir: str | os.PathLike, extra_manifest: Callable
     for role in roles:
         check_files_exist(root, lists[role].paths, f"data.lists {role} ({lists[role].path})", hint)
 
-    out = Path(out_dir)
-    tmp = out.parent / f".{out.name}.building-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_dir(out_dir) as tmp:
         manifest = _build(cfg, lists, roles, bundle, num_classes, root, tmp, extra_manifest)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return manifest
 
 
@@ -182,15 +189,23 @@ def _build(cfg, lists, roles, bundle, num_classes, root, tmp, extra_manifest) ->
     bad: list[str] = []
     for role in roles:
         fx, fy = split_files(file_of[role])
-        bad += decode_list(root, lists[role].paths, tmp / fx, size, role)
-        np.save(tmp / fy, lists[role].labels)
-    if bad:
+        rows = decode_list(root, lists[role].paths, tmp / fx, size, role, cfg.on_bad_image)
+        bad += [str(root / lists[role].paths[i]) for i in rows]
+        np.save(tmp / fy, np.delete(lists[role].labels, rows) if cfg.on_bad_image == "skip" else lists[role].labels)
+    if bad and cfg.on_bad_image == "error":
         raise UserError(f"{len(bad)} listed images could not be decoded (first: {', '.join(bad[:5])}); "
-                        "nothing was written. Re-copy or re-download those files")
+                        "nothing was written. Re-copy or re-download those files, or set data.on_bad_image: "
+                        "skip to leave them out (each is then logged and listed in the manifest)")
+    if bad:
+        logger.warning("data.on_bad_image: skip: %d listed images could not be decoded and were left out "
+                       "(listed in data/lt/manifest.json skipped_images)", len(bad))
     labels = {split: np.load(tmp / split_files(split)[1]) for split in
               {file_of[r] for r in roles}}
     lt_y = labels["lt"]
     lt_counts = np.bincount(lt_y, minlength=num_classes)
+    if bad and (lt_counts == 0).any():
+        raise UserError(f"after leaving out {len(bad)} unreadable images, classes "
+                        f"{np.flatnonzero(lt_counts == 0)[:10].tolist()} have no training image left")
     arrays = {"lt": "lt", "val": "val", "test": "test",
               "train": "train" if cfg.subset == "balanced-subset" else "lt",
               "probe_full": "probe_full" if "probe_full" in lists else "lt"}
@@ -230,5 +245,6 @@ def _build(cfg, lists, roles, bundle, num_classes, root, tmp, extra_manifest) ->
     manifest = write_manifest(tmp, dataset=params["dataset"], class_names=class_names_of(lists["train"], num_classes),
                               class_order=np.argsort(-lt_counts, kind="stable"), counts=counts,
                               train_counts=counts["train"], lt_counts=lt_counts, params=params, arrays=split_arrays,
-                              split_records=records, extra_manifest=extra_manifest(lt_counts))
+                              split_records=records, extra_manifest={**extra_manifest(lt_counts),
+                                                                     "skipped_images": bad})
     return manifest

@@ -34,7 +34,7 @@ def write_list_pool(list_file: str | os.PathLike, root: str | os.PathLike, size:
         bad = decode_list(root, paths, tmp, int(image_size), "OOD pool")
         if bad:
             raise UserError(f"OOD pool list {entries.path}: {len(bad)} images could not be decoded (first: "
-                            f"{', '.join(bad[:5])}); nothing was written")
+                            f"{', '.join(paths[i] for i in bad[:5])}); nothing was written")
         if channels == 1:  # a grayscale ID set: the pool in luma, rewritten in chunks
             rgb = np.load(tmp, mmap_mode="r")
             save_pool(str(tmp) + ".gray.npy", to_channels(rgb, 1))

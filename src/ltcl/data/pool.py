@@ -3,9 +3,10 @@
 KDUP (paper 003, Sec. 3.1.1) and COLT draw extra unlabeled images from a large
 OOD pool (COLT: 300K random images fetched by hand). The default pool here
 needs no download: random crops of the natural photographs that ship inside
-the scikit-image and scikit-learn wheels. Other pool sources: every image
-file under a folder, an existing ``.npy`` (memory-mapped), or the train images
-of another :func:`~ltcl.data.sources.load_source` data set.
+the scikit-image and scikit-learn wheels. Other pool sources: random crops of
+the photos under a folder (:mod:`ltcl.data.folderpool`), an existing ``.npy``
+(memory-mapped), or the train images of another
+:func:`~ltcl.data.sources.load_source` data set.
 
 Pools are uint8 NHWC arrays; :func:`save_pool` writes ``.npy`` atomically and
 :func:`open_pool` memory-maps it.  The ood-pool stage also writes a sidecar manifest
@@ -14,6 +15,8 @@ file against it before use, so a pool changed after the stage wrote it is refuse
 reads the whole file in 16 MB chunks: 0.5-2 s per GB on one core (0.5 GB/s measured on the
 busy 2-core test machine) plus the disk read, so a 300K x 32x32x3 pool (0.9 GB) costs about
 2 s and a 3 GB pool up to 6 s in each stage that opens it (ood-pool, ood-sampling, pretrain).
+
+Every message about a pool's content names the ``ood.*`` parameter to change.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ltcl.data.sources import IMAGE_EXTENSIONS, list_image_files, load_source, read_image_files, stack_images
+from ltcl.data.crops import LUMA, as_rgb_uint8, check_crop_scale, crop_boxes, crop_photo
+from ltcl.data.sources import load_source
 from ltcl.errors import MissingInputError, UserError
 from ltcl.io import atomic_path, read_json, sha256_file, write_json
 
@@ -39,22 +43,9 @@ SKIMAGE_PHOTOS = (
     "hubble_deep_field", "coins", "moon", "page", "text", "brick", "grass", "gravel",
     "clock", "retina", "cell", "stereo_motorcycle",
 )
-CROP_SCALE = (0.1, 0.6)  # crop side as a fraction of the photo's short side
-LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601
-POOL_SOURCES = ("bundled", "folder", "npy", "source:<name>")
+POOL_SOURCES = ("bundled", "npy", "source:<name>")  # and folder: ltcl.data.folderpool
 POOL_MANIFEST_KIND = "ltcl-ood-pool"
 HASH_CHUNK = 16 << 20  # 16 MB reads when hashing a pool
-
-
-def _as_rgb_uint8(img: np.ndarray) -> np.ndarray:
-    img = np.asarray(img)
-    if img.dtype == bool:
-        img = img.astype(np.uint8) * 255
-    if img.dtype != np.uint8:
-        raise UserError(f"expected a uint8 photo, got {img.dtype}")
-    if img.ndim == 2:
-        img = np.repeat(img[..., None], 3, axis=2)
-    return np.ascontiguousarray(img[..., :3])
 
 
 @functools.lru_cache(maxsize=1)
@@ -73,13 +64,13 @@ def bundled_photos() -> tuple[tuple[str, np.ndarray], ...]:
             img = getattr(skimage.data, name)()
             if name == "stereo_motorcycle":
                 img = img[0]
-            photos.append((f"skimage.{name}", _as_rgb_uint8(img)))
+            photos.append((f"skimage.{name}", as_rgb_uint8(img)))
         except Exception as exc:  # noqa: BLE001 - any failure just drops that photo
             logger.warning("bundled pool: skimage.data.%s unavailable offline (%s); skipped", name, exc)
     try:
         bunch = load_sample_images()
         for fname, img in zip(bunch.filenames, bunch.images):
-            photos.append((f"sklearn.{Path(fname).stem}", _as_rgb_uint8(img)))
+            photos.append((f"sklearn.{Path(fname).stem}", as_rgb_uint8(img)))
     except Exception as exc:  # noqa: BLE001
         logger.warning("bundled pool: sklearn sample images unavailable (%s); skipped", exc)
     if not photos:
@@ -102,73 +93,21 @@ def to_channels(x: np.ndarray, channels: int, chunk: int = 65536) -> np.ndarray:
     return out
 
 
-def _pyramid(photo: np.ndarray, channels: int, levels: int) -> list[np.ndarray]:
-    """Float32 CHW arrays of the photo at scales 1, 1/2, 1/4, ... (2x2 average pooling).
-
-    Odd sizes are edge-padded first, so an edge window averages its in-bounds
-    pixels (PyTorch's ``avg_pool2d(ceil_mode=True)``) and a box scaled by
-    2**-k never leaves the level-k image. numpy rather than torch: these small
-    ops are dominated by intra-op thread hand-offs on a busy 2-core machine.
-    """
-    img = np.asarray(photo, dtype=np.float32)
-    if channels == 1:
-        img = img @ LUMA
-        img = img[..., None]
-    img = np.ascontiguousarray(img.transpose(2, 0, 1))
-    pyramid = [img]
-    for _ in range(levels):
-        c, h, w = pyramid[-1].shape
-        padded = np.pad(pyramid[-1], ((0, 0), (0, h % 2), (0, w % 2)), mode="edge")
-        pyramid.append(padded.reshape(c, (h + 1) // 2, 2, (w + 1) // 2, 2).mean(axis=(2, 4), dtype=np.float32))
-    return pyramid
-
-
-def _crop_photo(photo: np.ndarray, frac: np.ndarray, u: np.ndarray, v: np.ndarray, flip: np.ndarray,
-                image_size: int, channels: int, chunk: int = 4096) -> np.ndarray:
-    """Square crops of one photo, resized with area-averaged bilinear sampling.
-
-    Each box is read from the level of a 2x-average-pooled pyramid where its
-    side is 1-2x the output size (``spatial_scale`` maps level-0 box
-    coordinates there); ``torchvision.ops.roi_align`` with ``sampling_ratio=2``
-    then averages 2x2 bilinear samples per output pixel, which covers each
-    output pixel's footprint: an antialiased resize of every box in one batched
-    call instead of one PIL resize per crop.
-    """
-    import torch
-    from torchvision.ops import roi_align
-
-    h, w = photo.shape[:2]
-    side = frac * min(h, w)
-    x0, y0 = u * (w - side), v * (h - side)
-    boxes = np.stack([np.zeros_like(side), x0, y0, x0 + side, y0 + side], axis=1).astype(np.float32)
-    level = np.maximum(0, np.floor(np.log2(side / image_size))).astype(np.int64)
-    pyramid = _pyramid(photo, channels, int(level.max()))
-    out = np.empty((len(frac), image_size, image_size, channels), dtype=np.uint8)
-    for k in np.unique(level):
-        sel = np.flatnonzero(level == k)
-        img = torch.from_numpy(pyramid[k])[None]
-        for s in range(0, len(sel), chunk):
-            part = sel[s:s + chunk]
-            crops = roi_align(img, torch.from_numpy(boxes[part]), output_size=(image_size, image_size),
-                              spatial_scale=float(2.0 ** -k), sampling_ratio=2, aligned=True).numpy()
-            crops = np.where(flip[part, None, None, None], crops[..., ::-1], crops)
-            out[part] = np.rint(crops).clip(0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
-    return out
-
-
-def bundled_pool(size: int, image_size: int, channels: int, seed: int) -> np.ndarray:
+def bundled_pool(size: int, image_size: int, channels: int, seed: int, crop_scale: tuple[float, float]) -> np.ndarray:
     """``size`` random crops of the bundled photos (see :func:`build_pool`)."""
+    lo, hi = check_crop_scale(crop_scale)
     photos = bundled_photos()
     rng = np.random.default_rng(seed)
     photo_id = rng.integers(0, len(photos), size=size)
-    frac = rng.uniform(CROP_SCALE[0], CROP_SCALE[1], size=size)
+    frac = rng.uniform(lo, hi, size=size)
     u, v = rng.random(size), rng.random(size)
     flip = rng.random(size) < 0.5
     out = np.empty((size, image_size, image_size, channels), dtype=np.uint8)
     for p, (_, photo) in enumerate(photos):
         sel = np.flatnonzero(photo_id == p)
         if sel.size:
-            out[sel] = _crop_photo(photo, frac[sel], u[sel], v[sel], flip[sel], image_size, channels)
+            crop_photo(photo, crop_boxes(photo.shape[:2], frac[sel], u[sel], v[sel]), flip[sel], image_size,
+                       channels, out, sel)
     return out
 
 
@@ -176,36 +115,31 @@ def _subsample(x: np.ndarray, size: int | None, seed: int, what: str) -> np.ndar
     if size is None or size == len(x):
         return x
     if size > len(x):
-        raise UserError(f"size={size} is larger than the {len(x)} images of {what}")
+        raise UserError(f"ood.pool_size={size} is larger than the {len(x)} images of {what}; "
+                         f"lower ood.pool_size to at most {len(x)}")
     idx = np.sort(np.random.default_rng(seed).choice(len(x), size=size, replace=False))
     return x[idx]
 
 
-def _folder_pool(root: Path, size: int | None, image_size: int, seed: int) -> np.ndarray:
-    """RGB images under ``root``: all, or ``size`` of them in a seeded random order,
-    replacing unreadable files (skipped with a warning) by the next ones."""
-    paths = list_image_files(root)
-    if not paths:
-        raise UserError(f"folder pool: no image files ({', '.join(IMAGE_EXTENSIONS)}) under {root}")
-    if size is not None and size > len(paths):
-        raise UserError(f"size={size} is larger than the {len(paths)} image files under {root}")
-    order = np.arange(len(paths)) if size is None else np.random.default_rng(seed).permutation(len(paths))
-    want = len(paths) if size is None else size
-    kept: list[tuple[int, np.ndarray]] = []
-    skipped: list[str] = []
-    start = 0
-    while len(kept) < want and start < len(order):
-        batch = order[start:start + want - len(kept)]
-        start += len(batch)
-        images, bad = read_image_files([paths[i] for i in batch], image_size, on_bad_image="skip")
-        skipped += bad
-        kept += [(int(i), im) for i, im in zip(batch, images) if im is not None]
-    if skipped:
-        logger.warning("folder pool: skipped %d unreadable files under %s", len(skipped), root)
-    if size is not None and len(kept) < size:
-        raise UserError(f"folder pool: only {len(kept)} readable images under {root}, size={size} requested")
-    kept.sort(key=lambda t: t[0])
-    return stack_images([im for _, im in kept], f"folder pool {root}", force_rgb=True)
+def _npy_pool(root, size: int | None, image_size: int, channels: int) -> np.ndarray:
+    if root is None:
+        raise UserError("ood.source: npy needs ood.path, the (N, H, W, C) uint8 .npy file")
+    if not Path(root).is_file():
+        raise MissingInputError(f"ood.path={str(root)!r}: no such .npy file (ood.source: npy)")
+    try:
+        arr = open_pool(root)
+    except UserError as exc:
+        raise UserError(f"ood.path={str(root)!r}: {exc}") from None
+    if arr.shape[1:] != (image_size, image_size, channels):
+        raise UserError(f"ood.path={str(root)!r} holds images of shape {arr.shape[1:]}, expected "
+                         f"{(image_size, image_size, channels)}: the ID images' size and channels "
+                         "(data.image_size); point ood.path at a matching .npy or use ood.source: folder")
+    if size is not None:
+        if size > len(arr):
+            raise UserError(f"ood.pool_size={size} is larger than the {len(arr)} images in ood.path={str(root)!r}; "
+                             f"lower ood.pool_size to at most {len(arr)}")
+        arr = arr[:size]
+    return arr
 
 
 def build_pool(
@@ -215,6 +149,7 @@ def build_pool(
     channels: int = 3,
     seed: int = 0,
     root: str | os.PathLike | None = None,
+    crop_scale: tuple[float, float] | None = None,
 ) -> np.ndarray:
     """Build an OOD pool as a uint8 array (N, image_size, image_size, channels).
 
@@ -222,50 +157,40 @@ def build_pool(
         ``"bundled"``: ``size`` (required) random square crops of the photos
             shipped in scikit-image / scikit-learn (:data:`SKIMAGE_PHOTOS`,
             china, flower): photo uniform at random, side uniform in
-            ``CROP_SCALE`` x the short side, uniform position, horizontal flip
-            with p = 0.5, antialiased resize, ITU-R 601 luma when channels == 1.
-            Deterministic given ``seed``.
-        ``"folder"``: every image file under ``root``, recursively (symlinks
-            leaving root refused, unreadable files skipped with a warning),
-            PIL-bilinear resized; a random subset of ``size`` if given.
+            ``crop_scale`` (``ood.crop_scale``, required) x the short side,
+            uniform position, horizontal flip with p = 0.5, antialiased resize,
+            ITU-R 601 luma when channels == 1.  Deterministic given ``seed``.
         ``"npy"``: ``root`` is an (N, H, W, C) uint8 ``.npy``; returned
             memory-mapped (first ``size`` rows if given), never loaded whole.
             H, W must equal image_size and C channels.
         ``"source:<name>"``: train images of ``load_source(name, root)``
             (labels dropped), resized; a random subset of ``size`` if given.
+
+    The folder pool (``ood.source: folder``) is :mod:`ltcl.data.folderpool`'s, kept out of this
+    module so that the stages that only open a pool do not depend on it.
     """
     if image_size < 1 or int(image_size) != image_size:
         raise UserError(f"image_size must be a positive int, got {image_size!r}")
     if channels not in (1, 3):
         raise UserError(f"channels must be 1 or 3, got {channels!r}")
     if size is not None and (int(size) != size or size < 1):
-        raise UserError(f"size must be a positive int or None, got {size!r}")
+        raise UserError(f"ood.pool_size must be a positive int, got {size!r}")
     image_size = int(image_size)
     if source == "bundled":
         if size is None:
-            raise UserError("size is required for the bundled pool (number of crops)")
-        return bundled_pool(int(size), image_size, channels, seed)
+            raise UserError("ood.pool_size is required for the bundled pool (the number of crops)")
+        if crop_scale is None:
+            raise UserError("ood.crop_scale is required for the bundled pool")
+        return bundled_pool(int(size), image_size, channels, seed, crop_scale)
     if source == "npy":
-        if root is None:
-            raise UserError("npy pool: root must be the path of the .npy file")
-        arr = open_pool(root)
-        if arr.shape[1:] != (image_size, image_size, channels):
-            raise UserError(f"npy pool {root} holds images of shape {arr.shape[1:]}, expected "
-                             f"{(image_size, image_size, channels)} (image_size, channels)")
-        if size is not None:
-            if size > len(arr):
-                raise UserError(f"size={size} is larger than the {len(arr)} images in {root}")
-            arr = arr[:size]
-        return arr
+        return _npy_pool(root, size, image_size, channels)
     if source == "folder":
-        if root is None or not Path(root).is_dir():
-            raise UserError(f"folder pool: root must be an existing directory, got {root!r}")
-        return to_channels(_folder_pool(Path(root), size, image_size, seed), channels)
+        raise UserError("build_pool: the folder pool is ltcl.data.folderpool.folder_pool (or write_folder_pool)")
     if source.startswith("source:"):
         name = source.split(":", 1)[1]
         raw = load_source(name, root=root, image_size=image_size)
-        return to_channels(_subsample(raw.x_train, size, seed, f"source {name}"), channels)
-    raise UserError(f"unknown pool source {source!r}; known: {', '.join(POOL_SOURCES)}")
+        return to_channels(_subsample(raw.x_train, size, seed, f"source {name} (ood.pool_source)"), channels)
+    raise UserError(f"unknown pool source {source!r} (ood.source); known: {', '.join(POOL_SOURCES)}")
 
 
 def save_pool(path: str | os.PathLike, arr: np.ndarray, chunk: int = 16384) -> None:
@@ -285,16 +210,18 @@ def pool_manifest_path(path: str | os.PathLike) -> Path:
     return Path(path).with_suffix(".json")
 
 
-def write_pool_manifest(path: str | os.PathLike, arr: np.ndarray, params: dict | None = None) -> dict:
+def write_pool_manifest(path: str | os.PathLike, arr: np.ndarray, params: dict | None = None,
+                        extra: dict | None = None) -> dict:
     """Write ``pool.json`` beside the pool file ``path``: its sha256 (16 MB chunks), shape,
-    dtype, size in bytes and the parameters that built it.  Returns the manifest.  Its content
-    depends on the pool alone (no timings), so rebuilding an identical pool leaves DVC's
-    downstream stages up to date."""
+    dtype, size in bytes, the parameters that built it and ``extra`` (a folder pool: the files
+    used, crops per file, files skipped).  Returns the manifest.  Its content depends on the
+    pool alone (no timings), so rebuilding an identical pool leaves DVC's downstream stages up
+    to date."""
     path = Path(path)
     manifest = {
         "kind": POOL_MANIFEST_KIND, "file": path.name, "sha256": sha256_file(path, chunk_size=HASH_CHUNK),
         "shape": list(arr.shape), "dtype": str(arr.dtype), "bytes": path.stat().st_size,
-        "params": dict(params or {}),
+        "params": dict(params or {}), **dict(extra or {}),
     }
     write_json(pool_manifest_path(path), manifest)
     return manifest

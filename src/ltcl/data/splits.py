@@ -158,6 +158,7 @@ def make_splits(
     few_shot_fraction: float,
     subset: str,
     max_test_per_class: int | None,
+    draw: bool = True,
 ) -> Splits:
     """Build the long-tailed pre-training split and the probe/val/test splits (see module doc).
 
@@ -175,6 +176,9 @@ def make_splits(
         few_shot_fraction: fraction of probe_full in the few-shot split.
         subset: ``"longtail"`` (train = D_i) or ``"balanced-subset"`` (train = D_b).
         max_test_per_class: cap on test images per class (None = all).
+        draw: cut the long tail (steps 2-3); False keeps the source's own counts: ``lt`` is every
+            image left after val (a user's collection, already as long-tailed as it is), and
+            ``imbalance_ratio`` / ``max_per_class`` / ``profile`` / ``class_order`` are not read.
 
     Raises:
         ValueError: bad arguments, val_per_class leaving a class empty, or a
@@ -210,13 +214,18 @@ def make_splits(
     remaining = available - val_per_class
     probe_idx = np.sort(np.concatenate(rest))
 
-    # 2. long-tailed counts under the class order
-    n_max = int(remaining.min()) if max_per_class is None else int(max_per_class)
-    ranked = longtail_counts(n_max, num_classes, imbalance_ratio, profile=profile,
-                             min_count=pareto_min if profile == "pareto" else None, seed=split_seed)
-    order = _resolve_class_order(class_order, num_classes, split_seed)
-    lt_counts = np.empty(num_classes, dtype=np.int64)
-    lt_counts[order] = ranked
+    # 2. long-tailed counts under the class order (or the source's own counts, kept as they are)
+    if draw:
+        n_max = int(remaining.min()) if max_per_class is None else int(max_per_class)
+        ranked = longtail_counts(n_max, num_classes, imbalance_ratio, profile=profile,
+                                 min_count=pareto_min if profile == "pareto" else None, seed=split_seed)
+        order = _resolve_class_order(class_order, num_classes, split_seed)
+        lt_counts = np.empty(num_classes, dtype=np.int64)
+        lt_counts[order] = ranked
+    else:
+        lt_counts = remaining.astype(np.int64)
+        order = np.argsort(-lt_counts, kind="stable")
+        n_max = int(lt_counts.max())
     short = np.flatnonzero(lt_counts > remaining)
     if short.size:
         detail = ", ".join(f"class {raw.class_names[c]} needs {lt_counts[c]} but has {remaining[c]}" for c in short[:10])
@@ -264,6 +273,7 @@ def make_splits(
         "split_seed": int(split_seed), "few_shot_fraction": float(few_shot_fraction), "subset": subset,
         "max_test_per_class": max_test_per_class, "few_shot_per_class": k_few,
         "one_percent_per_class": k_one, "ms_per_class": k_ms, "image_shape": list(x.shape[1:]),
+        "longtail_draw": bool(draw),
     }
     return Splits(
         dataset=raw.name,
@@ -325,14 +335,20 @@ def save_splits(splits: Splits, out_dir: str | os.PathLike, extra_manifest: dict
 
 def write_manifest(out: Path, *, dataset: str, class_names, class_order, counts: dict[str, np.ndarray],
                    train_counts, lt_counts, params: dict[str, Any], arrays: dict[str, dict[str, str]],
-                   split_records: dict[str, dict[str, str]], extra_manifest: dict[str, Any] | None) -> dict[str, Any]:
+                   split_records: dict[str, dict[str, str]], extra_manifest: dict[str, Any] | None,
+                   sizes: dict[str, int] | None = None, extra_files: tuple[str, ...] | list[str] = ()) -> dict[str, Any]:
     """Write ``manifest.json`` last (its presence means every file is complete): class names and
     order, per-split per-class counts and sizes, seeds, params, the files each split reads
     (``arrays``), the list files the split came from with their sha256 (``split_files``), and the
     sha256 of every array file; ``extra_manifest`` keys are added at top level (a key clashing
-    with a built-in one raises)."""
+    with a built-in one raises).  ``sizes`` gives the size of a split without per-class counts
+    (an unlabeled training split: ``train_counts`` / ``lt_counts`` are then None); ``extra_files``
+    are further files of ``out`` hashed into ``files``."""
     files = {f: sha256_file(out / f) for f in sorted({f for a in arrays.values() for f in a.values()})}
     files[INDICES_FILE] = sha256_file(out / INDICES_FILE)
+    for f in extra_files:
+        files[f] = sha256_file(out / f)
+    as_list = lambda c: None if c is None else np.asarray(c).tolist()  # noqa: E731
     manifest: dict[str, Any] = {
         "format": 2,
         "dataset": dataset,
@@ -341,9 +357,9 @@ def write_manifest(out: Path, *, dataset: str, class_names, class_order, counts:
         "class_names": list(class_names),
         "class_order": np.asarray(class_order).tolist(),
         "counts": {name: np.asarray(c).tolist() for name, c in counts.items()},
-        "train_counts": np.asarray(train_counts).tolist(),
-        "lt_counts": np.asarray(lt_counts).tolist(),
-        "sizes": {name: int(np.asarray(c).sum()) for name, c in counts.items()},
+        "train_counts": as_list(train_counts),
+        "lt_counts": as_list(lt_counts),
+        "sizes": {**{name: int(np.asarray(c).sum()) for name, c in counts.items()}, **(sizes or {})},
         "seeds": {"split_seed": params.get("split_seed")},
         "params": dict(params),
         "arrays": arrays,

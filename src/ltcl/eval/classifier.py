@@ -5,15 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ltcl.data.groups import accuracy_report
+from ltcl.data.groups import accuracy_report, label_facts
 from ltcl.data.splits import load_split
 
 
 def classifier_report(method, lt_dir: str | Path, manifest: dict, rule: str) -> dict:
-    """``method.predict`` on the test split, summarised as the probe stage does."""
+    """``method.predict`` on the test split, summarised as the probe stage does (groups from the
+    manifest's group counts)."""
     x, y = load_split(lt_dir, "test")
     pred = method.predict(x)
-    counts = manifest["lt_counts"]
-    rep = accuracy_report(y, pred, counts, len(counts), rule)
+    rep = accuracy_report(y, pred, label_facts(manifest).group_counts, len(manifest["class_names"]), rule)
     rep.pop("per_class")
     return {k: round(float(v), 4) for k, v in rep.items()}

@@ -4,6 +4,8 @@
   better) of the features grouped by their *true* labels - KDUP (paper 003) Table 4.
 - NMI and ARI between k-means clusters (k = number of classes) and the true labels.
 - 2-D t-SNE of a (stratified) subsample - KDUP Fig. 3.
+- The sorted cluster sizes of a k-means of the training split's features (no labels needed): the
+  tail the model sees, summarised by the largest / smallest cluster ratio.
 All computed with scikit-learn.
 """
 
@@ -134,3 +136,32 @@ def tsne_embedding(
     )
     coords = tsne.fit_transform(sub).astype(np.float32)
     return idx.astype(np.int64), coords
+
+
+def cluster_sizes(
+    features: npt.ArrayLike | torch.Tensor,
+    k: int,
+    seed: int,
+    l2_normalize: bool,
+    n_init: int = 10,
+) -> tuple[dict[str, float | int | list[int] | None], np.ndarray]:
+    """The size distribution of a k-means of ``features`` (sklearn ``KMeans``, ``n_init`` restarts,
+    ``random_state=seed``): how the encoder spreads the images it was trained on over ``k``
+    clusters, the tail it sees without any label.
+
+    Returns:
+        (``{"k", "sizes", "largest_smallest_ratio"}``: the cluster sizes sorted from the largest down
+        and largest / smallest (None if a cluster is empty); each row's cluster as its rank in that
+        order, int64 (0 = the largest cluster)).
+    """
+    x = _features(features, l2_normalize)
+    if not 2 <= k <= x.shape[0]:
+        raise ValueError(f"k must be in [2, N={x.shape[0]}], got {k}")
+    assign = KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit_predict(x)
+    counts = np.bincount(assign, minlength=k)
+    order = np.argsort(-counts, kind="stable")  # cluster ids, largest first
+    rank = np.empty(k, dtype=np.int64)
+    rank[order] = np.arange(k)
+    sizes = counts[order]
+    ratio = float(sizes[0] / sizes[-1]) if sizes[-1] > 0 else None
+    return {"k": int(k), "sizes": [int(s) for s in sizes], "largest_smallest_ratio": ratio}, rank[assign]

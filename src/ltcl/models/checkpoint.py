@@ -9,6 +9,7 @@ the stage that wrote it is refused with a message naming the file.
 from __future__ import annotations
 
 import pickle
+import struct
 import zipfile
 from pathlib import Path
 
@@ -20,6 +21,27 @@ from ltcl.models.heads import Encoder, build_encoder
 
 # the spec keys that fix the architecture, and the params.yaml key each comes from
 MODEL_KEYS = ("backbone", "width", "stem", "proj_hidden", "proj_dim")
+# what a "not an ltcl encoder checkpoint" message offers instead (the formats are
+# ltcl.models.external.FORMATS; a test keeps them equal)
+ACCEPTED_ENCODERS = (
+    "an ltcl encoder checkpoint (.pt: data/models/<encoder>.pt, written by pretrain, distill or import-encoder); "
+    "for `ltcl embed` also an ltcl export (export/<encoder>/encoder.safetensors, with its model_card.json "
+    "beside it); weights from elsewhere (formats ltcl-export, torchvision, sdclr, colt) are imported first: "
+    "list them under `external` in params.yaml, run `dvc repro import-encoder@<name>` and use "
+    "data/models/ext-<name>.pt")
+
+
+def is_safetensors(path: str | Path) -> bool:
+    """Whether ``path`` starts like a safetensors file: an 8-byte little-endian header length that
+    fits the file, then the header's JSON ``{`` (a torch checkpoint starts with a zip or pickle)."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(9)
+        size = path.stat().st_size
+    except OSError:
+        return False
+    return len(head) == 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") <= size - 8
 
 
 def encoder_spec(model_cfg, channels: int, image_size: int, mean, std) -> dict:
@@ -105,17 +127,22 @@ def load_encoder(path: str | Path, device: torch.device | str = "cpu", model_cfg
     if not path.is_file():
         raise MissingInputError(f"encoder checkpoint {path} not found (run the stage that makes it first)")
     verify_sha256_sidecar(path, _rebuild_hint(path))
+    if is_safetensors(path):
+        raise UserError(f"{path} is a safetensors file (an ltcl export?), not an ltcl encoder checkpoint: "
+                         f"a stage reads a .pt. Accepted: {ACCEPTED_ENCODERS}")
     try:
         ckpt = load_checkpoint(path)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, AttributeError) as exc:
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, AttributeError, struct.error,
+            ValueError) as exc:  # struct.error: a few bytes of junk
         raise UserError(f"{path}: not a readable ltcl encoder checkpoint ({type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+                         f"{str(exc).splitlines()[0] if str(exc) else ''}). Accepted: {ACCEPTED_ENCODERS}") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "spec" not in ckpt:
         keys = list(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise UserError(f"{path}: not an ltcl encoder checkpoint (keys: {keys})")
+        raise UserError(f"{path}: not an ltcl encoder checkpoint (keys: {keys}). Accepted: {ACCEPTED_ENCODERS}")
     spec = ckpt["spec"]
     if not isinstance(spec, dict):
-        raise UserError(f"{path}: not an ltcl encoder checkpoint (its spec is a {type(spec).__name__})")
+        raise UserError(f"{path}: not an ltcl encoder checkpoint (its spec is a {type(spec).__name__}). "
+                         f"Accepted: {ACCEPTED_ENCODERS}")
     check_encoder_spec(spec, path, model_cfg, image_shape)
     try:
         model = build_from_spec(spec)

@@ -9,8 +9,12 @@ and the plain torch/torchvision code that rebuilds the module the weights fit.
   torchvision counterpart; their keys are ``conv1``, ``bn1``, ``layer{1,2,3}.{i}.{conv1,bn1,conv2,bn2}``
   (also SDCLR's ``resnet32_s`` layout), and :func:`module_code` writes the module they fit.
 * :func:`save_backbone` - those weights as a ``.safetensors`` file (written atomically).
-* :func:`module_code`, :func:`load_snippet`, :func:`layer_differences` - text for a model card:
-  code that needs only torch/torchvision (no ltcl), and which layers differ from torchvision's.
+* :func:`module_code`, :func:`load_snippet`, :func:`layer_differences`, :func:`preprocessing` - text
+  for a model card: code that needs no ltcl (its first line names the packages it imports), the
+  whole preprocessing of an image file, and which layers differ from torchvision's.
+* :func:`read_export`, :func:`load_export` - the export read back by ltcl (``ltcl embed``): the
+  backbone and its preprocessing rebuilt from the file's own header and the card beside it, with
+  no access to the pipeline that made it.
 
 ``spec`` arguments are ltcl's encoder spec (:func:`ltcl.models.checkpoint.encoder_spec`); only
 ``backbone``, ``width``, ``stem``, ``channels`` and ``image_size`` are read (``stem="auto"`` is
@@ -19,16 +23,32 @@ resolved with ``image_size`` as :func:`ltcl.models.resnet.resolve_stem` does).
 
 from __future__ import annotations
 
+import ast
+import json
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ltcl.errors import UserError
-from ltcl.io import atomic_path
+from ltcl.errors import MissingInputError, UserError
+from ltcl.io import atomic_path, read_json, sha256_file
+from ltcl.models.checkpoint import ACCEPTED_ENCODERS, build_from_spec, check_encoder_spec
+from ltcl.models.heads import Encoder
 from ltcl.models.resnet import BACKBONES, resolve_stem
 
-__all__ = ["backbone_state", "layer_differences", "load_snippet", "module_code", "save_backbone"]
+__all__ = ["backbone_state", "export_metadata", "layer_differences", "load_export", "load_snippet", "module_code",
+           "preprocessing", "read_export", "save_backbone"]
+
+WEIGHTS = "encoder.safetensors"  # the export's file names, inside export/<encoder>/
+CARD_JSON = "model_card.json"
+SPEC_METADATA = "ltcl_spec"  # the safetensors header entry holding SPEC_FIELDS as JSON
+SPEC_FIELDS = ("backbone", "width", "stem", "channels", "image_size", "mean", "std")
+# How ltcl turns an image file into the encoder's input (ltcl.data.sources.folder.read_image_file,
+# then ltcl.data.pool.to_channels); tests check these equal the constants there.
+GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601
+PIP_NAMES = {"PIL": "pillow"}  # import name -> package name, where they differ
+PIP_ORDER = ("torch", "torchvision", "safetensors", "pillow", "numpy")
 
 TORCHVISION_FAMILY = {  # name -> (block class name, blocks per stage)
     "resnet10": ("BasicBlock", [1, 1, 1, 1]),
@@ -73,7 +93,7 @@ def save_backbone(path: str | Path, encoder: nn.Module, metadata: dict[str, str]
     ``metadata`` (string keys and values, e.g. the encoder spec's entries as text) goes into the
     file's header; ``"format": "pt"`` is added unless given. The file is written to a temporary
     name beside ``path`` and moved over it (:func:`ltcl.io.atomic_path`), so a reader never sees
-    a partial file.
+    a partial file. The same weights and metadata give the same bytes (:func:`_sort_metadata`).
     """
     from safetensors.torch import save_file
 
@@ -84,6 +104,35 @@ def save_backbone(path: str | Path, encoder: nn.Module, metadata: dict[str, str]
     tensors = backbone_state(encoder)
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
+        _sort_metadata(tmp)
+
+
+def _sort_metadata(path: Path) -> None:
+    """Rewrite, in place, the header's ``__metadata__`` with its keys sorted.
+
+    safetensors (0.8) writes the metadata map in a random order per process (a Rust ``HashMap``),
+    so two exports of one checkpoint differed in bytes; the tensor entries are already in a fixed
+    order. The header keeps its length (same entries, other order; its padding is kept), so the
+    data offsets stay valid."""
+    with open(path, "r+b") as fh:
+        n = int.from_bytes(fh.read(8), "little")
+        raw = fh.read(n)
+        header = json.loads(raw)
+        if "__metadata__" not in header:
+            return
+        header = {"__metadata__": dict(sorted(header["__metadata__"].items())),
+                  **{k: v for k, v in header.items() if k != "__metadata__"}}
+        text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        if len(text) > n:  # cannot happen for the same entries; never write a broken file
+            raise RuntimeError(f"{path}: re-serialised safetensors header is longer ({len(text)} > {n} bytes)")
+        fh.seek(8)
+        fh.write(text + b" " * (n - len(text)))
+
+
+def export_metadata(spec: dict) -> dict[str, str]:
+    """The safetensors header entry that lets the export be rebuilt on its own: ``ltcl_spec``, the
+    spec's :data:`SPEC_FIELDS` as JSON (no timings or host facts: the file stays byte-stable)."""
+    return {SPEC_METADATA: json.dumps({k: spec[k] for k in SPEC_FIELDS})}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -217,24 +266,105 @@ def module_code(spec: dict) -> str:
     return _torchvision_code(name, width, stem, channels)
 
 
+def preprocessing(spec: dict) -> dict:
+    """The whole preprocessing of an image file, as ``ltcl embed --images`` does it (the data
+    stage decodes and resizes image files the same way): decode, resize, channel conversion,
+    scale and normalisation - the model card's ``input`` entry.  The same steps are
+    :func:`load_snippet`'s ``preprocess``."""
+    size, channels = int(spec["image_size"]), int(spec["channels"])
+    if channels == 3:
+        conversion = "a grayscale image is replicated to 3 channels (R = G = B); an RGB image is used as it is"
+    elif channels == 1:
+        conversion = ("an RGB image becomes 1 channel after the resize: round(0.299 R + 0.587 G + 0.114 B) "
+                      "computed in float32, rounded half to even, clipped to 0..255 (ITU-R BT.601 luma; not "
+                      "PIL's convert('L'), which rounds 1 in ~2000 pixels differently); a grayscale image is "
+                      "used as it is")
+    else:
+        raise UserError(f"an export takes 1 or 3 input channels, the spec says {channels}")
+    return {
+        "size": [size, size],
+        "channels": channels,
+        "decode": (f"PIL Image.open (a GIF: its first frame); modes {', '.join(GRAY_MODES)} -> convert('L'), "
+                   "any other mode -> convert('RGB') (alpha dropped)"),
+        "resize": (f"the whole image to {size} x {size} with PIL bilinear, im.resize(({size}, {size}), "
+                   "Image.BILINEAR) (antialiased when shrinking); no crop, the aspect ratio is not kept; "
+                   f"an image already {size} x {size} is not resampled"),
+        "channel_conversion": conversion,
+        "scale": "uint8 / 255 to [0, 1], then (x - mean) / std per channel",
+        "mean": [float(m) for m in spec["mean"]],
+        "std": [float(v) for v in spec["std"]],
+        "layout": f"float32 N x {channels} x {size} x {size} (NCHW)",
+    }
+
+
+def _pip_line(code: str) -> str:
+    """``# pip install ...``: the packages of every top-level module ``code`` imports."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(code)):
+        if isinstance(node, ast.Import):
+            names.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module.split(".")[0])
+    packages = {PIP_NAMES.get(n, n) for n in names}
+    ordered = [p for p in PIP_ORDER if p in packages] + sorted(packages - set(PIP_ORDER))
+    return f"# needs no ltcl: pip install {' '.join(ordered)}"
+
+
+def _preprocess_code(spec: dict) -> str:
+    pre = preprocessing(spec)
+    size, channels = pre["size"][0], pre["channels"]
+    if channels == 3:
+        convert = ["    if x.shape[2] == 1:  # grayscale -> R = G = B",
+                   "        x = np.repeat(x, 3, axis=2)"]
+    else:
+        convert = ["    if x.shape[2] == 3:  # RGB -> ITU-R BT.601 luma, rounded half to even (np.rint)",
+                   f"        x = np.rint(x.astype(np.float32) @ np.array({list(LUMA)}, dtype=np.float32))",
+                   "        x = x.clip(0, 255)[..., None]"]
+    return "\n".join([
+        f"SIZE = {size}",
+        f"MEAN = np.array({pre['mean']}, dtype=np.float32)",
+        f"STD = np.array({pre['std']}, dtype=np.float32)",
+        f"GRAY_MODES = {GRAY_MODES!r}",  # a tuple: a set's repr changes order between processes
+        "",
+        "",
+        "def preprocess(path):",
+        f'    """An image file as ltcl prepares it: float32 array ({channels}, SIZE, SIZE)."""',
+        "    with Image.open(path) as im:  # a GIF: its first frame",
+        '        im = im.convert("L" if im.mode in GRAY_MODES else "RGB")  # alpha dropped',
+        "        if im.size != (SIZE, SIZE):  # the whole image, no crop: the aspect ratio is not kept",
+        "            im = im.resize((SIZE, SIZE), Image.BILINEAR)",
+        "        x = np.asarray(im, dtype=np.uint8)",
+        "    x = x[..., None] if x.ndim == 2 else x  # H x W x C",
+        *convert,
+        "    x = (x.astype(np.float32) / 255 - MEAN) / STD  # [0, 1], then per channel",
+        "    return x.transpose(2, 0, 1)",
+        "",
+        "",
+        "def embed(paths):",
+        '    """Pooled features (N, D) of image files, as `ltcl embed --images` computes them."""',
+        "    batch = torch.from_numpy(np.stack([preprocess(p) for p in paths]))",
+        "    with torch.no_grad():",
+        "        return model(batch).numpy()",
+    ])
+
+
 def load_snippet(spec: dict, weights_file: str) -> str:
-    """The model-card "how to load it" text: build the module (:func:`module_code`), load
-    ``weights_file`` with ``safetensors.torch.load_file`` and ``load_state_dict(strict=True)``."""
-    mean, std = spec.get("mean"), spec.get("std")
-    lines = [module_code(spec).rstrip("\n"),
-             "",
-             "from safetensors.torch import load_file",
-             "",
-             f"model.load_state_dict(load_file({str(weights_file)!r}), strict=True)",
-             "model.eval()"]
-    if mean is not None and std is not None:
-        channels = int(spec.get("channels", len(mean)))
-        size = spec.get("image_size")
-        shape = f"(N, {channels}, {size}, {size})" if size else f"(N, {channels}, H, W)"
-        lines += [f"# input: float images {shape} scaled to [0, 1], then normalised per channel with",
-                  (f"# mean={[float(m) for m in mean]}, std={[float(s) for s in std]}; "
-                   "output: pooled features (N, D)")]
-    return "\n".join(lines) + "\n"
+    """The model-card "load it" code, runnable as written with no ltcl: its first line names the
+    packages of every import it makes; it builds the module (:func:`module_code`), loads
+    ``weights_file`` with ``safetensors.torch.load_file`` and ``load_state_dict(strict=True)``, and,
+    when ``spec`` has mean / std, defines ``preprocess(path)`` (an image file as
+    :func:`preprocessing` says, PIL + numpy) and ``embed(paths)`` (the pooled features)."""
+    has_norm = spec.get("mean") is not None and spec.get("std") is not None
+    lines = (["import numpy as np", "from PIL import Image"] if has_norm else []) + [
+        "from safetensors.torch import load_file",
+        module_code(spec).rstrip("\n"),
+        "",
+        f"model.load_state_dict(load_file({str(weights_file)!r}), strict=True)",
+        "model.eval()"]
+    if has_norm:
+        lines += ["", _preprocess_code(spec)]
+    code = "\n".join(lines) + "\n"
+    return _pip_line(code) + "\n" + code
 
 
 def layer_differences(spec: dict) -> list[str]:
@@ -275,3 +405,120 @@ def layer_differences(spec: dict) -> list[str]:
     out.append(f"fc = Identity: the model returns the {_scaled(512, width) * expansion}-d pooled features "
                "instead of class logits")
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# The export read back
+# ----------------------------------------------------------------------------------------------
+
+
+def _header(path: Path) -> dict[str, str]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            return dict(f.metadata() or {})
+    except Exception as exc:  # noqa: BLE001 - SafetensorError, OSError, ...
+        raise UserError(f"{path}: not a readable safetensors file ({type(exc).__name__}: {exc}). "
+                        f"Accepted: {ACCEPTED_ENCODERS}") from None
+
+
+def _spec_from_card(card: dict) -> dict:
+    arch, inp = card.get("architecture", {}), card.get("input", {})
+    return {"backbone": arch.get("backbone"), "width": arch.get("width"), "stem": arch.get("stem"),
+            "channels": arch.get("channels"), "image_size": arch.get("image_size"), "mean": inp.get("mean"),
+            "std": inp.get("std")}
+
+
+def _card_disagreements(spec: dict, card: dict) -> list[str]:
+    """Where the card's architecture / input differ from the header's spec."""
+    from_card = _spec_from_card(card)
+    out = []
+    for key in SPEC_FIELDS:
+        have, want = from_card[key], spec[key]
+        if key == "stem" and isinstance(want, str) and isinstance(spec["image_size"], int):
+            want = resolve_stem(want, spec["image_size"])  # the card states the resolved stem
+        same = (float(have) == float(want) if key == "width" and isinstance(have, (int, float)) else have == want)
+        if not same:
+            out.append(f"{key}: {have!r} in the card, {want!r} in the header")
+    size = card.get("input", {}).get("size")
+    if size != [spec["image_size"]] * 2:
+        out.append(f"input size {size!r} in the card, {spec['image_size']!r} in the header")
+    return out
+
+
+def read_export(path: str | Path) -> tuple[dict, Path | None]:
+    """(spec, the model card's path or None) of an ltcl export.
+
+    The spec (:data:`SPEC_FIELDS`) comes from the safetensors header's ``ltcl_spec``, or, in a file
+    without one, from ``model_card.json`` beside it.  When the card is there it must describe this
+    file: its ``weights_sha256`` is the file's and its architecture and input agree with the
+    header.  Each failure is a :class:`UserError` naming the file and what ltcl accepts instead."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingInputError(f"encoder file {path} not found")
+    header = _header(path)
+    card_path = path.parent / CARD_JSON
+    card = None
+    if card_path.is_file():
+        try:
+            card = read_json(card_path)
+        except ValueError as exc:
+            raise UserError(f"{card_path}: not readable JSON ({exc}); re-export the encoder "
+                            "(`dvc repro -f export@<encoder>`)") from None
+        if not isinstance(card, dict):
+            raise UserError(f"{card_path}: not an ltcl model card (a JSON {type(card).__name__})")
+    if SPEC_METADATA in header:
+        try:
+            spec = json.loads(header[SPEC_METADATA])
+        except ValueError as exc:
+            raise UserError(f"{path}: its header's {SPEC_METADATA} is not JSON ({exc})") from None
+        origin = "its header's " + SPEC_METADATA
+    elif card is not None:
+        spec, origin = _spec_from_card(card), str(card_path)
+    else:
+        raise UserError(f"{path} is a safetensors file without ltcl's {SPEC_METADATA} header entry and without a "
+                        f"{CARD_JSON} beside it: not an ltcl export. Accepted: {ACCEPTED_ENCODERS}")
+    missing = [k for k in SPEC_FIELDS if not isinstance(spec, dict) or spec.get(k) is None]
+    if missing:
+        raise UserError(f"{path}: {origin} lacks {', '.join(missing)}; re-export the encoder "
+                        "(`dvc repro -f export@<encoder>`)")
+    spec = {k: spec[k] for k in SPEC_FIELDS}
+    if card is not None:
+        want = card.get("weights_sha256")
+        if want is not None and want != sha256_file(path):
+            raise UserError(f"{path} is not the file {card_path} describes (its sha256 differs from the card's "
+                            "weights_sha256): the weights were replaced or the card belongs to another export; "
+                            "re-export the encoder (`dvc repro -f export@<encoder>`) or remove the stale card")
+        diffs = _card_disagreements(spec, card)
+        if diffs:
+            raise UserError(f"{path}: the header and {card_path} disagree ({'; '.join(diffs)}); re-export the "
+                            "encoder (`dvc repro -f export@<encoder>`)")
+    return spec, (card_path if card is not None else None)
+
+
+def load_export(path: str | Path, device: torch.device | str = "cpu",
+                image_shape=None) -> tuple[Encoder, dict, dict]:
+    """(encoder in eval mode on ``device``, its spec, ``{"format": "ltcl-export", "model_card": path
+    or None}``) of an export (:func:`read_export`).
+
+    The encoder is ltcl's backbone with the file's weights loaded strictly and no projection head
+    (``spec["head"] == "none"``: the export holds none).  ``image_shape`` (H, W, C), when given, must
+    be the size and channels the export was trained on."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    spec, card_path = read_export(path)
+    spec = {**spec, "head": "none", "proj_hidden": 0, "proj_dim": 0}
+    check_encoder_spec(spec, path, None, image_shape)
+    try:
+        model = build_from_spec(spec)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UserError(f"{path}: its spec is invalid ({type(exc).__name__}: {exc})") from None
+    try:
+        model.backbone.load_state_dict(load_file(str(path), device="cpu"), strict=True)
+    except RuntimeError as exc:
+        raise UserError(f"{path}: its weights do not fit the {spec['backbone']} its header declares: "
+                        f"{' '.join(str(exc).split())[:600]}") from None
+    return model.to(device).eval(), spec, {"format": "ltcl-export",
+                                           "model_card": str(card_path) if card_path else None}

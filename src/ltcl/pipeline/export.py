@@ -5,26 +5,31 @@ Writes ``export/<encoder>/``:
 * ``encoder.safetensors``: the backbone only (no projection head, no pruning state), keyed as
   torchvision's ResNet keys its weights (``conv1.weight``, ``layer1.0.bn1.running_mean``, ...,
   no ``fc``), loadable with ``load_state_dict(strict=True)`` (:mod:`ltcl.models.export`); the
-  header holds the input size and normalisation;
+  header (``ltcl_spec``) holds the architecture, input size and normalisation, so ``ltcl embed``
+  rebuilds the encoder from the export alone;
 * ``model_card.json`` and ``model_card.md``: the method (from the stages' metrics) and the params
   the training stage stored in the checkpoint, the data set (source,
-  split, the split manifest's sha256), the probe metrics of this encoder, the code version, the
-  input size and normalisation, which layers differ from torchvision's ResNet, and the lines of
-  plain torch that load the weights without ltcl installed.
+  split, the split manifest's sha256), the probe metrics of this encoder beside the two reference
+  rows (raw pixels, a random-init encoder) and how far it is above them, the code version, the
+  whole preprocessing of an image file (decode, resize, channel conversion, normalisation), which
+  layers differ from torchvision's ResNet, and code that loads the weights and embeds image files
+  without ltcl installed (its first line names the packages it imports).
+
+Nothing in these files depends on the host or the time of the run (the stage's run card goes to
+no file here), so re-exporting the same checkpoint gives the same bytes.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import ltcl
 from ltcl.io import read_json, sha256_file, write_json, write_text
 from ltcl.models.checkpoint import load_encoder
-from ltcl.models.export import layer_differences, load_snippet, save_backbone
+from ltcl.models.export import (CARD_JSON, WEIGHTS, export_metadata, layer_differences, load_snippet, preprocessing,
+                                save_backbone)
 from ltcl.models.resnet import resolve_stem
 
-WEIGHTS = "encoder.safetensors"
 ROLE = {"pretrain": "f, the pre-trained encoder (paper 003 Sec. 3.1)",
         "distill": "g, the distilled encoder (paper 003 Sec. 3.2)"}
 
@@ -40,10 +45,39 @@ def method_name(pre: dict, dist: dict | None) -> str:
     return name
 
 
+REFERENCES = {"raw pixels": "ref-pixels", "random-init encoder": "ref-random"}  # metrics/probe/<file>.json
+GROUP_KEYS = ("many", "medium", "few", "all")
+
+
+def _accuracies(metrics: dict) -> dict:
+    """protocol -> its accuracies (the group keys present, All, kNN@k) of a probe metrics file,
+    or ``{"absent": reason}`` when the data set has no labeled evaluation set."""
+    if metrics.get("labels") == "absent":
+        return {"absent": metrics.get("reason", "no labeled evaluation set")}
+    return {k: v for k, v in metrics.items() if k != "run"}
+
+
+def reference_gaps(probe: dict, refs: dict[str, dict]) -> dict:
+    """protocol -> {reference: this encoder's All minus the reference's All} (percentage points),
+    for every protocol both measured: how far the encoder is above raw pixels and a random init."""
+    out: dict = {}
+    for proto, m in probe.items():
+        if not isinstance(m, dict) or "all" not in m:
+            continue
+        gaps = {name: round(float(m["all"]) - float(r[proto]["all"]), 2) for name, r in refs.items()
+                if isinstance(r.get(proto), dict) and "all" in r[proto]}
+        if gaps:
+            out[proto] = gaps
+    return out
+
+
 def card(encoder: str, spec: dict, ckpt: dict, lt_dir: Path, probe: dict, pre: dict, dist: dict | None,
-         ckpt_sha: str, feature_dim: int) -> dict:
+         ckpt_sha: str, feature_dim: int, refs: dict[str, dict] | None = None) -> dict:
     manifest_path = lt_dir / "manifest.json"
     manifest = read_json(manifest_path)
+    labels = manifest.get("labels") or {"train": True, "eval": True}
+    refs = {name: _accuracies(r) for name, r in (refs or {}).items()}
+    acc = _accuracies(probe)
     return {
         "encoder": encoder,
         "role": ROLE.get(encoder, encoder),
@@ -51,28 +85,51 @@ def card(encoder: str, spec: dict, ckpt: dict, lt_dir: Path, probe: dict, pre: d
         "weights": WEIGHTS,
         "architecture": {**{k: spec[k] for k in ("backbone", "width", "channels", "image_size")},
                          "stem": resolve_stem(spec["stem"], spec["image_size"])},
-        "input": {"size": [spec["image_size"], spec["image_size"]], "channels": spec["channels"],
-                  "scale": "uint8 / 255 to [0, 1], then (x - mean) / std per channel",
-                  "mean": spec["mean"], "std": spec["std"]},
+        "input": preprocessing(spec),
         "feature_dim": feature_dim,
         "layers_differing_from_torchvision": layer_differences(spec),
         "data": {"source": manifest.get("source", manifest.get("dataset")), "split": manifest.get("split", "generated"),
-                 "split_files": manifest.get("split_files", {}), "classes": len(manifest["class_names"]),
+                 "split_files": manifest.get("split_files", {}),
+                 "classes": len(manifest["class_names"]) if labels.get("eval", True) else None,
+                 "training_labels": bool(labels.get("train", True)), "group_source": manifest.get("group_source"),
                  "train_images": manifest["sizes"]["train"], "manifest_sha256": sha256_file(manifest_path)},
-        "probe": {k: v for k, v in probe.items() if k != "run"},
+        "probe": acc,
+        "reference_probes": refs,
+        "above_references": reference_gaps(acc, refs),
         "params": ckpt.get("params", {}),  # the sections the training stage stored in its checkpoint
         "code": {"ltcl": ltcl.__version__, "checkpoint_sha256": ckpt_sha},
     }
 
 
+def probe_markdown(c: dict) -> str:
+    """The card's probe table: this encoder's rows and the reference rows, with the group columns
+    only where groups exist; the reason instead where no labeled evaluation set exists."""
+    if "absent" in c["probe"]:
+        return f"No accuracy: {c['probe']['absent']}."
+    protos = [p for p, m in c["probe"].items() if isinstance(m, dict) and "all" in m]
+    if not protos:
+        return "(no probe metrics)"
+    keys = [k for k in GROUP_KEYS if any(k in c["probe"][p] for p in protos)]
+    head = "| protocol | row | " + " | ".join(k.title() for k in keys) + " |\n|---|---|" + "---|" * len(keys)
+    lines = []
+    for proto in protos:
+        rows = [(c["encoder"], c["probe"][proto])] + [
+            (f"{name} (reference)", r[proto]) for name, r in c.get("reference_probes", {}).items()
+            if isinstance(r.get(proto), dict)]
+        for name, m in rows:
+            lines.append(f"| {proto} | {name} | " + " | ".join(
+                f"{m[k]:.2f}" if isinstance(m.get(k), (int, float)) else "-" for k in keys) + " |")
+    gaps = c.get("above_references", {})
+    said = "; ".join(f"{proto}: " + ", ".join(f"{'+' if g >= 0 else ''}{g:.2f} over {name}" for name, g in d.items())
+                     for proto, d in gaps.items())
+    below = sorted({name for d in gaps.values() for name, g in d.items() if g < 0})
+    verdict = (f"\n\nAll, in points: {said}." if said else "") + (
+        f" **Below {' and '.join(below)}: this encoder is not worth using over them on this data.**" if below else "")
+    return head + "\n" + "\n".join(lines) + verdict
+
+
 def markdown(c: dict, snippet: str) -> str:
-    probe_lines = []
-    for proto, m in c["probe"].items():
-        if isinstance(m, dict) and "all" in m:
-            probe_lines.append(f"| {proto} | " + " | ".join(f"{m.get(k, float('nan')):.2f}"
-                                                            for k in ("many", "medium", "few", "all")) + " |")
-    probe = ("| protocol | Many | Medium | Few | All |\n|---|---|---|---|---|\n" + "\n".join(probe_lines)
-             if probe_lines else "(no probe metrics)")
+    probe = probe_markdown(c)
     arch = c["architecture"]
     diffs = "\n".join(f"- {d}" for d in c["layers_differing_from_torchvision"])
     return f"""# Model card: {c['encoder']} ({c['method']})
@@ -81,10 +138,10 @@ def markdown(c: dict, snippet: str) -> str:
 
 - Architecture: {arch['backbone']}, width {arch['width']:g}, {arch['stem']} stem, {arch['channels']} input
   channel(s), {c['feature_dim']}-d pooled features (backbone only: no projection head, no classifier).
-- Input: {arch['image_size']} x {arch['image_size']} images, {c['input']['scale']};
-  mean {c['input']['mean']}, std {c['input']['std']}.
-- Data: {c['data']['source']}, split {c['data']['split']}, {c['data']['classes']} classes,
-  {c['data']['train_images']} training images; split manifest sha256 {c['data']['manifest_sha256']}.
+- Input: {c['input']['layout']}; mean {c['input']['mean']}, std {c['input']['std']} (see Preprocessing).
+- Data: {c['data']['source']}, split {c['data']['split']}, {data_classes(c['data'])},
+  {c['data']['train_images']} training images{'' if c['data']['training_labels'] else ' (unlabeled)'}; split manifest
+  sha256 {c['data']['manifest_sha256']}.
 - Weights: `{c['weights']}` (safetensors, torchvision's ResNet key layout);
   ltcl checkpoint sha256 {c['code']['checkpoint_sha256']}.
 
@@ -96,7 +153,24 @@ def markdown(c: dict, snippet: str) -> str:
 
 {diffs}
 
-## Load it (torch and torchvision only)
+## Preprocessing
+
+An image file becomes the encoder's input as `ltcl embed --images` makes it (the data stage
+decodes and resizes image files the same way), in this order:
+
+1. Decode: {c['input']['decode']}.
+2. Resize: {c['input']['resize']}.
+3. Channels: {c['input']['channel_conversion']}.
+4. Scale: {c['input']['scale']}; mean {c['input']['mean']}, std {c['input']['std']}.
+
+The result is {c['input']['layout']}.
+
+## Load it and embed image files without ltcl
+
+Run from this folder (it opens `{c['weights']}` by name). `embed(paths)` gives the features
+`ltcl embed --images` writes for the same files, to float32 rounding (ltcl's tests: within 1e-5).
+`ltcl embed --encoder <this folder>/{c['weights']}` reads this export directly (backbone features
+only: the projection head is not exported).
 
 ```python
 {snippet.rstrip()}
@@ -104,6 +178,14 @@ def markdown(c: dict, snippet: str) -> str:
 
 The full parameters are in `model_card.json`.
 """
+
+
+def data_classes(d: dict) -> str:
+    if d.get("classes") is None:
+        return "no labeled evaluation set"
+    groups = d.get("group_source")
+    return f"{d['classes']} classes (Many / Medium / Few from the {groups})" if groups else \
+        f"{d['classes']} classes (no Many / Medium / Few groups)"
 
 
 def run(encoder: str, ckpt_path: str | Path, probe_path: str | Path, metrics_dir: str | Path, lt_dir: str | Path,
@@ -114,12 +196,12 @@ def run(encoder: str, ckpt_path: str | Path, probe_path: str | Path, metrics_dir
     probe = read_json(probe_path) if Path(probe_path).is_file() else {}
     pre = read_json(Path(metrics_dir) / "pretrain.json")
     dist = read_json(Path(metrics_dir) / "distill.json") if encoder == "distill" else None
-    c = card(encoder, spec, ckpt, Path(lt_dir), probe, pre, dist, sha256_file(ckpt_path), model.feature_dim)
-    meta = {"ltcl_spec": json.dumps({k: spec[k] for k in ("backbone", "width", "stem", "channels", "image_size",
-                                                           "mean", "std")}),
-            "encoder": encoder, "method": c["method"]}
+    refs = {name: read_json(Path(metrics_dir) / "probe" / f"{f}.json") for name, f in REFERENCES.items()
+            if (Path(metrics_dir) / "probe" / f"{f}.json").is_file()}
+    c = card(encoder, spec, ckpt, Path(lt_dir), probe, pre, dist, sha256_file(ckpt_path), model.feature_dim, refs)
+    meta = {**export_metadata(spec), "encoder": encoder, "method": c["method"]}
     save_backbone(out / WEIGHTS, model, meta)
     c["weights_sha256"] = sha256_file(out / WEIGHTS)
-    write_json(out / "model_card.json", c)
+    write_json(out / CARD_JSON, c)
     write_text(out / "model_card.md", markdown(c, load_snippet(spec, WEIGHTS)))
     return c

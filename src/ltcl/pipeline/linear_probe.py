@@ -1,33 +1,29 @@
 """linear-probe@<encoder>: the frozen encoder (f = pretrain, g = distill) under the linear-probe
-protocols and kNN (SDCLR / KDUP Sec. 4.1), per Many/Medium/Few group of the long-tailed split.
+protocols and kNN (SDCLR / KDUP Sec. 4.1), per Many/Medium/Few group of the manifest's
+``group_counts`` (the long-tailed split's class counts for the benchmark sources).
 
 Features are the backbone's pooled output, extracted once per split without augmentation; each
 protocol in ``probe.protocols`` trains a linear classifier on its split (``ltcl.eval.protocols``).
+Without a labeled evaluation set (``labels.eval`` false in the manifest) nothing is trained: the
+metrics say why accuracy is absent and the per-class CSV has its header only.
 """
 
 from __future__ import annotations
 
-from ltcl.data.splits import load_split
-from ltcl.eval.protocols import PROTOCOL_SPLITS, encoder_features, evaluate_features, load_frozen
-from ltcl.io import atomic_write, write_json
+from ltcl.data.groups import label_facts
+from ltcl.data.splits import load_manifest
+from ltcl.eval.protocols import encoder_features, load_frozen, probe_representation, write_absent_outputs, \
+    write_probe_outputs
 
 
 def run(params, ckpt_path, lt_dir, metrics_path, per_class_path) -> dict:
     """Evaluate the encoder at ``ckpt_path`` on every protocol in ``params.probe``."""
     cfg = params.probe
+    facts = label_facts(load_manifest(lt_dir))
+    if not facts.eval:
+        return write_absent_outputs(facts, cfg, metrics_path, per_class_path)
     model, spec, manifest, device, amp = load_frozen(params, ckpt_path, lt_dir)
-    needed = {"val", "test", "probe_full"} | {PROTOCOL_SPLITS[p] for p in cfg.protocols}
-    feats, labels = {}, {}
-    for split in sorted(needed):
-        x, y = load_split(lt_dir, split)
-        feats[split] = encoder_features(model, spec, x, device, amp)
-        labels[split] = y
-    counts = manifest["lt_counts"]
-    num_classes = len(manifest["class_names"])
-    metrics, per_class = evaluate_features(feats, labels, counts, num_classes, cfg,
-                                           params.data.group_rule, cfg.protocols, device)
-    per_class.insert(1, "name", manifest["class_names"])
-    write_json(metrics_path, metrics)
-    with atomic_write(per_class_path, "w") as fh:
-        per_class.to_csv(fh, index=False, float_format="%.4f")
+    metrics, per_class = probe_representation(lambda x: encoder_features(model, spec, x, device, amp), lt_dir,
+                                              manifest, facts, cfg, params.data.group_rule, device)
+    write_probe_outputs(metrics, per_class, metrics_path, per_class_path)
     return metrics

@@ -16,7 +16,9 @@ from ltcl.methods.contrastive import SDCLR, SimCLR
 from ltcl.params import params_dict
 from ltcl.runtime import setup_runtime
 from ltcl.sampling.refresh import open_sampler
-from ltcl.sampling.selection_io import save_selection, selection_metrics
+from ltcl.sampling.selection_io import sample_groups, save_selection, selection_metrics
+from ltcl.sampling.update_file import save_updates
+from ltcl.sampling.update_pictures import update_record
 from ltcl.train.loop import build_optimizer
 from ltcl.train.session import (
     build_augment,
@@ -36,15 +38,18 @@ def warmup_method(cfg) -> type[SimCLR]:
     return SDCLR if (cfg.method == "sdclr" or cfg.sdclr) else SimCLR
 
 
-def run(params, lt_dir, pool_path, warmup_path, selection_path, metrics_path, live_dir=None,
+def run(params, lt_dir, pool_path, warmup_path, selection_path, metrics_path, diagnostics_path, live_dir=None,
         resume_path=None) -> dict:
-    """Warm-up (SimCLR on ID for ``ood.warmup_epochs``), then the first OOD sampling update."""
+    """Warm-up (SimCLR on ID for ``ood.warmup_epochs``), then the first OOD sampling update; its
+    pictures (tailness histogram, thumbnails per cluster: :mod:`ltcl.sampling.update_pictures`)
+    go to ``diagnostics_path``."""
     ood, cfg = params.ood, params.pretrain
     if ood.strategy == "none":
         empty_curves(live_dir)
         no_training_state(resume_path, "ood.strategy is none: no warm-up")
         save_checkpoint(warmup_path, {"strategy": "none"})
         save_selection(selection_path, None)
+        save_updates(diagnostics_path, [])
         metrics = {"strategy": "none", "selected": 0}
         write_json(metrics_path, metrics)
         return metrics
@@ -67,6 +72,8 @@ def run(params, lt_dir, pool_path, warmup_path, selection_path, metrics_path, li
     sel = sampler.update(model, runtime)
     extra = sampler.extra_images(sel, seed=ood.seed)
     save_selection(selection_path, sel, len(extra))
+    save_updates(diagnostics_path, [update_record(sel, sampler.id_images, sampler.pool, ood.warmup_epochs,
+                                                  ood.embedding, sample_groups(manifest, y))])
     save_checkpoint(warmup_path, {
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "spec": spec,
         "optimizer": optimizer.state_dict(), "method_state": method.state_dict(),

@@ -21,7 +21,15 @@ from ltcl.params import params_dict
 from ltcl.registry import get_method
 from ltcl.runtime import setup_runtime
 from ltcl.sampling.refresh import open_sampler
-from ltcl.sampling.selection_io import load_selection, selection_from_state, selection_metrics, selection_state
+from ltcl.sampling.selection_io import (
+    load_selection,
+    sample_groups,
+    selection_from_state,
+    selection_metrics,
+    selection_state,
+)
+from ltcl.sampling.update_file import keep_first_and_last, save_updates
+from ltcl.sampling.update_pictures import record_from_state, record_state, update_record
 from ltcl.train.distributed import check_stage, init_from_env
 from ltcl.train.loop import build_optimizer
 from ltcl.train.session import (
@@ -36,11 +44,13 @@ from ltcl.train.session import (
 
 
 def run(params, lt_dir: str | Path, ckpt_path: str | Path, metrics_path: str | Path,
-        live_dir: str | Path | None, ood_dir: str | Path | None = None,
+        diagnostics_path: str | Path, live_dir: str | Path | None, ood_dir: str | Path | None = None,
         resume_path: str | Path | None = None) -> dict:
     """Pre-train f with ``params.pretrain.method``; with an OOD strategy, continue from the
     warm-up of the ood-sampling stage, train on ID + selected images and re-sample every
-    ``ood.interval`` epochs (paper 003 Sec. 3.1).
+    ``ood.interval`` epochs (paper 003 Sec. 3.1).  The pictures of those updates (tailness
+    histogram and cluster numbers of each; thumbnails of the first and the last:
+    :mod:`ltcl.sampling.update_pictures`) go to ``diagnostics_path``.
 
     Launched by torchrun, every rank trains its slice of each global batch (DDP); rank 0 runs
     the OOD sampling updates (their result is broadcast) and alone writes the outputs."""
@@ -55,7 +65,8 @@ def run(params, lt_dir: str | Path, ckpt_path: str | Path, metrics_path: str | P
     data = TrainSet.from_numpy(x, y, len(manifest["class_names"]), runtime.device)
     ood = params.ood
     use_ood = ood.strategy != "none"
-    start_epoch, optimizer, sampler, updates = 0, None, None, []
+    start_epoch, optimizer, sampler, updates, pictures = 0, None, None, [], []
+    groups_of_samples = sample_groups(manifest, y)  # None unless the training labels are real
     id_data = data
     if use_ood:
         ood_dir = Path(ood_dir)
@@ -83,7 +94,8 @@ def run(params, lt_dir: str | Path, ckpt_path: str | Path, metrics_path: str | P
         inputs += [ood_dir / "warmup.pt", ood_dir / "selection.npz", ood_dir / "pool.npy"]
     resumer = stage_resumer("pretrain", params, ("model", "augment", "pretrain", "ood"), inputs, resume_path,
                             cfg.checkpoint_every,
-                            extra=lambda: {"sampler": sampler.state_dict(), **current, "updates": updates}
+                            extra=lambda: {"sampler": sampler.state_dict(), **current, "updates": updates,
+                                           "pictures": [record_state(r) for r in pictures]}
                             if use_ood else {})
     state = resumer.load()
     if state is not None and use_ood:  # the OOD images of the last update before the stop
@@ -91,6 +103,7 @@ def run(params, lt_dir: str | Path, ckpt_path: str | Path, metrics_path: str | P
         sampler.load_state_dict(ex["sampler"])
         current.update(selection=ex["selection"], seed=ex["seed"])
         updates.extend(ex["updates"])
+        pictures.extend(record_from_state(t) for t in ex["pictures"])
         method.set_data(id_data.with_extra(sampler.extra_images(selection_from_state(ex["selection"]), ex["seed"])))
 
     def before_epoch(epoch: int) -> None:
@@ -107,8 +120,15 @@ def run(params, lt_dir: str | Path, ckpt_path: str | Path, metrics_path: str | P
             upd = {"epoch": epoch, **{k: float(v) for k, v in sel.timings.items()}}
             if sel.budgets is not None:
                 diag = selection_metrics(sel, manifest, y)["diagnostics"]
-                upd.update(spearman_rarity=diag["spearman_rarity"], few_budget_share=diag["few_budget_share"])
+                if "absent" in diag:  # no real labels: say why, print no number
+                    upd["diagnostics"] = diag
+                else:
+                    upd.update(spearman_rarity=diag["spearman_rarity"], few_budget_share=diag["few_budget_share"])
             updates.append(upd)
+            if is_main():  # rank 0 alone writes the pictures
+                pictures.append(update_record(sel, sampler.id_images, sampler.pool, epoch, ood.embedding,
+                                              groups_of_samples))
+                pictures[:] = keep_first_and_last(pictures)
 
     logs, summary = run_session(method, cfg, runtime, live_dir, desc="pretrain", start_epoch=start_epoch,
                                  before_epoch=before_epoch, optimizer=optimizer, resumer=resumer,
@@ -125,6 +145,7 @@ def run(params, lt_dir: str | Path, ckpt_path: str | Path, metrics_path: str | P
                  history=history(logs), method_state=method.state_dict())
     if hasattr(method, "predict"):  # a method with its own classifier (GML's teacher)
         metrics["classifier"] = classifier_report(method, lt_dir, manifest, params.data.group_rule)
+    save_updates(diagnostics_path, pictures)
     if updates:
         for key in ("embedding", "clustering", "tailness", "budget", "sampling", "total"):
             metrics[f"ood_update_{key}_s"] = float(np.mean([u[key] for u in updates]))

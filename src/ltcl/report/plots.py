@@ -150,7 +150,8 @@ def budget_bars(budgets, cluster_tailness, majority_class=None, majority_group=N
     ax2 = ax.twinx()
     ax2.plot(range(len(budgets)), cluster_tailness, "k.--", label="cluster tailness")
     ax2.set_ylabel("tailness")
-    ax.set_title("OOD budget per cluster (colour = group of the cluster's majority class)")
+    ax.set_title("OOD budget per cluster (colour = group of the cluster's majority class)" if colours is not None
+                 else "OOD budget per cluster (bars) and cluster tailness (line)")
     return to_data_uri(fig)
 
 
@@ -169,4 +170,158 @@ def tsne_scatter(coords, labels, groups_of_class, names, title: str) -> str:
     ax.set_title(title, fontsize=9)
     if len(names) <= 20:
         ax.legend(fontsize=5, markerscale=2, loc="best")
+    return to_data_uri(fig)
+
+
+def cluster_size_bars(sizes: dict[str, list[int]]) -> str | None:
+    """The sorted cluster sizes of each encoder's k-means of the training split (largest first, log
+    y axis, one colour per encoder): the tail the model sees, with or without labels."""
+    sizes = {k: v for k, v in sizes.items() if v}
+    if not sizes:
+        return None
+    k_max = max(len(v) for v in sizes.values())
+    width = 0.8 / len(sizes)
+    fig, ax = plt.subplots(figsize=(max(5, 0.35 * k_max * len(sizes) + 2), 3))
+    for j, (enc, v) in enumerate(sizes.items()):
+        v = np.sort(np.asarray(v))[::-1]
+        ax.bar(np.arange(len(v)) + j * width, np.maximum(v, 0.5), width, label=enc)
+    ax.set_yscale("log")
+    from matplotlib import ticker
+
+    plain = ticker.FuncFormatter(lambda v, _: f"{v:g}")
+    ax.yaxis.set_major_formatter(plain)
+    top, bottom = max(max(v) for v in sizes.values()), max(min(min(v) for v in sizes.values()), 0.5)
+    # within one decade the minor ticks carry the labels (else there would be one or none)
+    ax.yaxis.set_minor_formatter(plain if top / bottom < 10 else ticker.NullFormatter())
+    ax.set_xticks(np.arange(k_max) + 0.4 - width / 2, [str(r + 1) for r in range(k_max)], fontsize=7)
+    ax.set_xlabel("cluster, largest first")
+    ax.set_ylabel("training images (log)")
+    ax.set_title("Cluster sizes of a k-means of the training features (the tail the model sees)", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    return to_data_uri(fig)
+
+
+def tsne_points(coords, labels, names, title: str) -> str:
+    """A t-SNE map without groups: one colour per class when ``labels`` are given (``names`` their
+    class names, or None for unnamed clusters: an unlabeled map coloured by k-means cluster), one
+    colour for all points when ``labels`` is None."""
+    coords = np.asarray(coords)
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    if labels is None:
+        ax.scatter(coords[:, 0], coords[:, 1], s=6, color="#1f77b4")
+    elif names is None:
+        labels = np.asarray(labels)
+        from matplotlib import ticker
+
+        k = int(labels.max()) + 1
+        sc = ax.scatter(coords[:, 0], coords[:, 1], s=6, c=labels, cmap=plt.get_cmap("viridis_r", k),
+                        vmin=-0.5, vmax=k - 0.5)
+        bar = fig.colorbar(sc, ax=ax, fraction=0.04, pad=0.02)
+        bar.locator = ticker.MaxNLocator(integer=True)
+        bar.update_ticks()
+        bar.set_label("k-means cluster (0 = largest)", fontsize=7)
+    else:
+        labels = np.asarray(labels)
+        cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
+        for c in np.unique(labels):
+            m = labels == c
+            ax.scatter(coords[m, 0], coords[m, 1], s=6, color=cmap(c % cmap.N), label=str(names[c]))
+        if len(names) <= 20:
+            ax.legend(fontsize=5, markerscale=2, loc="best")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=9)
+    return to_data_uri(fig)
+
+
+def per_class_bars_by_class(per_class: dict[str, pd.DataFrame], protocol: str, names) -> str | None:
+    """Per-class test accuracy of each encoder in class order: for a split whose training labels are
+    not real, where no training count orders the classes from head to tail."""
+    frames = {k: v for k, v in per_class.items() if protocol in v and len(v)}
+    if not frames:
+        return None
+    n = len(next(iter(frames.values())))
+    width = 0.8 / len(frames)
+    fig, ax = plt.subplots(figsize=(max(6, 0.45 * n), 3))
+    values = []
+    for j, (enc, df) in enumerate(frames.items()):
+        values += list(df[protocol].to_numpy())
+        ax.bar(np.arange(n) + j * width, df[protocol].to_numpy(), width, label=enc)
+    ax.set_xticks(np.arange(n) + 0.4 - width / 2, [str(names[i]) for i in range(n)], fontsize=7, rotation=60)
+    ax.set_ylim(*accuracy_ylim(values))
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"Per-class accuracy, {protocol} protocol")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    return to_data_uri(fig)
+
+
+# --------------------------------------------------------------------------- OOD update pictures
+# (the records of ltcl.sampling.update_pictures: they need no labels)
+GRID_PAD = 2  # white pixels around each thumbnail of a grid
+
+
+def tailness_histogram(edges, counts, groups, title: str) -> str:
+    """The ID images' tailness as a histogram: one stacked series per Many / Medium / Few group
+    (only when the record was made from real labels) or the single grey series ``all``."""
+    edges = np.asarray(edges, dtype=float)
+    counts = np.asarray(counts)
+    fig, ax = plt.subplots(figsize=(5.5, 2.6))
+    bottom = np.zeros(counts.shape[1])
+    for g, c in zip(groups, counts):
+        ax.bar(edges[:-1], c, width=np.diff(edges), bottom=bottom, align="edge", label=str(g),
+               color=GROUP_COLOURS.get(str(g), "grey"), edgecolor="white", linewidth=0.3)
+        bottom = bottom + c
+    if [str(g) for g in groups] != ["all"]:
+        ax.legend(fontsize=7, title="group of the class", title_fontsize=7, frameon=False)
+    ax.set_xlabel("tailness (higher: the image lies where the ID data is thin)", fontsize=8)
+    ax.set_ylabel("ID images")
+    ax.set_title(title, fontsize=9)
+    return to_data_uri(fig)
+
+
+def thumbnail_mosaic(left, left_rows, right, right_rows) -> np.ndarray:
+    """One RGB uint8 image of two thumbnail blocks side by side, one row per cluster: ``left``
+    (R, T, h, w, c; None: no left block), a gap of one cell, ``right``.  ``*_rows`` (R, T) are
+    the thumbnails' row numbers, -1 for an empty cell (left white).  Each cell is the image
+    itself, pixel for pixel, with :data:`GRID_PAD` white pixels around it; a gray image
+    (c = 1) is shown as gray (its value in R, G and B)."""
+    blocks = [(b, np.asarray(r)) for b, r in ((left, left_rows), (right, right_rows)) if b is not None]
+    n_rows, (h, w) = blocks[0][0].shape[0], blocks[0][0].shape[2:4]
+    cols = sum(b.shape[1] for b, _ in blocks) + len(blocks) - 1
+    ch, cw = h + GRID_PAD, w + GRID_PAD
+    out = np.full((n_rows * ch + GRID_PAD, cols * cw + GRID_PAD, 3), 255, dtype=np.uint8)
+    col0 = 0
+    for thumbs, rows in blocks:
+        for r in range(n_rows):
+            for j in range(thumbs.shape[1]):
+                if rows[r, j] >= 0:
+                    y, x = r * ch + GRID_PAD, (col0 + j) * cw + GRID_PAD
+                    out[y: y + h, x: x + w] = thumbs[r, j]  # (h, w, 1) broadcasts to gray RGB
+        col0 += thumbs.shape[1] + 1
+    return out
+
+
+def thumbnail_grid(left, left_rows, right, right_rows, row_labels, left_title, right_title, title: str) -> str:
+    """:func:`thumbnail_mosaic` drawn with a label per row (the cluster: id, ID size, tailness,
+    budget) and a title over each block."""
+    mosaic = thumbnail_mosaic(left, left_rows, right, right_rows)
+    ref = left if left is not None else right
+    n_rows, t_left = ref.shape[0], 0 if left is None else left.shape[1]
+    ch, cw = ref.shape[2] + GRID_PAD, ref.shape[3] + GRID_PAD
+    cell_in = 0.36  # inches per thumbnail on the page
+    fig, ax = plt.subplots(figsize=(mosaic.shape[1] / cw * cell_in + 2.6, n_rows * cell_in + 0.9))
+    ax.imshow(mosaic, interpolation="nearest")
+    ax.set_yticks([r * ch + ch / 2 for r in range(n_rows)], row_labels, fontsize=7)
+    centres, names = [], []
+    if left is not None:
+        centres.append(t_left * cw / 2)
+        names.append(left_title)
+    start = (t_left + 1) * cw if left is not None else 0
+    centres.append(start + right.shape[1] * cw / 2)
+    names.append(right_title)
+    ax.set_xticks(centres, names, fontsize=8)
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    ax.set_title(title, fontsize=9)
     return to_data_uri(fig)

@@ -20,7 +20,8 @@ import torch
 
 from ltcl.data.augment import to_float_normalised
 from ltcl.errors import UserError
-from ltcl.sampling.select import OODSelection, sample_ood
+from ltcl.sampling.select import OODSelection, nearest_to_centre, sample_ood
+from ltcl.sampling.update_pictures import THUMBNAILS
 
 
 @torch.no_grad()
@@ -75,6 +76,8 @@ class OODSampler:
                                         colt_batch_size=self.batch_size)
         sel.timings["embedding"] = t_embed
         sel.timings["total"] = time.perf_counter() - t0
+        if sel.centroids is not None:  # for the update's pictures; not part of the timed update
+            sel.id_nearest = nearest_to_centre(id_emb, sel.id_labels, sel.centroids, THUMBNAILS)
         self.rounds += 1
         self.history.append(dict(sel.timings))
         return sel

@@ -218,6 +218,28 @@ def select_augment(labels: Any, budgets: Any, seed: int) -> np.ndarray:
     return np.concatenate(picks).astype(np.int64) if picks else np.empty(0, dtype=np.int64)
 
 
+def nearest_to_centre(id_emb: Any, labels: Any, centroids: Any, n: int,
+                      chunk_rows: int = 16384) -> np.ndarray:
+    """Per cluster, the ``n`` members (ID rows with ``labels == k``) nearest its centroid (L2,
+    float64, ties by row index), nearest first: int64 (N_c, n), -1 where a cluster has fewer
+    than ``n`` members.  What the update's thumbnail grid shows as "the cluster's images"
+    (:mod:`ltcl.sampling.update_pictures`); the distances are computed in row blocks of
+    ``chunk_rows`` so that a large ID set is never copied whole in float64."""
+    z = as_float32_numpy(id_emb, "id_emb")
+    lab = np.asarray(labels, dtype=np.int64)
+    cents = np.asarray(as_float32_numpy(centroids, "centroids"), dtype=np.float64)
+    if lab.shape != (z.shape[0],) or cents.shape[1] != z.shape[1]:
+        raise UserError(f"nearest_to_centre: {lab.shape} labels, embeddings {z.shape}, centroids {cents.shape}")
+    out = np.full((cents.shape[0], int(n)), -1, dtype=np.int64)
+    for k in range(cents.shape[0]):
+        members = np.flatnonzero(lab == k)
+        d = np.concatenate([((z[members[s: s + chunk_rows]].astype(np.float64) - cents[k]) ** 2).sum(axis=1)
+                            for s in range(0, members.size, chunk_rows)]) if members.size else np.empty(0)
+        best = members[np.lexsort((members, d))[: int(n)]]
+        out[k, : best.size] = best
+    return out
+
+
 # --------------------------------------------------------------------------- full update
 @dataclass
 class OODSelection:
@@ -228,7 +250,9 @@ class OODSelection:
     to duplicate, with ``cluster_of_each`` aligned to them.  ``budgets``, ``id_labels``
     (cluster of each ID sample), ``centroids``, ``cluster_tailness`` are None for random/none;
     ``sample_tailness`` is the (momentum-averaged) per-ID-sample tailness used.
-    ``timings`` has keys clustering, tailness, budget, sampling (seconds).
+    ``timings`` has keys clustering, tailness, budget, sampling (seconds).  ``id_nearest``
+    (set by the sampler that holds the embeddings, :class:`ltcl.sampling.refresh.OODSampler`):
+    per cluster the ID rows nearest its centroid, for the update's pictures.
     """
 
     strategy: str
@@ -242,6 +266,7 @@ class OODSelection:
     timings: dict[str, float]
     id_indices: np.ndarray | None = None
     cluster_info: dict[str, Any] = field(default_factory=dict)
+    id_nearest: np.ndarray | None = None  # (N_c, n) ID rows nearest each centroid (nearest_to_centre), -1 padded
 
 
 def _round_seed(seed: int, round_index: int, stream: int) -> int:

@@ -1,6 +1,7 @@
 """The OOD selection outside memory, in one place: its file (``data/ood/selection.npz``, written by
 ood-sampling, read by pretrain), its checkpoint state (resume), and its metrics (budgets,
-cluster sizes, seconds per step, tailness diagnostics)."""
+cluster sizes, seconds per step, and the tailness diagnostics that need real labels, computed
+only when the split manifest says the training labels are real)."""
 
 from __future__ import annotations
 
@@ -50,16 +51,42 @@ def selection_from_state(st: dict) -> OODSelection:
                         None, None, {}, id_indices=as_np(st["id_indices"]))
 
 
+def label_diagnostics_absent(manifest: dict) -> str | None:
+    """Why the diagnostics that read the training labels (tailness vs class rarity, budget by
+    Many / Medium / Few, cluster majority class and purity) cannot be computed, or None when they
+    can: they need real training labels (``labels.train`` in the split manifest, docs/data-manifest.md;
+    a manifest without ``labels`` predates unlabeled sources and has real labels) and groups."""
+    if not (manifest.get("labels") or {"train": True})["train"]:
+        return "the training images have no labels (labels.train is false in the split manifest)"
+    if not manifest.get("groups"):
+        return "the classes have no Many / Medium / Few groups (groups is null in the split manifest)"
+    return None
+
+
+def sample_groups(manifest: dict, y_id: np.ndarray) -> np.ndarray | None:
+    """The Many / Medium / Few group of each training image's class, or None when the labels are
+    not real or there are no groups (:func:`label_diagnostics_absent`)."""
+    if label_diagnostics_absent(manifest) is not None:
+        return None
+    return np.asarray(manifest["groups"])[np.asarray(y_id, dtype=np.int64)]
+
+
 def selection_metrics(sel: OODSelection, manifest: dict, y_id: np.ndarray) -> dict:
-    """Budgets, cluster sizes, seconds per step (paper 003 Table 15) and, since the long-tailed
-    split's labels exist, how well tailness tracks true rarity (the diagnostics a user cannot
-    get from the paper: Spearman correlation, share of the budget given to Few-class clusters)."""
+    """Budgets, cluster sizes, cluster tailness, seconds per step (paper 003 Table 15) and, when
+    the long-tailed split's labels are real and define groups, how well tailness tracks true
+    rarity (the diagnostics a user cannot get from the paper: Spearman correlation, share of the
+    budget given to Few-class clusters).  Without real labels ``diagnostics`` is
+    ``{"absent": <why>}`` and holds no number: ``y_id`` then holds placeholders, never read."""
     out: dict = {"strategy": sel.strategy, "selected": int(len(sel.cluster_of_each)),
                  "seconds": {k: round(float(v), 4) for k, v in sel.timings.items()}}
     if sel.budgets is not None:
         out["budgets"] = [int(b) for b in sel.budgets]
         out["cluster_sizes"] = np.bincount(sel.id_labels, minlength=len(sel.budgets)).tolist()
         out["cluster_tailness"] = [round(float(t), 5) for t in sel.cluster_tailness]
+        absent = label_diagnostics_absent(manifest)
+        if absent is not None:
+            out["diagnostics"] = {"absent": absent}
+            return out
         counts = np.asarray(manifest["lt_counts"])
         few = [c for c, g in enumerate(manifest["groups"]) if g == "few"]
         groups = manifest["groups"]

@@ -84,7 +84,11 @@ def epoch_batches(n: int, batch_size: int, generator: torch.Generator) -> list[t
 
 
 def run_epoch(method: Method, optimizer, cfg, runtime: Runtime, epoch: int,
-                generator: torch.Generator, scaler=None, desc: str = "train") -> EpochLog:
+                generator: torch.Generator, scaler=None, desc: str = "train",
+                end_epoch: Optional[int] = None) -> EpochLog:
+    """One epoch (0-based ``epoch``) of the schedule that spans ``cfg.epochs``; the progress bar
+    reads ``<desc> <epoch + 1>/<end_epoch>``: the end of the range being trained (the warm-up's
+    ``ood.warmup_epochs``), ``cfg.epochs`` when None.  Only the bar uses ``end_epoch``."""
     method.model.train()
     batches = epoch_batches(method.num_samples(), cfg.batch_size, generator)
     world = collectives.world_size()
@@ -97,15 +101,16 @@ def run_epoch(method: Method, optimizer, cfg, runtime: Runtime, epoch: int,
     else:
         rng = contextlib.nullcontext()
     with rng:
-        return _run_steps(method, optimizer, cfg, epoch, batches, scaler, desc, world)
+        of = cfg.epochs if end_epoch is None else end_epoch
+        return _run_steps(method, optimizer, cfg, epoch, batches, scaler, f"{desc} {epoch + 1}/{of}", desc, world)
 
 
-def _run_steps(method: Method, optimizer, cfg, epoch: int, batches: list[torch.Tensor], scaler, desc: str,
-               world: int) -> EpochLog:
+def _run_steps(method: Method, optimizer, cfg, epoch: int, batches: list[torch.Tensor], scaler, bar_desc: str,
+               desc: str, world: int) -> EpochLog:
     device = method.data.x.device
     total, n_img, sums = 0.0, 0, {}
     t0 = time.perf_counter()
-    bar = tqdm(batches, desc=f"{desc} {epoch + 1}/{cfg.epochs}", leave=False, mininterval=2.0,
+    bar = tqdm(batches, desc=bar_desc, leave=False, mininterval=2.0,
                disable=not collectives.is_main())
     for step, idx in enumerate(bar):
         lr = lr_at(epoch + step / len(batches), cfg)
@@ -144,7 +149,8 @@ def fit(method: Method, cfg, runtime: Runtime, *, start_epoch: int = 0, end_epoc
         after_epoch: Optional[Callable[[EpochLog], None]] = None,
         desc: str = "train", seed: int = 0) -> list[EpochLog]:
     """Train ``method`` from ``start_epoch`` to ``end_epoch`` (default ``cfg.epochs``); the
-    learning-rate schedule always spans ``cfg.epochs`` (a warm-up phase is its first part).
+    learning-rate schedule always spans ``cfg.epochs`` (a warm-up phase is its first part), the
+    progress bar counts to the end of the range (``ood warm-up 1/3`` for a 3-epoch warm-up).
 
     ``before_epoch(epoch)`` runs before the method's own ``on_epoch_start`` (the OOD sampler
     re-samples there); ``after_epoch(log)`` receives each epoch's log (dvclive, checkpoints).
@@ -159,13 +165,14 @@ def fit(method: Method, cfg, runtime: Runtime, *, start_epoch: int = 0, end_epoc
     if wrapped:
         distributed.prepare(method, cfg, runtime)
     logs = []
+    end = cfg.epochs if end_epoch is None else end_epoch
     try:
-        for epoch in range(start_epoch, cfg.epochs if end_epoch is None else end_epoch):
+        for epoch in range(start_epoch, end):
             gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
             if before_epoch is not None:
                 before_epoch(epoch)
             method.on_epoch_start(epoch)
-            log = run_epoch(method, optimizer, cfg, runtime, epoch, gen, scaler, desc)
+            log = run_epoch(method, optimizer, cfg, runtime, epoch, gen, scaler, desc, end_epoch=end)
             logs.append(log)
             if after_epoch is not None:
                 after_epoch(log)

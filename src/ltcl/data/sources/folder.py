@@ -88,8 +88,13 @@ def read_image_file(path: str | os.PathLike, size: int | None) -> np.ndarray:
     return arr[..., None] if arr.ndim == 2 else arr
 
 
-def read_image_files(paths: Sequence[Path], size: int | None, on_bad_image: str) -> tuple[list[np.ndarray | None], list[str]]:
-    """Decode images with a thread pool (PIL releases the GIL while decoding)."""
+def read_image_files(paths: Sequence[Path], size: int | None, on_bad_image: str,
+                     warn: bool = True) -> tuple[list[np.ndarray | None], list[str]]:
+    """Decode images with a thread pool (PIL releases the GIL while decoding).
+
+    ``on_bad_image="error"``: the first unreadable file raises, naming it; ``"skip"``: its slot is
+    None and its path is returned (logged as skipped unless ``warn`` is False: a caller that
+    collects the failures to raise one error of its own says nothing was skipped)."""
     from PIL import Image
 
     def one(p: Path) -> np.ndarray | Exception:
@@ -106,7 +111,8 @@ def read_image_files(paths: Sequence[Path], size: int | None, on_bad_image: str)
         if isinstance(r, Exception):
             if on_bad_image == "error":
                 raise UserError(f"unreadable image {p}: {type(r).__name__}: {r}") from r
-            logger.warning("skipping unreadable image %s: %s", p, r)
+            if warn:
+                logger.warning("skipping unreadable image %s: %s", p, r)
             skipped.append(str(p))
             images.append(None)
         else:
