@@ -224,8 +224,10 @@ def test_params_refuse_what_needs_labels():
 def test_long_tailed_draw_reports_what_it_left_out(tmp_path, caplog):
     params = validate({"data": {"source": "digits", "imbalance_ratio": 10.0, "val_per_class": 10,
                                 "max_per_class": 60}})
+    (tmp_path / "metrics").mkdir()
     with caplog.at_level(logging.WARNING):
-        manifest = make_lt_dataset.run(params, tmp_path / "lt", tmp_path / "d.json", tmp_path / "c.csv")
+        manifest = make_lt_dataset.run(params, tmp_path / "data/lt", tmp_path / "metrics/dataset.json",
+                                       tmp_path / "c.csv")
     from ltcl.data.sources import load_source
 
     raw = load_source("digits")
@@ -235,8 +237,12 @@ def test_long_tailed_draw_reports_what_it_left_out(tmp_path, caplog):
     assert rec == {"source_images": n_train, "kept": kept, "held_out": 100, "unused": n_train - kept - 100,
                    "reason": rec["reason"]}
     assert "imbalance_ratio 10.0" in rec["reason"]
-    assert read_json(tmp_path / "d.json")["unused_images"] == n_train - kept - 100
+    assert read_json(tmp_path / "metrics/dataset.json")["unused_images"] == n_train - kept - 100
     assert f"pre-training uses {kept} of the source's {n_train}" in caplog.text
+    from ltcl.report.html import build_report
+
+    md = build_report(tmp_path).to_markdown()  # the report says it where the data set is described
+    assert f"Pre-training uses {kept} of the source's {n_train} training images" in md
 
 
 def test_own_labeled_folder_keeps_every_image(tmp_path):

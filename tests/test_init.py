@@ -41,7 +41,18 @@ def test_init_writes_valid_params_fitted_to_the_folders(tmp_path, capsys, monkey
     text = (tmp_path / "params.yaml").read_text()
     assert text.startswith("# Written by `ltcl init`") and "data.image_size 28" in text
     assert "data.image_size 28" in out and "make repro" in out
-    assert list(yaml.safe_load(text))[0] == "data"
+    written = yaml.safe_load(text)
+    assert list(written)[0] == "data"
+    # every params key a dvc.yaml stage names exists in the file (DVC refuses the stage otherwise)
+    stages = yaml.safe_load((Path(__file__).parents[1] / "dvc.yaml").read_text())["stages"]
+    for name, st in stages.items():
+        for key in (st.get("do", st).get("params") or []):
+            if "${" in str(key):  # a foreach over params.yaml's own entries (external encoders)
+                continue
+            node = written
+            for part in str(key).split("."):
+                assert isinstance(node, dict) and part in node, (name, key)
+                node = node[part]
 
 
 def test_choose_rules():

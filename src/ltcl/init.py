@@ -161,7 +161,9 @@ def init_params(images: str, labeled: str | None = None, ood: str | None = None,
     base = read_yaml(params_file) if Path(params_file).is_file() else {}
     base.pop("data", None)  # the data section is replaced whole: no benchmark key survives
     params = {"data": over.pop("data"), **merged(base, flatten(over))}
-    validate(params, params_file)
+    # every key written out (the schema's defaults included): dvc.yaml names single keys such as
+    # data.group_rule, and DVC refuses a stage whose params key is missing from params.yaml
+    params = validate(params, params_file).model_dump(mode="json")
     return params, [f"data.source images: {len(paths)} image files under {images}"] + why + notes
 
 

@@ -286,6 +286,15 @@ def dataset_group_note(manifest: dict) -> str:
     else:
         parts.append("Many / Medium / Few groups are absent: no class counts define them, so accuracies are "
                      "reported over all classes (All) and per class only.")
+    sub = manifest.get("subsampling")
+    if sub:  # what a long-tailed draw left out of pre-training, said where the data set is described
+        parts.append(f"Pre-training uses {sub['kept']} of the source's {sub['source_images']} training images "
+                     f"({sub['held_out']} held out for val; {sub['unused']} left out of pre-training and used only "
+                     f"by the full probe). Why: {sub['reason']}.")
+    skipped = manifest.get("skipped_images") or []
+    if skipped:
+        parts.append(f"{len(skipped)} unreadable image file(s) were skipped (data.on_bad_image: skip), first: "
+                     f"{', '.join(skipped[:3])}; all are listed in data/lt/manifest.json.")
     return " ".join(parts)
 
 
