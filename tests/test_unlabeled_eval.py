@@ -125,7 +125,7 @@ def test_report_renders_without_any_accuracy(unlabeled):
     for word in ("<th>All</th>", "<th>Many</th>", "kNN@", "<th>CHI</th>", "<th>NMI</th>", "Linear probe (full)",
                  "raw pixels (reference)"):
         assert word not in text, word
-    assert "There is no labeled evaluation set" in text  # the Dataset section's note
+    assert "Without a labeled evaluation set no accuracy is measured" in text  # the Dataset section's note
     # no percentage or accuracy-like number outside the tables of sizes / the params listing
     assert 'id="linear-probe"' in text and 'id="knn-accuracy"' in text
     probe_part = text[text.index('id="linear-probe"'):text.index('id="cluster-quality"')]

@@ -165,7 +165,11 @@ def run_card(root: Path) -> tuple[str, str] | None:
     seeds["data.split_seed"] = (params.get("data") or {}).get("split_seed")
     facts = [
         ("dataset", f"{ds.get('source', '?')} ({ds.get('image_shape', '?')}), imbalance ratio "
-                    f"{ds.get('imbalance_ratio', '?')}, {ds.get('subset', '')}"),
+                    f"{ds.get('imbalance_ratio', '?')}, {ds.get('subset', '')}" if ds.get("train_labels", True) else
+                    f"{ds.get('source', '?')} ({ds.get('image_shape', '?')}): an unlabeled collection of "
+                    f"{ds.get('size_train', '?')} images, used whole" + (
+                        f"; labeled evaluation set of {ds.get('num_classes')} classes" if ds.get("eval_labels")
+                        else "; no labeled evaluation set")),
         ("split", split_fact(ds, _read_json(root / "data/lt/manifest.json") or {})),
         ("split sizes", ", ".join(f"{k[5:]} {v}" for k, v in ds.items() if k.startswith("size_"))),
         ("seeds", ", ".join(f"{k} {v}" for k, v in seeds.items() if v is not None)),
@@ -274,11 +278,11 @@ def dataset_group_note(manifest: dict) -> str:
         return ""
     facts = label_facts(manifest)
     parts = [f"Labels: {facts.note}."] if facts.note else []
-    if not facts.train:
+    if not facts.train and not facts.note:
         parts.append("The training images carry no labels (an unlabeled collection).")
     if not facts.eval:
-        parts.append("There is no labeled evaluation set: no accuracy is measured, and no Many / Medium / Few "
-                     "groups exist.")
+        parts.append("Without a labeled evaluation set no accuracy is measured and no Many / Medium / Few groups "
+                     "exist; the sections below show what needs no labels.")
     elif facts.has_groups:
         rule = manifest.get("group_rule")
         parts.append(f"Many / Medium / Few groups come from the class counts of the {facts.group_source}"
