@@ -37,7 +37,8 @@ def test_init_writes_valid_params_fitted_to_the_folders(tmp_path, capsys, monkey
     assert p.ood.source == "folder" and p.ood.path == "ood" and p.ood.clusters == 3 and p.distill.clusters == 3
     assert p.ood.budget == 81 and p.ood.pool_size == 1000  # 0.9 N; 10 N_b at least 1,000
     assert p.pretrain.method == "psd" and p.pretrain.batch_size == 32
-    assert p.pretrain.epochs == round(1500 / (90 // 32))  # ~1,500 steps on the CPU
+    # ~1,500 steps on the CPU: a fifth of the epochs (the warm-up) on the 90 ID images, the rest with the 81 OOD images
+    assert p.pretrain.epochs == round(1500 / (0.2 * (90 // 32) + 0.8 * ((90 + 81) // 32)))
     text = (tmp_path / "params.yaml").read_text()
     assert text.startswith("# Written by `ltcl init`") and "data.image_size 28" in text
     assert "data.image_size 28" in out and "make repro" in out

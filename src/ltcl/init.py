@@ -14,8 +14,9 @@ and written as a comment at the top of the file.  The rules, all in :func:`choos
 * backbone: ResNet-18 on a GPU, else ResNet-8 (the CPU default of the embedded example);
 * batch size: the largest power of two <= N / 8 in [32, 256] (a few batches per epoch even on a
   small collection; SimCLR's negatives grow with it);
-* epochs: about :data:`TARGET_STEPS` optimiser steps (CPU 1,500, GPU 20,000), between 20 and
-  2,000 epochs; the OOD warm-up 1/5 of them, an OOD update every 1/6, distillation half;
+* epochs: about :data:`TARGET_STEPS` optimiser steps (CPU 1,500, GPU 20,000; the warm-up's epochs
+  on the N ID images, the others on N + N_b), between 20 and 2,000 epochs; the OOD warm-up 1/5 of
+  them, an OOD update every 1/6, distillation half;
 * OOD: budget N_b = 0.9 N (paper 003: 10,000 for CIFAR-10-LT's 11,203 images); the pool 10 N_b
   crops (at least 1,000, at most 100,000) of the ``--ood`` folder's photos, or of the photos
   bundled with scikit-image / scikit-learn; clusters N_c = the labeled set's classes, else 10.
@@ -84,12 +85,13 @@ def choose(n_images: int, sizes: list[tuple[int, int]], gpu: bool, n_classes: in
     size = max([s for s in SIZES if s <= min(short, cap)] or [SIZES[0]])
     batch = int(min(256, max(32, 2 ** int(math.log2(max(n_images // 8, 1))))))
     batch = min(batch, n_images)
-    steps_per_epoch = max(1, n_images // batch)
-    target = TARGET_STEPS["gpu" if gpu else "cpu"]
-    epochs = int(min(2000, max(20, round(target / steps_per_epoch))))
     budget = max(1, round(0.9 * n_images))
     pool = int(min(100_000, max(1_000, 10 * budget)))
     budget = min(budget, pool // 2)
+    # steps: the warm-up's first fifth of the epochs on the N ID images, the rest on N + N_b
+    steps_id, steps_all = max(1, n_images // batch), max(1, (n_images + budget) // batch)
+    target = TARGET_STEPS["gpu" if gpu else "cpu"]
+    epochs = int(min(2000, max(20, round(target / (0.2 * steps_id + 0.8 * steps_all)))))
     clusters = n_classes or 10
     warmup = max(1, epochs // 5)
     interval = max(1, epochs // 6)
@@ -109,7 +111,8 @@ def choose(n_images: int, sizes: list[tuple[int, int]], gpu: bool, n_classes: in
         f"{'on a GPU' if gpu else 'without a GPU'}",
         f"model.backbone {over['model']['backbone']}: {'a GPU is available' if gpu else 'no GPU found (CPU)'}",
         f"pretrain.batch_size {batch}: the largest power of two <= N/8 in [32, 256] for N = {n_images}",
-        f"pretrain.epochs {epochs}: about {target} optimiser steps at {steps_per_epoch} steps per epoch "
+        f"pretrain.epochs {epochs}: about {target} optimiser steps ({steps_id} per warm-up epoch on the ID images, "
+        f"{steps_all} per epoch with the OOD images) "
         f"(distill.epochs {over['distill']['epochs']}, ood.warmup_epochs {warmup}, ood.interval {interval})",
         f"ood.budget {budget}: 0.9 x the {n_images} images (paper 003: 10,000 OOD images for ~11K ID images); "
         f"ood.pool_size {pool}: 10 x the budget, " + (
