@@ -294,3 +294,26 @@ def test_user_lists_may_skip_unreadable_files(tmp_path, caplog):
                                 "on_bad_image": "skip", "root": str(root)}})
     with pytest.raises(UserError, match="published subset"):
         make_lt_dataset.build(bundle.data, tmp_path / "x")
+
+
+def test_labeled_lists_layout_checked_like_list_files(tmp_path, collection):
+    rng = np.random.default_rng(6)
+    root = tmp_path / "lab3"
+    lines = {"train": [], "test": []}
+    for role, n in (("train", 5), ("test", 2)):
+        for c in (0, 1):
+            for i in range(n):
+                rel = f"{role}/cls{c}/{i}.png"
+                _write(root / rel, rng.integers(0, 256, (10, 10, 3), dtype=np.uint8))
+                lines[role].append(f"{rel} {c}")
+    files = {}
+    for role, ls in lines.items():
+        files[role] = tmp_path / f"{role}.txt"
+        files[role].write_text("\n".join(ls) + "\n")
+    lab = {"root": str(root), "layout": "lists", "lists": {k: str(v) for k, v in files.items()}}
+    manifest, lt, _ = _run(tmp_path, {"root": str(collection), "labeled": lab})
+    assert manifest["class_names"] == ["cls0", "cls1"] and manifest["sizes"]["test"] == 4
+    assert manifest["sizes"]["val"] + manifest["sizes"]["probe_full"] == 10
+    files["test"].write_text(lines["test"][0] + "\n" + "test/cls1/0.png 2\n")
+    with pytest.raises(UserError, match="labels outside 0..1"):
+        _run(tmp_path, {"root": str(collection), "labeled": lab})

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from ltcl.data.groups import class_groups
-from ltcl.data.listdata import _balanced_draw, _subset_file, class_names_of, decode_list
+from ltcl.data.listdata import _balanced_draw, _subset_file, check_labels, class_names_of, decode_list
 from ltcl.data.lists import check_files_exist, file_record, read_list
 from ltcl.data.sources.folder import IMAGE_EXTENSIONS, list_image_files
 from ltcl.data.splits import INDICES_FILE, _rng, split_files, write_manifest
@@ -114,15 +114,8 @@ def labeled_entries(lab, split_seed: int) -> tuple[Path, dict[str, tuple[list[st
     records: dict = {}
     if lab.layout == "lists":
         lists = {role: read_list(Path(p).expanduser()) for role, p in lab.lists.items()}
-        num_classes = int(lists["train"].labels.max()) + 1
-        empty = np.flatnonzero(lists["train"].counts(num_classes) == 0)
-        if empty.size:
-            raise UserError(f"data.labeled.lists train ({lists['train'].path}): labels 0..{num_classes - 1}, but "
-                            f"classes {empty[:10].tolist()} have no image")
+        num_classes = check_labels(lists)  # the list-file source's checks: labels in range, no empty class
         for role, lf in lists.items():
-            if (lf.labels >= num_classes).any():
-                raise UserError(f"data.labeled.lists {role} ({lf.path}): labels outside 0..{num_classes - 1} "
-                                "(the train list's classes)")
             check_files_exist(root, lf.paths, f"data.labeled.lists {role} ({lf.path})")
         names = class_names_of(lists["train"], num_classes)
         train = (lists["train"].paths, lists["train"].labels)

@@ -114,6 +114,16 @@ def check_encoder_spec(spec: dict, path: str | Path, model_cfg=None, image_shape
                              f"images: it belongs to another data set; {hint}")
 
 
+def checked_model(spec: dict, path, model_cfg=None, image_shape=None) -> Encoder:
+    """The untrained model a spec declares, after :func:`check_encoder_spec` (``model_cfg``,
+    ``image_shape``): the one construction path of a ``.pt`` checkpoint and a safetensors export."""
+    check_encoder_spec(spec, path, model_cfg, image_shape)
+    try:
+        return build_from_spec(spec)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UserError(f"{path}: its model spec is invalid ({type(exc).__name__}: {exc})") from None
+
+
 def load_encoder(path: str | Path, device: torch.device | str = "cpu", model_cfg=None,
                  image_shape=None) -> tuple[Encoder, dict, dict]:
     """(encoder in eval mode on ``device``, its spec, the whole checkpoint dict).
@@ -143,11 +153,7 @@ def load_encoder(path: str | Path, device: torch.device | str = "cpu", model_cfg
     if not isinstance(spec, dict):
         raise UserError(f"{path}: not an ltcl encoder checkpoint (its spec is a {type(spec).__name__}). "
                          f"Accepted: {ACCEPTED_ENCODERS}")
-    check_encoder_spec(spec, path, model_cfg, image_shape)
-    try:
-        model = build_from_spec(spec)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise UserError(f"{path}: its model spec is invalid ({type(exc).__name__}: {exc})") from None
+    model = checked_model(spec, path, model_cfg, image_shape)
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as exc:

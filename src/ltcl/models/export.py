@@ -32,7 +32,7 @@ from torch import nn
 
 from ltcl.errors import MissingInputError, UserError
 from ltcl.io import atomic_path, read_json, sha256_file
-from ltcl.models.checkpoint import ACCEPTED_ENCODERS, build_from_spec, check_encoder_spec
+from ltcl.models.checkpoint import ACCEPTED_ENCODERS, checked_model
 from ltcl.models.heads import Encoder
 from ltcl.models.resnet import BACKBONES, resolve_stem
 
@@ -510,11 +510,7 @@ def load_export(path: str | Path, device: torch.device | str = "cpu",
     path = Path(path)
     spec, card_path = read_export(path)
     spec = {**spec, "head": "none", "proj_hidden": 0, "proj_dim": 0}
-    check_encoder_spec(spec, path, None, image_shape)
-    try:
-        model = build_from_spec(spec)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise UserError(f"{path}: its spec is invalid ({type(exc).__name__}: {exc})") from None
+    model = checked_model(spec, path, None, image_shape)
     try:
         model.backbone.load_state_dict(load_file(str(path), device="cpu"), strict=True)
     except RuntimeError as exc:
