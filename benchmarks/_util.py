@@ -6,6 +6,7 @@ import cProfile
 import io
 import os
 import pstats
+import shutil
 import statistics
 import threading
 import time
@@ -13,6 +14,29 @@ from contextlib import contextmanager
 from typing import Callable
 
 _LIMITS = []  # keeps the threadpoolctl limiter alive
+
+REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+# What a DVC project of ltcl is made of, besides data and outputs: dvc.yaml's stages run stages/,
+# list files under src/ltcl and the method links under deps/ as dependencies, and DVC reads its
+# config and the project's plot templates from .dvc/.
+LAYOUT_FILES = ("dvc.yaml", "params.yaml", ".dvcignore", ".dvc/config")
+LAYOUT_DIRS = ("stages", "src", "deps", ".dvc/plots")
+
+
+def copy_layout(root, repo=REPO) -> None:
+    """Copy the project's code and pipeline definition (no data, no outputs, no lock) into the
+    empty folder ``root``, laid out as the real project is: the scratch project of the pipeline
+    benchmark and of the DVC tests (``tests/conftest.make_project``), so neither can miss a
+    folder dvc.yaml depends on.  ``deps/`` keeps its symlinks (DVC hashes their targets)."""
+    from pathlib import Path
+
+    root, repo = Path(root), Path(repo)
+    for name in LAYOUT_FILES:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(repo / name, root / name)
+    for name in LAYOUT_DIRS:
+        shutil.copytree(repo / name, root / name, symlinks=True,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "tmp", "cache"))
 
 
 def set_threads(n: int) -> None:

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from sklearn.cluster import KMeans
 
-from ltcl.params import OODParams
+from ltcl.params import ModelParams, OODParams
 from ltcl.sampling.budget import allocate_budget
 from ltcl.sampling.select import sample_ood, select_nearest
 
@@ -180,13 +180,13 @@ def measure_embedding(n_images: int, n_full: int = 300_000, amp: bool = False, b
                       backbone: str = "resnet18", seed: int = 0) -> dict:
     """Seconds of ``embed_images`` (ResNet-18, channels_last, bf16 autocast when ``amp``) over
     ``n_images`` random 32x32x3 uint8 images, extrapolated linearly to ``n_full``."""
-    from ltcl.models.heads import build_encoder
+    from ltcl.models.heads import encoder_for
     from ltcl.runtime import Runtime
     from ltcl.sampling.refresh import embed_images
 
     runtime = Runtime(device=torch.device("cpu"), amp_dtype=torch.bfloat16 if amp else None, channels_last=True)
     torch.manual_seed(seed)
-    model = build_encoder(backbone, 3, 32).to(memory_format=torch.channels_last)
+    model = encoder_for(ModelParams(backbone=backbone), 3, 32).to(memory_format=torch.channels_last)
     x = np.random.default_rng(seed).integers(0, 256, size=(n_images, 32, 32, 3), dtype=np.uint8)
     bs = min(batch_size, n_images)
     embed_images(model, x[: min(8, n_images)], [0.5] * 3, [0.25] * 3, runtime, bs, "backbone")  # warm-up

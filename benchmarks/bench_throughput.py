@@ -38,7 +38,8 @@ from torchvision import transforms as T
 from ltcl.data.augment import SimCLRAugment
 from ltcl.losses.contrastive import nt_xent
 from ltcl.methods.base import TrainSet
-from ltcl.models.heads import build_encoder
+from ltcl.models.heads import encoder_for
+from ltcl.params import ModelParams
 from ltcl.registry import get_method
 from ltcl.runtime import Runtime
 from ltcl.train.loop import build_optimizer
@@ -52,8 +53,9 @@ TARGET_RATIO = 3.0
 TEMPERATURE = 0.2
 JITTER = (0.4, 0.4, 0.4, 0.1)
 CROP_SCALE = (0.08, 1.0)
+JITTER_P, GRAY_P = 0.8, 0.2  # SimCLR's, as reference_transform applies them
 SGD = SimpleNamespace(lr=0.1, momentum=0.9, weight_decay=1e-4, temperature=TEMPERATURE, alpha=0.0,
-                      sdclr=False, prune_ratio=0.9)
+                      pruned_branch=False, prune_ratio=0.9)
 
 # batch 256 for ResNet-18 does not fit the 10-minute budget on this CPU (one fp32 step of 512
 # views takes about a minute single-threaded), see the module's result "notes".
@@ -105,7 +107,7 @@ class ReferencePath:
     def __init__(self, cfg: dict, x: np.ndarray, seed: int = 0):
         torch.manual_seed(seed)
         self.batch = cfg["batch"]
-        self.model = build_encoder(cfg["backbone"], cfg["channels"], cfg["size"]).train()
+        self.model = encoder_for(ModelParams(backbone=cfg["backbone"]), cfg["channels"], cfg["size"]).train()
         self.opt = torch.optim.SGD(self.model.parameters(), lr=SGD.lr, momentum=SGD.momentum,
                                    weight_decay=SGD.weight_decay)
         self.loader = DataLoader(PairDataset(x, reference_transform(cfg["size"], cfg["channels"])),
@@ -137,10 +139,10 @@ class LtclPath:
         cpu = torch.device("cpu")
         self.runtime = Runtime(device=cpu, amp_dtype=amp_dtype, channels_last=True)
         self.batch = batch
-        model = build_encoder(cfg["backbone"], cfg["channels"], cfg["size"]).to(
+        model = encoder_for(ModelParams(backbone=cfg["backbone"]), cfg["channels"], cfg["size"]).to(
             memory_format=self.runtime.memory_format()).train()
-        augment = SimCLRAugment(cfg["size"], cfg["channels"], crop_scale=CROP_SCALE, jitter=JITTER,
-                                flip=True, mean=[0.5] * cfg["channels"], std=[0.5] * cfg["channels"])
+        augment = SimCLRAugment(cfg["size"], cfg["channels"], crop_scale=CROP_SCALE, jitter=JITTER, jitter_p=JITTER_P,
+                                gray_p=GRAY_P, flip=True, mean=[0.5] * cfg["channels"], std=[0.5] * cfg["channels"])
         data = TrainSet.from_numpy(x, np.zeros(len(x), dtype=np.int64), 1, cpu)
         self.method = get_method("simclr")(model, data, SGD, self.runtime, augment)
         self.opt = build_optimizer(self.method.parameters(), SGD)

@@ -49,9 +49,9 @@ def run_one(amp, seed: int, work: Path) -> dict:
         subprocess.run([sys.executable, f"stages/{stage[0]}", *stage[1:]], cwd=proj, env=env, check=True,
                        capture_output=True)
     out = {"amp": amp, "seed": seed, "wall_s": round(time.perf_counter() - t0, 1)}
-    pre = json.loads((proj / "metrics/pretrain.json").read_text())
-    out["precision"] = pre["run"].get("precision")
-    out["pretrain_s"] = pre["run"]["wall_s"]
+    run = json.loads((proj / "runs/pretrain.json").read_text())["run"]  # pretrain's run record (ltcl.runrecord)
+    out["precision"] = run.get("precision")
+    out["pretrain_s"] = run["wall_s"]
     for enc in ("pretrain", "distill"):
         m = json.loads((proj / f"metrics/probe/{enc}.json").read_text())
         for proto in ("full", "few_shot"):

@@ -8,8 +8,10 @@ a checkout, keep each run's metrics, and compare two such result folders metric 
     python scripts/equivalence.py compare /tmp/eq/before /tmp/eq/after
 
 Results are bit-identical only on one machine with the same thread count, so run both on the same
-machine.  Timings, the run card and per-update seconds are left out of the comparison; everything
-else (every metrics JSON value, every per-class / t-SNE CSV) must be equal.
+machine.  Timings, the run card and per-update seconds are left out of the comparison (today they
+are in the run records, runs/*.json, which are not copied; a checkout from before them kept them in
+the metrics files, where TIMING_KEYS strips them); everything else (every metrics JSON value, every
+per-class / t-SNE CSV) must be equal.
 """
 
 from __future__ import annotations
@@ -25,7 +27,10 @@ from pathlib import Path
 
 import yaml
 
+# what the metrics files of a checkout from before the run records held besides results: the run
+# card, timings, each OOD update's seconds per step (in ood_update_history) and their means (ood_update_*_s)
 TIMING_KEYS = {"run", "seconds", "seconds_per_epoch", "images_per_s", "setup_seconds", "wall_s"}
+UPDATE_STEP_KEYS = {"embedding", "clustering", "tailness", "budget", "sampling", "total"}
 
 
 def set_key(d: dict, dotted: str, value) -> None:
@@ -67,19 +72,35 @@ def run(checkout: Path, out: Path, rows: list[str]) -> int:
 
 def _strip(x):
     if isinstance(x, dict):
-        return {k: _strip(v) for k, v in x.items()
-                if k not in TIMING_KEYS and not k.startswith("ood_update_") and k != "ood_update_history"}
+        out = {k: _strip(v) for k, v in x.items()
+               if k not in TIMING_KEYS and not (k.startswith("ood_update_") and k.endswith("_s"))}
+        if isinstance(out.get("ood_update_history"), list):  # per update: epoch and diagnostics, no seconds
+            out["ood_update_history"] = [{k: v for k, v in u.items() if k not in UPDATE_STEP_KEYS}
+                                         for u in out["ood_update_history"]]
+        return out
     return x
 
 
+DETAILS = "_details.json"  # ltcl.headline: <name>_details.json holds the whole record of the headline <name>.json
+
+
+def _record(f: Path):
+    m = json.loads(f.read_text())
+    if isinstance(m, dict) and isinstance(m.get("warmup"), dict):
+        m["warmup"] = {k: v for k, v in m["warmup"].items() if k in ("epochs", "steps", "final_loss")}
+    return _strip(m)
+
+
 def load(d: Path) -> dict:
+    """Every metrics JSON and CSV of a result folder.  A headline with a details file beside it is
+    read as the details (its whole record), so that a checkout from before the headline / details
+    split, whose <name>.json held the whole record, compares with a later one."""
     out = {}
     for f in sorted(d.rglob("*.json")):
-        if f.name != "bench.json":
-            m = json.loads(f.read_text())
-            if isinstance(m, dict) and isinstance(m.get("warmup"), dict):
-                m["warmup"] = {k: v for k, v in m["warmup"].items() if k in ("epochs", "steps", "final_loss")}
-            out[f.relative_to(d).as_posix()] = _strip(m)
+        if f.name == "bench.json" or f.with_name(f.stem + DETAILS).is_file():
+            continue  # a headline: its details are read under its name
+        name = f.with_name(f.name[:-len(DETAILS)] + ".json") if f.name.endswith(DETAILS) else f
+        out[name.relative_to(d).as_posix()] = _record(f)
     for f in sorted(d.rglob("*.csv")):
         out[f.relative_to(d).as_posix()] = f.read_text()
     return out

@@ -8,7 +8,8 @@ KDUP sampling (Table 3); the other papers' methods (``sdclr``, ``ts``, ``tase``,
 
 It runs the real stage scripts of a checkout (default: this one) in a scratch copy with the params
 below merged into params.yaml, so every number comes from the same code path as ``dvc repro``.
-Results: ``<out>/s<seed>_<arm>/`` (the metrics/ tree, params.yaml, wall.json) and a summary table.
+Results: ``<out>/s<seed>_<arm>/`` (the metrics/ tree, params.yaml, wall.json, runs/ with the run
+records) and a summary table.
 
     python scripts/fmnist_lt_study.py --seeds 0 1 2 --out /tmp/fm_results
 """
@@ -42,13 +43,14 @@ COMMON = {
     "augment": {"crop_scale": [0.2, 1.0], "flip": True},
     "ood": {"pool_size": 10000, "warmup_epochs": 10, "interval": 5, "budget": 1500, "knn_k": 40,
             "clusters": 10, "embedding": "projection"},
-    "pretrain": {"epochs": 30, "batch_size": 256, "lr": 0.5, "warmup_epochs": 2, "k_pos": 1},
+    "pretrain": {"epochs": 30, "batch_size": 256, "lr": 0.5, "warmup_epochs": 2, "psd": {"k_pos": 1}},
     "distill": {"epochs": 10, "batch_size": 256, "warmup_epochs": 1, "lr": 0.05},
     "probe": {"epochs": 30, "milestones": [10, 20], "few_shot_epochs": 100, "few_shot_milestones": [40, 60]},
     "cluster": {"tsne_samples": 1000},
 }
 PRE = [("ood_sampling.py",), ("pretrain.py",)]
 EVAL_F = [("linear_probe.py", "pretrain"), ("cluster.py", "pretrain")]
+SDCLR_HEAD = {"proj_layers": 3}  # model.proj_layers of SDCLR's rows (ltcl.released_code.authors_proj_layers)
 EVAL_G = [("distill.py",), ("linear_probe.py", "distill"), ("cluster.py", "distill")]
 ARMS = {
     "simclr": ({"ood": {"strategy": "none"}, "pretrain": {"method": "simclr"}}, PRE + EVAL_F),
@@ -58,22 +60,25 @@ ARMS = {
     "psd_random": ({"ood": {"strategy": "random"}, "pretrain": {"method": "psd"}}, PRE + EVAL_F + EVAL_G),
     "psd_colt": ({"ood": {"strategy": "colt"}, "pretrain": {"method": "psd"}}, PRE + EVAL_F + EVAL_G),
     # the other papers' methods (issue 4), same epochs; schedules scaled to 30 epochs
-    "sdclr": ({"ood": {"strategy": "none"}, "pretrain": {"method": "sdclr"}}, PRE + EVAL_F),
-    "sdclr_colt": ({"ood": {"strategy": "colt"}, "pretrain": {"method": "sdclr"}}, PRE + EVAL_F),
-    "sdclr_kdup": ({"ood": {"strategy": "kdup"}, "pretrain": {"method": "psd", "sdclr": True}},
-                   PRE + EVAL_F + EVAL_G),
+    # SDCLR's rows with its dual-BN 3-Linear head (models/resnet_prune_multibn.py, --prune_dual_bn)
+    "sdclr": ({"ood": {"strategy": "none"}, "pretrain": {"method": "sdclr"}, "model": SDCLR_HEAD}, PRE + EVAL_F),
+    "sdclr_colt": ({"ood": {"strategy": "colt"}, "pretrain": {"method": "sdclr"}, "model": SDCLR_HEAD},
+                   PRE + EVAL_F),
+    "sdclr_kdup": ({"ood": {"strategy": "kdup"}, "pretrain": {"method": "psd", "pruned_branch": True},
+                    "model": SDCLR_HEAD}, PRE + EVAL_F + EVAL_G),
     # SDCLR's balanced reference: the same total size, class-balanced; its per-class CSVs record the counts the
     # long-tailed split gives each class, so its rarity penalty is the control (issue 17). It rebuilds
     # data/lt, so main() runs it after every other arm of the seed.
     "simclr_balanced": ({"data": {"subset": "balanced-subset"}, "ood": {"strategy": "none"},
                          "pretrain": {"method": "simclr"}},
                         [("make_lt_dataset.py",)] + PRE + EVAL_F),
-    "ts": ({"ood": {"strategy": "none"}, "pretrain": {"method": "ts", "ts_period": 10}}, PRE + EVAL_F),
-    "tase": ({"ood": {"strategy": "none"}, "pretrain": {"method": "tase", "tase_warmup": 5, "tase_refresh": 5,
-                                                         "tase_full": 15}}, PRE + EVAL_F),
+    # TS's protocol: T = 0.2 x pretrain.epochs (t_max 200 of 2,000 epochs in its runs)
+    "ts": ({"ood": {"strategy": "none"}, "pretrain": {"method": "ts", "ts": {"period_fraction": 0.2}}}, PRE + EVAL_F),
+    "tase": ({"ood": {"strategy": "none"}, "pretrain": {"method": "tase", "tase": {"warmup": 5, "refresh": 5,
+                                                                                "full": 15}}}, PRE + EVAL_F),
     "gloco": ({"ood": {"strategy": "none"}, "pretrain": {"method": "gloco"}}, PRE + EVAL_F),
-    "gloco+proco": ({"ood": {"strategy": "none"}, "pretrain": {"method": "gloco+proco"}}, PRE + EVAL_F),
-    "gml": ({"ood": {"strategy": "none"}, "pretrain": {"method": "gml"}, "distill": {"method": "gml", "epochs": 30, "gml_k": 1024}},
+    "gloco-proco": ({"ood": {"strategy": "none"}, "pretrain": {"method": "gloco-proco"}}, PRE + EVAL_F),
+    "gml": ({"ood": {"strategy": "none"}, "pretrain": {"method": "gml"}, "distill": {"method": "gml", "epochs": 30, "gml": {"k": 1024}}},
             PRE + EVAL_F + EVAL_G),
 }
 
@@ -91,7 +96,7 @@ class Runner:
     def __init__(self, work: Path, out: Path, overrides: dict):
         self.work, self.out = work, out
         # the checkout's params as copied (work/params.yaml is rewritten by every run: reading it
-        # would carry the previous run's keys - e.g. pretrain.sdclr - into the next invocation)
+        # would carry the previous run's keys - e.g. pretrain.pruned_branch - into the next invocation)
         self.base = yaml.safe_load((work / "params.base.yaml").read_text())
         self.overrides = overrides
         self.env = dict(os.environ, PYTHONPATH=str(work / "src"), DVC_NO_ANALYTICS="1")
@@ -104,8 +109,11 @@ class Runner:
         if arm != "data":  # no metrics of an earlier arm may be copied with this one's
             for sub in ("probe", "cluster"):
                 shutil.rmtree(self.work / "metrics" / sub, ignore_errors=True)
-            for f in ("distill.json", "pretrain.json", "ood.json"):
+            for f in ("distill.json", "pretrain.json", "ood.json", "ood_details.json"):
                 (self.work / "metrics" / f).unlink(missing_ok=True)
+            for f in (self.work / "runs").glob("*.json"):  # nor run records (the data stages' are shared)
+                if f.stem not in ("make-lt-dataset", "ood-pool"):
+                    f.unlink()
         t0 = time.time()
         for st in stages:
             r = subprocess.run([sys.executable, f"stages/{st[0]}", *st[1:]], cwd=self.work, env=self.env,
@@ -116,6 +124,8 @@ class Runner:
         d = self.out / f"s{seed}_{arm}"
         shutil.rmtree(d, ignore_errors=True)
         shutil.copytree(self.work / "metrics", d)
+        if (self.work / "runs").is_dir():  # the run records (timings: ltcl compare's training minutes)
+            shutil.copytree(self.work / "runs", d / "runs")
         shutil.copy(self.work / "params.yaml", d)
         (d / "wall.json").write_text(json.dumps({"wall_s": time.time() - t0}))
         print(f"s{seed} {arm} done in {time.time() - t0:.0f} s", flush=True)
@@ -189,7 +199,7 @@ def main(argv=None) -> int:
                     print(f"s{seed} simclr_matched skipped: no kdup run", flush=True)
                     continue
                 steps = json.loads((kd / "pretrain.json").read_text())["steps"] \
-                    + json.loads((kd / "ood.json").read_text())["warmup"]["steps"]
+                    + json.loads((kd / "ood_details.json").read_text())["warmup"]["steps"]  # ltcl.headline
                 n_id = json.loads((a.out / f"s{seed}_data" / "dataset.json").read_text())["size_lt"]
                 per_epoch = n_id // COMMON["pretrain"]["batch_size"]
                 ep = math.ceil(steps / per_epoch)

@@ -14,7 +14,7 @@ if any step failed):
                 raised under deterministic algorithms are collected
   pipelines     the tiny pipeline (configs/tiny.yaml) through every stage of dvc.yaml, each as
                 ``python stages/<x>.py`` in a temporary project (no dvc needed), for KDUP (psd +
-                ood kdup), SDCLR + KDUP (pretrain.sdclr) and GML (supervised): per-stage wall
+                ood kdup), SDCLR + KDUP (pretrain.pruned_branch) and GML (supervised): per-stage wall
                 time, exit code, warnings, the precision the stages chose and the probe accuracy
   throughput    ResNet-18 at 32x32, SimCLR: ltcl's training loop (``run_epoch``, runtime.amp
                 auto, kornia on the device) against a plain loop (torchvision transforms in a
@@ -73,8 +73,8 @@ SHARED_STAGES = ("make-lt-dataset", "ood-pool")
 # per method: params over configs/tiny.yaml (runtime.device / amp are set for every method)
 METHODS = {
     "kdup": {"ood": {"strategy": "kdup"}, "pretrain": {"method": "psd"}},
-    "sdclr_kdup": {"ood": {"strategy": "kdup"}, "pretrain": {"method": "psd", "sdclr": True}},
-    "gml": {"ood": {"strategy": "none"}, "pretrain": {"method": "gml"}, "distill": {"method": "auto", "gml_k": 64}},
+    "sdclr_kdup": {"ood": {"strategy": "kdup"}, "pretrain": {"method": "psd", "pruned_branch": True}},
+    "gml": {"ood": {"strategy": "none"}, "pretrain": {"method": "gml"}, "distill": {"method": "gml", "gml": {"k": 64}}},
 }
 
 FULL = {
@@ -483,18 +483,19 @@ def pipeline_figures(root: Path) -> dict:
     """Probe accuracies, the recorded precision and training speed of a finished project."""
     out: dict = {"probe": {}}
     for enc in ("pretrain", "distill"):
-        m = read_json(root / "metrics" / "probe" / f"{enc}.json")
+        m = read_json(root / "metrics" / "probe" / f"{enc}_details.json")  # the whole record (ltcl.headline)
         if isinstance(m, dict):
             out["probe"][enc] = {"full_all": m.get("full", {}).get("all"),
                                  "few_shot_all": m.get("few_shot", {}).get("all"), "knn": m.get("knn")}
     pre = read_json(root / "metrics" / "pretrain.json") or {}
-    run = pre.get("run") or {}
+    record = read_json(root / "runs" / "pretrain.json") or {}  # pretrain's run record (ltcl.runrecord)
+    run, timings = record.get("run") or {}, record.get("timings") or {}
     out["precision"] = run.get("precision")
     out["gpu_seen_by_stage"] = run.get("gpu")
-    out["pretrain_images_per_s"] = pre.get("images_per_s")
-    out["pretrain_seconds"] = pre.get("seconds")
-    if "ood_update_total_s" in pre:
-        out["ood_update_total_s"] = pre["ood_update_total_s"]
+    out["pretrain_images_per_s"] = timings.get("images_per_s")
+    out["pretrain_seconds"] = timings.get("seconds")
+    if "ood_update_total_s" in timings:
+        out["ood_update_total_s"] = timings["ood_update_total_s"]
     if isinstance(pre.get("classifier"), dict):
         out["teacher_classifier"] = {k: v for k, v in pre["classifier"].items() if not isinstance(v, (list, dict))}
     return out
@@ -552,13 +553,15 @@ def step_throughput(check: Check, budget: float, deadline: float) -> dict:
 
     import numpy as np
     import torch
-    from benchmarks.bench_throughput import CROP_SCALE, JITTER, SGD, TEMPERATURE, PairDataset, reference_transform
+    from benchmarks.bench_throughput import (CROP_SCALE, GRAY_P, JITTER, JITTER_P, SGD, TEMPERATURE, PairDataset,
+                                             reference_transform)
     from torch.utils.data import DataLoader
 
     from ltcl.data.augment import SimCLRAugment
     from ltcl.losses.contrastive import nt_xent
     from ltcl.methods.base import TrainSet
-    from ltcl.models.heads import build_encoder
+    from ltcl.models.heads import encoder_for
+    from ltcl.params import ModelParams
     from ltcl.registry import get_method
     from ltcl.runtime import Runtime, amp_decision, resolve_device, seed_everything
     from ltcl.train.loop import build_optimizer, make_scaler, run_epoch
@@ -577,8 +580,10 @@ def step_throughput(check: Check, budget: float, deadline: float) -> dict:
     def ltcl_path(amp):
         rt = Runtime(device=device, amp_dtype=amp_decision(device, amp).dtype, channels_last=True)
         torch.manual_seed(0)
-        model = build_encoder(s["backbone"], 3, size).to(device, memory_format=rt.memory_format()).train()
-        aug = SimCLRAugment(size, 3, crop_scale=CROP_SCALE, jitter=JITTER, mean=[0.5] * 3, std=[0.5] * 3).to(device)
+        model = encoder_for(ModelParams(backbone=s["backbone"]), 3, size).to(
+            device, memory_format=rt.memory_format()).train()
+        aug = SimCLRAugment(size, 3, crop_scale=CROP_SCALE, jitter=JITTER, jitter_p=JITTER_P, gray_p=GRAY_P, flip=True,
+                            mean=[0.5] * 3, std=[0.5] * 3).to(device)
         timed = TrainSet.from_numpy(x[: k * b], np.zeros(k * b, dtype=np.int64), 1, device)  # k steps per epoch
         method = get_method("simclr")(model, timed, cfg, rt, aug)
         opt = build_optimizer(method.parameters(), cfg)
@@ -597,7 +602,7 @@ def step_throughput(check: Check, budget: float, deadline: float) -> dict:
 
     def reference_path():
         torch.manual_seed(0)
-        model = build_encoder(s["backbone"], 3, size).to(device).train()
+        model = encoder_for(ModelParams(backbone=s["backbone"]), 3, size).to(device).train()
         opt = torch.optim.SGD(model.parameters(), lr=SGD.lr, momentum=SGD.momentum, weight_decay=SGD.weight_decay)
         loader = DataLoader(PairDataset(x, reference_transform(size, 3)), batch_size=b, shuffle=True, drop_last=True,
                             num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=workers > 0)
@@ -664,7 +669,8 @@ def step_ood_update(check: Check, budget: float, deadline: float) -> dict:
     from benchmarks.bench_sampling import kdup_config
 
     from ltcl.methods.base import TrainSet
-    from ltcl.models.heads import build_encoder
+    from ltcl.models.heads import encoder_for
+    from ltcl.params import ModelParams
     from ltcl.runtime import Runtime, amp_decision, resolve_device, seed_everything
     from ltcl.sampling.refresh import OODSampler
 
@@ -693,7 +699,8 @@ def step_ood_update(check: Check, budget: float, deadline: float) -> dict:
         rec["pool_gib"] = round(path.stat().st_size / 2**30, 3)
 
         torch.manual_seed(0)
-        model = build_encoder(s["backbone"], 3, size).to(device, memory_format=rt.memory_format()).train()
+        model = encoder_for(ModelParams(backbone=s["backbone"]), 3, size).to(
+            device, memory_format=rt.memory_format()).train()
         x_id = np.frombuffer(rng.bytes(n_id * row), dtype=np.uint8).reshape(n_id, size, size, 3)
         data = TrainSet.from_numpy(x_id, np.zeros(n_id, dtype=np.int64), 1, device)
         mean, std = [0.5] * 3, [0.25] * 3

@@ -3,7 +3,7 @@ model card (Markdown and JSON).
 
 Usage: python stages/export.py <encoder>   (encoder = pretrain | distill)
 Reads no params (the card takes the params stored in the checkpoint).  Reads data/models/<encoder>.pt,
-metrics/probe/<encoder>.json, metrics/probe/ref-{pixels,random}.json, metrics/pretrain.json,
+metrics/probe/<encoder>_details.json, metrics/probe/ref-{pixels,random}_details.json, metrics/pretrain.json,
 metrics/<encoder>.json, data/lt/manifest.json.  Writes export/<encoder>/ (encoder.safetensors,
 model_card.json, model_card.md).
 """
@@ -18,7 +18,8 @@ OUT = f"export/{encoder}"
 
 
 def main() -> None:
-    export.run(encoder, f"data/models/{encoder}.pt", f"metrics/probe/{encoder}.json", "metrics", "data/lt", OUT)
+    export.run(encoder, f"data/models/{encoder}.pt", f"metrics/probe/{encoder}_details.json", "metrics", "data/lt",
+               OUT)
 
 
 if __name__ == "__main__":

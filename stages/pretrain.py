@@ -2,25 +2,31 @@
 
 With an OOD strategy it continues from the ood-sampling warm-up, trains on ID + selected
 images and re-samples every ood.interval epochs.
-Reads params: model, runtime, augment, pretrain, ood.  Writes: data/models/pretrain.pt,
+Reads params: ltcl.params.STAGE_PARAMS["pretrain"] (model, augment, data.group_rule, pretrain's common
+keys and pretrain.<method>, ood's sampling keys and ood.<strategy>) and runtime.  Writes: data/models/pretrain.pt,
 data/models/pretrain.pt.sha256, metrics/pretrain.json, data/ood/pretrain_diagnostics.npz (the
-pictures of the OOD updates), dvclive/pretrain/ (curves), data/checkpoints/pretrain.pt.
+pictures of the OOD updates), dvclive/pretrain/ (curves).
 """
 
 from ltcl.collectives import is_main, shutdown
 from ltcl.launch import maybe_torchrun
 from ltcl.params import load_params
+from ltcl.runtime import check_recorded_facts
 from ltcl.pipeline import pretrain
 from ltcl.stage import run_stage
+from ltcl.train.resume import resume_file
 
 OUTS = ["data/models/pretrain.pt", "metrics/pretrain.json", "data/models/pretrain.pt.sha256",
         "data/ood/pretrain_diagnostics.npz"]
-RESUME = "data/checkpoints/pretrain.pt"  # persistent: a killed run resumes from it
+RESUME = resume_file("pretrain")  # not a DVC output: a killed run resumes from it, a finished one removes it
 
 
-def main() -> None:
-    pretrain.run(load_params(), lt_dir="data/lt", ckpt_path=OUTS[0], metrics_path=OUTS[1],
-                 diagnostics_path=OUTS[3], live_dir="dvclive/pretrain", ood_dir="data/ood", resume_path=RESUME)
+def main() -> dict:
+    params = load_params()
+    check_recorded_facts(params.runtime)  # data/runtime.json: the facts DVC ran this stage for
+    return pretrain.run(params, lt_dir="data/lt", ckpt_path=OUTS[0], metrics_path=OUTS[1],
+                        diagnostics_path=OUTS[3], live_dir="dvclive/pretrain", ood_dir="data/ood",
+                        resume_path=RESUME)  # its timings: the run record's
 
 
 if __name__ == "__main__":
@@ -28,5 +34,6 @@ if __name__ == "__main__":
     maybe_torchrun(__file__, OUTS, "pretrain")
     # under torchrun rank 0 alone writes (and on failure removes) the outputs; a failing rank
     # exits and torchrun stops the others
-    run_stage("pretrain", main, outputs=OUTS if is_main() else [])
+    run_stage("pretrain", main, outputs=OUTS if is_main() else [], resume=RESUME if is_main() else None,
+              record=is_main())
     shutdown()

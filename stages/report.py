@@ -1,6 +1,7 @@
 """report: report/index.html (self-contained, renders offline) and report/report.md.
 
-Reads params: report (and shows params.yaml).  Reads every metrics file the pipeline wrote.
+Reads params: report (and shows params.yaml).  Reads every metrics file the pipeline wrote and the
+run records of the stages before it (runs/<stage>.json: run card, timings, images/s per epoch).
 """
 
 from ltcl.params import load_params

@@ -88,6 +88,17 @@ class Project:
         return self.root / rel
 
 
+def all_keys(obj):
+    """Every key of a nested JSON-like object (dicts inside dicts and lists), depth first."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield k
+            yield from all_keys(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from all_keys(v)
+
+
 def tiny_params(params: dict | None = None) -> dict:
     """The repository's params.yaml with the tiny overrides and then ``params`` applied."""
     base = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -95,16 +106,18 @@ def tiny_params(params: dict | None = None) -> dict:
 
 
 def make_project(tmp: Path, params: dict | None = None, git: bool = False) -> Project:
-    for name in ("dvc.yaml", "params.yaml", ".dvcignore"):
-        shutil.copy(REPO / name, tmp / name)
-    shutil.copytree(REPO / "stages", tmp / "stages")
+    if git:  # a DVC project, laid out as the real one (the pipeline benchmark's scratch copy too)
+        sys.path.insert(0, str(REPO / "benchmarks"))
+        from _util import copy_layout
+
+        copy_layout(tmp)
+    else:
+        for name in ("dvc.yaml", "params.yaml", ".dvcignore"):
+            shutil.copy(REPO / name, tmp / name)
+        shutil.copytree(REPO / "stages", tmp / "stages")
     proj = Project(tmp)
     proj.set_params(deep_update(yaml.safe_load(yaml.safe_dump(TINY)), params or {}))
-    if git:  # a DVC project: dvc.yaml's code deps, with the method dirs' links into src/
-        shutil.copytree(REPO / "src", tmp / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        shutil.copytree(REPO / "deps", tmp / "deps", symlinks=True)
-        (tmp / ".dvc").mkdir()
-        shutil.copy(REPO / ".dvc" / "config", tmp / ".dvc" / "config")
+    if git:
         for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "ci@ltcl"],
                     ["git", "config", "user.name", "ci"]):
             subprocess.run(cmd, cwd=tmp, check=True)

@@ -19,6 +19,15 @@ from ltcl.data.augment import (
 MEAN3, STD3 = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
 
 
+def _aug(image_size, channels, **kw) -> SimCLRAugment:
+    """SimCLRAugment with SimCLR's settings (the schema's augment defaults) unless ``kw`` changes them."""
+    from ltcl.params import AugmentParams
+
+    a = AugmentParams()
+    base = {"crop_scale": a.crop_scale, "jitter": a.jitter, "jitter_p": a.jitter_p, "gray_p": a.gray_p, "flip": a.flip}
+    return SimCLRAugment(image_size, channels, **{**base, **kw})
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _single_thread():
     """Tiny tensors: one intra-op thread avoids OpenMP spin contention on a shared 2-core CPU."""
@@ -35,17 +44,17 @@ def _images(n: int = 16, size: int = 32, channels: int = 3, seed: int = 0) -> to
 
 def test_output_shape_dtype_layout() -> None:
     x = _images(8)
-    aug = SimCLRAugment(32, 3, mean=MEAN3, std=STD3)
+    aug = _aug(32, 3, mean=MEAN3, std=STD3)
     for inp in (x, x.permute(0, 3, 1, 2), x.numpy()):  # NHWC, NCHW, numpy NHWC
         out = aug(inp)
         assert out.shape == (8, 3, 32, 32) and out.dtype == torch.float32
         assert out.is_contiguous(memory_format=torch.channels_last)
-    assert SimCLRAugment(24, 3)(x).shape == (8, 3, 24, 24)  # output size independent of the input size
-    assert SimCLRAugment(40, 3)(x).shape == (8, 3, 40, 40)
+    assert _aug(24, 3)(x).shape == (8, 3, 24, 24)  # output size independent of the input size
+    assert _aug(40, 3)(x).shape == (8, 3, 40, 40)
 
 
 def test_colour_pipeline_uses_torchvision_semantics() -> None:
-    aug = SimCLRAugment(32, 3)
+    aug = _aug(32, 3)
     kinds = [type(op) for op in aug.ops]
     assert kinds == [K.RandomResizedCrop, K.RandomHorizontalFlip, K.ColorJitter, K.RandomGrayscale]
     jitter = aug.ops[2]
@@ -56,8 +65,8 @@ def test_colour_pipeline_uses_torchvision_semantics() -> None:
 
 def test_normalisation() -> None:
     x = _images(8)
-    raw = SimCLRAugment(32, 3)
-    norm = SimCLRAugment(32, 3, mean=MEAN3, std=STD3)
+    raw = _aug(32, 3)
+    norm = _aug(32, 3, mean=MEAN3, std=STD3)
     torch.manual_seed(3)
     a = raw(x)
     torch.manual_seed(3)
@@ -71,7 +80,7 @@ def test_normalisation() -> None:
 def test_per_sample_independence() -> None:
     one = _images(1)
     batch = one.expand(16, -1, -1, -1).contiguous()
-    aug = SimCLRAugment(32, 3)
+    aug = _aug(32, 3)
     torch.manual_seed(0)
     out = aug(batch).flatten(1)
     dists = torch.cdist(out, out)
@@ -82,7 +91,7 @@ def test_per_sample_independence() -> None:
 
 
 def test_grayscale_path() -> None:
-    aug = SimCLRAugment(28, 1, mean=(0.13,), std=(0.31,))
+    aug = _aug(28, 1, mean=(0.13,), std=(0.31,))
     kinds = [type(op) for op in aug.ops]
     assert K.RandomGrayscale not in kinds
     jitter = aug.ops[-1]
@@ -92,24 +101,24 @@ def test_grayscale_path() -> None:
     for inp in (x, x[..., 0], x.permute(0, 3, 1, 2)):  # (N,H,W,1), (N,H,W), (N,1,H,W)
         out = aug(inp)
         assert out.shape == (8, 1, 28, 28) and torch.isfinite(out).all()
-    digits = SimCLRAugment(8, 1)(_images(4, 8, 1))  # 8x8 digits
+    digits = _aug(8, 1)(_images(4, 8, 1))  # 8x8 digits
     assert digits.shape == (4, 1, 8, 8) and digits.min() >= 0 and digits.max() <= 1
 
 
 def test_random_grayscale_applies_per_sample() -> None:
     x = _images(32)
-    always = SimCLRAugment(32, 3, jitter_p=0.0, gray_p=1.0)
+    always = _aug(32, 3, jitter_p=0.0, gray_p=1.0)
     out = always(x)
     torch.testing.assert_close(out[:, 0], out[:, 1])
     torch.testing.assert_close(out[:, 1], out[:, 2])
-    never = SimCLRAugment(32, 3, jitter_p=0.0, gray_p=0.0)
+    never = _aug(32, 3, jitter_p=0.0, gray_p=0.0)
     assert K.RandomGrayscale not in [type(op) for op in never.ops]
     assert not torch.allclose(never(x)[:, 0], never(x)[:, 1])
 
 
 def test_deterministic_under_manual_seed() -> None:
     x = _images(8)
-    aug = SimCLRAugment(32, 3, mean=MEAN3, std=STD3)
+    aug = _aug(32, 3, mean=MEAN3, std=STD3)
     torch.manual_seed(123)
     a = aug(x)
     torch.manual_seed(123)
@@ -122,7 +131,7 @@ def test_deterministic_under_manual_seed() -> None:
 
 def test_two_views() -> None:
     x = _images(8)
-    aug = SimCLRAugment(32, 3, mean=MEAN3, std=STD3)
+    aug = _aug(32, 3, mean=MEAN3, std=STD3)
     v1, v2 = two_views(aug, x)
     assert v1.shape == v2.shape == (8, 3, 32, 32)
     assert v1.is_contiguous(memory_format=torch.channels_last)
@@ -172,16 +181,16 @@ def test_dataset_stats(tmp_path) -> None:
 
 def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="image_size"):
-        SimCLRAugment(4, 3)
+        _aug(4, 3)
     with pytest.raises(ValueError, match="crop_scale"):
-        SimCLRAugment(32, 3, crop_scale=(0.5, 0.2))
+        _aug(32, 3, crop_scale=(0.5, 0.2))
     with pytest.raises(ValueError, match="mean"):
-        SimCLRAugment(32, 3, mean=(0.5,), std=(0.5, 0.5, 0.5))
+        _aug(32, 3, mean=(0.5,), std=(0.5, 0.5, 0.5))
     with pytest.raises(ValueError, match="std"):
         to_float_normalised(_images(2), MEAN3, (0.2, 0.0, 0.2))
     with pytest.raises(ValueError, match="channels"):
-        SimCLRAugment(32, 3)(_images(2, 32, 1))
+        _aug(32, 3)(_images(2, 32, 1))
     with pytest.raises(ValueError, match="jitter"):
-        SimCLRAugment(32, 3, jitter=(0.4, 0.4, 0.4, 0.7))
+        _aug(32, 3, jitter=(0.4, 0.4, 0.4, 0.7))
     with pytest.raises(ValueError, match="uint8"):
         dataset_stats(np.zeros((2, 8, 8, 3), dtype=np.float32))

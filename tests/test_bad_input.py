@@ -204,8 +204,10 @@ PARAMS_CASES = {
     "budget zero with a strategy": ({"ood": {"strategy": "colt", "budget": 0}},
                                     "ood.budget is 0 but ood.strategy is 'colt'"),
     "k_pos not below the OOD domain": ({"ood": {"strategy": "kdup", "budget": 60},
-                                        "pretrain": {"method": "psd", "k_pos": 60, "epochs": 3}},
-                                       "pretrain.k_pos (60) must be smaller than ood.budget (60)"),
+                                        "pretrain": {"method": "psd", "psd": {"k_pos": 60}, "epochs": 3}},
+                                       "pretrain.psd.k_pos (60) must be smaller than ood.budget (60)"),
+    # a key of the flat layout before the per-method subsections: the message names its new place
+    "old flat key": ({"pretrain": {"tase_warmup": 5}}, "pretrain.tase_warmup is now pretrain.tase.warmup"),
     "unknown data source": ({"data": {"source": "imagenet"}},
                             "data.source: Input should be 'digits', 'fashion-mnist', 'mnist', 'cifar10'"),
     "unknown method": ({"pretrain": {"method": "byol"}},
@@ -256,16 +258,16 @@ def test_more_clusters_than_samples(built):
             absent=("data/ood/warmup.pt", "data/ood/selection.npz", "metrics/ood.json"), proj=built)
 
 
-@pytest.mark.parametrize("key, value, needle", [
-    ("k_kd", 5000, "distill.k_kd=5000 needs more than 5000 ID images"),
-    ("clusters", 5000, "distill.clusters=5000 is larger than the ID set"),
-    ("batch_size", 5000, "distill.batch_size=5000 is larger than the training set"),
+@pytest.mark.parametrize("update, needle", [
+    ({"kdup": {"k_kd": 5000}}, "distill.kdup.k_kd=5000 needs more than 5000 ID images"),
+    ({"kdup": {"clusters": 5000}}, "distill.kdup.clusters=5000 is larger than the ID set"),
+    ({"batch_size": 5000}, "distill.batch_size=5000 is larger than the training set"),
 ])
-def test_distill_sizes_larger_than_the_data(built, key, value, needle):
+def test_distill_sizes_larger_than_the_data(built, update, needle):
     """k_kd (f's neighbours within the ID domain, the only domain distill sees), the clusters
     of f's embeddings and the batch size, each larger than the ID set."""
     fake_encoder(built)
-    built.set_params({"distill": {key: value}})
+    built.set_params({"distill": update})
     proc = stage_inproc(built, "distill.py")
     refused(proc, needle, absent=("data/models/distill.pt", "data/models/distill.pt.sha256",
                                   "metrics/distill.json"), proj=built)
@@ -288,7 +290,7 @@ def test_k_pos_larger_than_the_id_domain():
 
     z = torch.randn(12, 4)
     dom = torch.tensor([0] * 3 + [1] * 9)
-    with pytest.raises(ValueError, match=r"pretrain.k_pos=3 .* but the ID domain has 3; lower pretrain.k_pos"):
+    with pytest.raises(ValueError, match=r"pretrain.psd.k_pos=3 .* but the ID domain has 3; lower pretrain.psd.k_pos"):
         domain_knn(z, dom, 3)
     assert domain_knn(z, dom, 2).shape == (12, 2)
 

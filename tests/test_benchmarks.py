@@ -91,6 +91,31 @@ def test_pipeline_scratch_project_and_stage_parsing(tmp_path):
     out = "Running stage 'linear-probe@pretrain':\n> python x\nRunning stage 'report':\n"
     assert bench_pipeline.ran_stages(out) == ["linear-probe@pretrain", "report"]
 
+    # laid out as the real project (issue 26): every dependency dvc.yaml names is in the copy or is
+    # another stage's output (foreach outputs by their folder), and the first stages run under dvc
+    import json
+    import subprocess
+    import sys
+
+    import yaml
+
+    env = bench_pipeline._env(1)
+
+    def dvc(*args):
+        return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, check=True).stdout
+
+    status = json.loads(dvc("status", "--json"))
+    missing = {path for entries in status.values() for e in entries if isinstance(e, dict)
+               for path, what in e.get("changed deps", {}).items() if what == "deleted"}
+    outs = set()
+    for stage in yaml.safe_load((tmp_path / "dvc.yaml").read_text())["stages"].values():
+        body = stage.get("do", stage)
+        for o in (body.get("outs") or []) + (body.get("metrics") or []):
+            outs.add((next(iter(o)) if isinstance(o, dict) else o).split("${")[0])
+    assert missing and not {m for m in missing if not any((m + "/").startswith(o) for o in outs)}
+    assert bench_pipeline.ran_stages(dvc("repro", "make-lt-dataset")) == ["make-lt-dataset"]
+
 
 def test_scale_streams_a_small_pool(tmp_path):
     r = bench_scale.run(n=64, budget=16, id_counts=(30, 20, 10), tmpdir=str(tmp_path), batch_size=16)

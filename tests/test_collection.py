@@ -213,7 +213,7 @@ def test_params_refuse_what_needs_labels():
     base = {"data": {"source": "images", "root": "x", "image_size": 32}}
     with pytest.raises(ParamsError, match="supervised"):
         validate({**base, "pretrain": {"method": "gloco"}, "ood": {"strategy": "none"}})
-    with pytest.raises(ParamsError, match="tase_clusters"):
+    with pytest.raises(ParamsError, match=r"pretrain\.tase\.clusters: 0 means"):
         validate({**base, "pretrain": {"method": "tase"}})
     with pytest.raises(ParamsError, match="image_size"):
         validate({"data": {"source": "images", "root": "x"}})
@@ -230,7 +230,7 @@ def test_long_tailed_draw_reports_what_it_left_out(tmp_path, caplog):
                                        tmp_path / "c.csv")
     from ltcl.data.sources import load_source
 
-    raw = load_source("digits")
+    raw = load_source("digits", download=False, on_bad_image="error")
     n_train = len(raw.y_train)
     rec = manifest["subsampling"]
     kept = int(np.sum(manifest["lt_counts"]))
@@ -241,7 +241,7 @@ def test_long_tailed_draw_reports_what_it_left_out(tmp_path, caplog):
     assert f"pre-training uses {kept} of the source's {n_train}" in caplog.text
     from ltcl.report.html import build_report
 
-    md = build_report(tmp_path).to_markdown()  # the report says it where the data set is described
+    md = build_report(tmp_path, title="ltcl report").to_markdown()  # the report says it where the data set is described
     assert f"Pre-training uses {kept} of the source's {n_train} training images" in md
 
 

@@ -17,6 +17,7 @@ from ltcl.compare.experiments import from_directory, from_exp_show, method_label
 from ltcl.compare.queue import compute_matched_epochs, presets, queue_commands
 from ltcl.compare.render import html_page, markdown_table, text_table
 from ltcl.compare.table import build_lines, honest_baselines
+from ltcl.eval.protocols import probe_headline
 from ltcl.params import validate
 from ltcl.presets import merged
 
@@ -35,15 +36,15 @@ def probe(all_, few=None, many=None):
             "knn": {"k1": all_ - 1, "k10": all_ - 0.5}}
 
 
-def rec(name: str, over: dict, f: float, g: float | None = None, seconds=60.0) -> dict:
+def rec(name: str, over: dict, f: float, g: float | None = None) -> dict:
+    """An experiment as ``dvc exp show --json`` gives it: its params and its headline metrics files
+    (ltcl.headline: dvc.yaml declares no other metric)."""
     p = params_with(over)
-    metrics = {"metrics/probe/pretrain.json": {"data": probe(f)},
+    metrics = {"metrics/probe/pretrain.json": {"data": probe_headline(probe(f))},
                "metrics/cluster/pretrain.json": {"data": {"chi": 100.0 + f, "dbi": 2.0}},
-               "metrics/pretrain.json": {"data": {"seconds": seconds, "method": p["pretrain"]["method"]}},
-               "metrics/ood.json": {"data": {"warmup": {"seconds": 0.0}}}}
+               "metrics/ood.json": {"data": {"selected": 10}}}
     if g is not None:
-        metrics["metrics/probe/distill.json"] = {"data": probe(g)}
-        metrics["metrics/distill.json"] = {"data": {"seconds": 30.0, "enabled": True, "method": "kdup"}}
+        metrics["metrics/probe/distill.json"] = {"data": probe_headline(probe(g))}
     return {"rev": f"{abs(hash(name)) % 10**12:012x}", "name": name, "error": None, "experiments": None,
             "data": {"rev": "x", "params": {"params.yaml": {"data": p}}, "metrics": metrics}}
 
@@ -157,8 +158,31 @@ def test_compare_cli_on_result_directories(tmp_path, capsys):
     assert (out / "compare.html").exists() and (out / "compare.md").exists()
 
 
+def test_the_distilled_row_is_named_by_the_distill_method_param(tmp_path):
+    """g's row name comes from ``distill.method`` (metrics/distill.json is no DVC metric); a run from
+    before the param had kdup | gml only (``auto``) is named by the rule auto followed: GML's student
+    after pretrain.method gml.  A result folder's details files are no metrics of it."""
+    gml = {"pretrain": {"method": "gml"}, "ood": {"strategy": "none"}, "distill": {"enabled": True, "method": "gml"}}
+    old = rec("old", gml, 70, 72)
+    old["data"]["params"]["params.yaml"]["data"]["distill"]["method"] = "auto"
+    simclr_gml = {**SIMCLR, "distill": {"enabled": True, "method": "gml"}}  # GML's student of a SimCLR f
+    exps = from_exp_show(exp_show([rec("gml", gml, 70, 71), old, rec("kdup", KDUP, 84, 85),
+                                   rec("simclr-gml", simclr_gml, 80, 81)]))
+    labels = {e.name: [l.label for l in build_lines([e], "full")[0]] for e in exps}
+    assert labels == {"gml": ["GML teacher", "GML student"], "old": ["GML teacher", "GML student"],
+                      "kdup": ["SimCLR + KDUP (f)", "SimCLR + KDUP (g)"],
+                      "simclr-gml": ["SimCLR (f)", "SimCLR student"]}
+    d = tmp_path / "kdup"
+    (d / "metrics" / "probe").mkdir(parents=True)
+    (d / "params.yaml").write_text(yaml.safe_dump(params_with(KDUP)))
+    (d / "metrics" / "probe" / "pretrain.json").write_text(json.dumps(probe_headline(probe(80.0))))
+    (d / "metrics" / "probe" / "pretrain_details.json").write_text(json.dumps(probe(80.0)))
+    assert set(from_directory(d).metrics) == {"probe/pretrain"}
+
+
 def test_method_labels():
-    assert method_label({"pretrain.method": "psd", "pretrain.sdclr": True, "ood.strategy": "kdup"}) == "SDCLR + KDUP"
+    assert method_label({"pretrain.method": "psd", "pretrain.pruned_branch": True,
+                         "ood.strategy": "kdup"}) == "SDCLR + KDUP"
     assert method_label({"pretrain.method": "sdclr", "ood.strategy": "colt"}) == "SDCLR + COLT"
     assert method_label({"pretrain.method": "psd", "ood.strategy": "none"}) == "SimCLR + PSD"
     # Table 3 (PSD + distillation with another sampler), Table 12, Table 5's strong baseline
@@ -307,6 +331,27 @@ def test_queue_colt_rows_use_colts_domain_loss():
     assert "pretrain.domain_loss" not in rows["simclr-kdup"]
 
 
+def test_queue_rows_use_their_authors_head_and_ts_protocol():
+    """SDCLR's rows run SDCLR's dual-BN 3-Linear head (its --prune_dual_bn runs), every other row the
+    2-Linear SimCLR head of SDCLR's / COLT's / TS's code; the TS row TS's published protocol (t_max 200
+    of 2,000 epochs = period fraction 0.2, tau 0.1 .. 1.0); whatever the workspace's params hold."""
+    table = presets(BASE)
+    assert {n: o["model.proj_layers"] for n, o in table["table2"]} == {
+        "simclr": 2, "simclr-colt": 2, "simclr-kdup": 2, "sdclr": 3, "sdclr-colt": 3, "sdclr-kdup": 3}
+    methods = dict(table["methods"])
+    assert {n: o["model.proj_layers"] for n, o in methods.items()} == {
+        "m-simclr": 2, "m-sdclr": 3, "m-ts": 2, "m-tase": 2, "m-colt": 2, "m-kdup": 2, "m-gloco": 2,
+        "m-gloco-proco": 2, "m-gml": 2}
+    assert {k: methods["m-ts"][k] for k in methods["m-ts"] if k.startswith("pretrain.ts.")} == {
+        "pretrain.ts.period_fraction": 0.2, "pretrain.ts.tau_min": 0.1, "pretrain.ts.tau_max": 1.0}
+    for preset, rows in table.items():
+        assert all("model.proj_layers" in o for _, o in rows), preset
+    # a workspace running SDCLR + KDUP with a 2-layer head: the KDUP rows, which inherit its pruned branch, get 3
+    sdclr_ws = params_with({"pretrain.pruned_branch": True, "model.proj_layers": 2})
+    assert {o["model.proj_layers"] for _, o in presets(sdclr_ws)["table6"]} == {3}
+    assert dict(presets(sdclr_ws)["table2"])["simclr-kdup"]["model.proj_layers"] == 2  # sets pruned_branch false
+
+
 def test_queue_seeds_on_community_splits_take_split_index():
     from ltcl.errors import UserError
 
@@ -333,3 +378,58 @@ def test_compare_html_renders_offline_in_headless_chromium(tmp_path):
                          capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "s.png").stat().st_size > 5000
+
+
+def test_training_minutes_come_from_the_run_records(tmp_path):
+    """A result folder's training minutes are the warm-up, pre-training and (for g) distillation
+    seconds of its run records (runs/*.json: not metrics, so not in dvc exp show); the records
+    are not taken for metrics files, and a folder without them has no minutes column."""
+    from ltcl.compare.table import build_lines
+
+    def folder(name: str, records: bool) -> Path:
+        d = tmp_path / name
+        p = params_with(KDUP)
+        (d / "metrics" / "probe").mkdir(parents=True)
+        (d / "params.yaml").write_text(yaml.safe_dump(p))
+        for enc, acc in (("pretrain", 80.0), ("distill", 82.0)):
+            (d / "metrics" / "probe" / f"{enc}.json").write_text(json.dumps(probe(acc)))
+        (d / "metrics" / "pretrain.json").write_text(json.dumps({"method": "psd", "epochs": 3}))
+        (d / "metrics" / "distill.json").write_text(json.dumps({"enabled": True, "method": "kdup", "epochs": 1}))
+        if records:
+            (d / "runs").mkdir()
+            for stage, timings in (("ood-sampling", {"warmup": {"seconds": 30.0}, "seconds": {"total": 2.0}}),
+                                   ("pretrain", {"seconds": 90.0}), ("distill", {"seconds": 60.0})):
+                record = {"stage": stage, "run": {}, "timings": timings}
+                (d / "runs" / f"{stage}.json").write_text(json.dumps(record))
+        return d
+
+    exp = from_directory(folder("with", True))
+    assert not any(k.startswith("runs") for k in exp.metrics)
+    lines, _ = build_lines([exp], "full")
+    minutes = {line.label: line.mean.get("minutes") for line in lines}
+    assert minutes == {"SimCLR + KDUP (f)": pytest.approx(2.0), "SimCLR + KDUP (g)": pytest.approx(3.0)}
+    lines, _ = build_lines([from_directory(folder("without", False))], "full")
+    assert all("minutes" not in line.mean for line in lines)
+
+
+def test_training_minutes_of_a_dvc_experiment_come_from_its_commit(tmp_path):
+    """For ``dvc exp show`` experiments the run records are read from each experiment's git commit
+    in the repository given (``ltcl.compare.experiments.read_at_rev``: DVC's file system at that
+    commit, git-tracked or DVC-tracked files alike)."""
+    import subprocess
+
+    repo, other = tmp_path / "repo", tmp_path / "other"
+    (repo / "runs").mkdir(parents=True)
+    other.mkdir()
+    for stage, secs in (("ood-sampling", {"warmup": {"seconds": 12.0}}), ("pretrain", {"seconds": 48.0})):
+        (repo / "runs" / f"{stage}.json").write_text(json.dumps({"stage": stage, "timings": secs}))
+    for cmd in (["init", "-q"], ["add", "runs"], ["-c", "user.email=a@b", "-c", "user.name=a", "commit", "-qm", "r"]):
+        subprocess.run(["git", *cmd], cwd=repo, check=True)
+    subprocess.run(["git", "init", "-q"], cwd=other, check=True)
+    rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    r = rec("simclr", SIMCLR, 80)
+    r["rev"] = rev
+    lines, _ = build_lines(from_exp_show(exp_show([r]), repo=repo), "full")
+    assert lines[0].mean["minutes"] == pytest.approx(1.0)
+    lines, _ = build_lines(from_exp_show(exp_show([r]), repo=other), "full")  # a repository without that commit
+    assert "minutes" not in lines[0].mean

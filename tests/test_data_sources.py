@@ -85,13 +85,13 @@ def write_png(path: Path, arr: np.ndarray):
 
 def test_unknown_source_lists_known():
     with pytest.raises(ValueError) as err:
-        load_source("imagenet-22k")
+        load_source("imagenet-22k", download=False, on_bad_image="error")
     for name in ("cifar10", "cifar100", "digits", "fashion-mnist", "folder", "mnist", "npz"):
         assert name in str(err.value)
 
 
 def test_digits():
-    raw = load_source("digits")
+    raw = load_source("digits", download=False, on_bad_image="error")
     assert raw.x_train.dtype == np.uint8 and raw.x_train.shape[1:] == (8, 8, 1)
     assert len(raw.x_train) + len(raw.x_test) == 1797
     assert len(raw.x_test) == 599  # ceil(1797 / 3)
@@ -100,12 +100,12 @@ def test_digits():
     # stratified: every class has ~2/3 of its images in train
     frac = np.bincount(raw.y_train) / (np.bincount(raw.y_train) + np.bincount(raw.y_test))
     assert np.all(np.abs(frac - 2 / 3) < 0.02)
-    again = load_source("digits")
+    again = load_source("digits", download=False, on_bad_image="error")
     np.testing.assert_array_equal(raw.x_train, again.x_train)
 
 
 def test_digits_resized():
-    raw = load_source("digits", image_size=16)
+    raw = load_source("digits", image_size=16, download=False, on_bad_image="error")
     assert raw.x_train.shape[1:] == (16, 16, 1) and raw.x_test.shape[1:] == (16, 16, 1)
 
 
@@ -116,7 +116,7 @@ def test_digits_resized():
 @pytest.mark.parametrize("sub", ["", "mnist", "mnist/raw", "MNIST/raw"])
 def test_mnist_idx_layouts(tmp_path, gz, sub):
     data = write_idx_set(tmp_path / sub, np.random.default_rng(0), gz=gz)
-    raw = load_source("mnist", root=tmp_path)
+    raw = load_source("mnist", root=tmp_path, download=False, on_bad_image="error")
     np.testing.assert_array_equal(raw.x_train[..., 0], data["train-images-idx3-ubyte"])
     np.testing.assert_array_equal(raw.y_test, data["t10k-labels-idx1-ubyte"])
     assert raw.x_train.shape == (30, 28, 28, 1) and raw.y_train.dtype == np.int64
@@ -125,7 +125,7 @@ def test_mnist_idx_layouts(tmp_path, gz, sub):
 def test_fashion_mnist_names(tmp_path, monkeypatch):
     monkeypatch.setattr(idx_source, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "absent")
     write_idx_set(tmp_path / "FashionMNIST" / "raw", np.random.default_rng(1))
-    raw = load_source("fashion-mnist", root=tmp_path)
+    raw = load_source("fashion-mnist", root=tmp_path, download=False, on_bad_image="error")
     assert raw.class_names[0] == "T-shirt/top" and raw.class_names[-1] == "Ankle boot"
 
 
@@ -141,7 +141,7 @@ def test_truncated_idx_names_file(tmp_path):
     path = tmp_path / "train-images-idx3-ubyte"
     path.write_bytes(path.read_bytes()[:-100])
     with pytest.raises(ValueError, match="train-images-idx3-ubyte.*truncated"):
-        load_source("mnist", root=tmp_path)
+        load_source("mnist", root=tmp_path, download=False, on_bad_image="error")
 
 
 def test_truncated_gzip_names_file(tmp_path):
@@ -149,7 +149,7 @@ def test_truncated_gzip_names_file(tmp_path):
     path = tmp_path / "t10k-images-idx3-ubyte.gz"
     path.write_bytes(path.read_bytes()[:40])
     with pytest.raises(ValueError, match="t10k-images-idx3-ubyte.gz"):
-        load_source("mnist", root=tmp_path)
+        load_source("mnist", root=tmp_path, download=False, on_bad_image="error")
 
 
 def test_bad_idx_magic_and_dtype(tmp_path):
@@ -168,13 +168,13 @@ def test_idx_label_count_mismatch(tmp_path):
     write_idx_set(tmp_path, np.random.default_rng(0), gz=False)
     (tmp_path / "train-labels-idx1-ubyte").write_bytes(idx_bytes(np.zeros(7, np.uint8)))
     with pytest.raises(ValueError, match="train-labels-idx1-ubyte"):
-        load_source("mnist", root=tmp_path)
+        load_source("mnist", root=tmp_path, download=False, on_bad_image="error")
 
 
 def test_missing_idx_lists_paths_and_howto(tmp_path, monkeypatch):
     monkeypatch.setattr(idx_source, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "debian")
     with pytest.raises(FileNotFoundError) as err:
-        load_source("fashion-mnist", root=tmp_path / "data")
+        load_source("fashion-mnist", root=tmp_path / "data", download=False, on_bad_image="error")
     msg = str(err.value)
     for d in ("data", "data/fashion-mnist/raw", "data/FashionMNIST/raw", "debian"):
         assert str(tmp_path / d / "train-images-idx3-ubyte") in msg
@@ -193,14 +193,14 @@ def test_mnist_download_uses_torchvision(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torchvision.datasets, "MNIST", FakeMNIST)
     with pytest.raises(FileNotFoundError):
-        load_source("mnist", root=tmp_path)  # download off: no network touched
-    raw = load_source("mnist", root=tmp_path, download=True)
+        load_source("mnist", root=tmp_path, download=False, on_bad_image="error")  # download off: no network touched
+    raw = load_source("mnist", root=tmp_path, download=True, on_bad_image="error")
     assert calls and all(c[2] for c in calls) and len(raw.x_train) == 30
 
 
 @pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="dataset-fashion-mnist not installed")
 def test_real_fashion_mnist_debian():
-    raw = load_source("fashion-mnist")
+    raw = load_source("fashion-mnist", download=False, on_bad_image="error")
     assert raw.x_train.shape == (60000, 28, 28, 1) and raw.x_test.shape == (10000, 28, 28, 1)
     assert np.all(np.bincount(raw.y_train) == 6000)
 
@@ -210,7 +210,7 @@ def test_real_fashion_mnist_debian():
 
 def test_cifar10_extracted_layout_and_pixels(tmp_path):
     x_tr, x_te = write_cifar10(tmp_path / "cifar-10-batches-py", np.random.default_rng(0))
-    raw = load_source("cifar10", root=tmp_path)
+    raw = load_source("cifar10", root=tmp_path, download=False, on_bad_image="error")
     assert raw.x_train.shape == (20, 32, 32, 3) and raw.x_test.shape == (10, 32, 32, 3)
     np.testing.assert_array_equal(raw.x_train, x_tr)  # planes -> HWC correctly
     np.testing.assert_array_equal(raw.x_test, x_te)
@@ -224,7 +224,7 @@ def test_cifar10_targz_not_extracted(tmp_path):
     root = tmp_path / "root"
     root.mkdir()
     make_targz(src, root / "cifar-10-python.tar.gz")
-    raw = load_source("cifar10", root=root)
+    raw = load_source("cifar10", root=root, download=False, on_bad_image="error")
     np.testing.assert_array_equal(raw.x_train, x_tr)
     assert sorted(os.listdir(root)) == ["cifar-10-python.tar.gz"]  # nothing extracted
 
@@ -243,7 +243,7 @@ def test_cifar100_fine_labels_and_meta(tmp_path):
     root = tmp_path / "root"
     root.mkdir()
     make_targz(src, root / "cifar-100-python.tar.gz")
-    raw = load_source("cifar100", root=root)
+    raw = load_source("cifar100", root=root, download=False, on_bad_image="error")
     assert raw.num_classes == 100 and raw.class_names[7] == "class007"
     np.testing.assert_array_equal(raw.y_train, np.arange(200) % 100)
     np.testing.assert_array_equal(raw.x_train, x_tr)
@@ -263,7 +263,7 @@ def test_malicious_pickle_refused(tmp_path):
     write_cifar10(folder, np.random.default_rng(0))
     (folder / "data_batch_3").write_bytes(pickle.dumps({b"data": _Evil(str(target))}, protocol=2))
     with pytest.raises(pickle.UnpicklingError, match="refused global"):
-        load_source("cifar10", root=tmp_path)
+        load_source("cifar10", root=tmp_path, download=False, on_bad_image="error")
     assert not target.exists()
 
 
@@ -280,7 +280,7 @@ def test_restricted_loads_allows_numpy_only():
 
 def test_cifar_missing_explains(tmp_path):
     with pytest.raises(FileNotFoundError) as err:
-        load_source("cifar100", root=tmp_path)
+        load_source("cifar100", root=tmp_path, download=False, on_bad_image="error")
     assert "cifar-100-python.tar.gz" in str(err.value) and "download" in str(err.value)
 
 
@@ -298,7 +298,7 @@ def test_cifar_download_uses_torchvision_archive(tmp_path, monkeypatch):
     monkeypatch.setattr(tvu, "download_and_extract_archive", fake_download)
     root = tmp_path / "root"
     root.mkdir()
-    raw = load_source("cifar10", root=root, download=True)
+    raw = load_source("cifar10", root=root, download=True, on_bad_image="error")
     assert calls[0][1] == "cifar-10-python.tar.gz" and calls[0][2]  # md5 checked
     assert len(raw.x_train) == 20
 
@@ -309,7 +309,7 @@ def test_cifar_bad_batch_shape(tmp_path):
     bad = {b"data": np.zeros((4, 100), np.uint8), b"labels": [0, 1, 2, 3]}
     (folder / "data_batch_2").write_bytes(pickle.dumps(bad, protocol=2))
     with pytest.raises(ValueError, match="data_batch_2"):
-        load_source("cifar10", root=tmp_path)
+        load_source("cifar10", root=tmp_path, download=False, on_bad_image="error")
 
 
 # --------------------------------------------------------------------------- folder
@@ -327,7 +327,7 @@ def make_folder(root: Path, rng, gray=False, sizes=((20, 30), (16, 16)), classes
 def test_folder_rgb_resized(tmp_path):
     make_folder(tmp_path, np.random.default_rng(0))
     (tmp_path / "train" / "cat" / "notes.txt").write_text("ignored")
-    raw = load_source("folder", root=tmp_path, image_size=12)
+    raw = load_source("folder", root=tmp_path, image_size=12, download=False, on_bad_image="error")
     assert raw.x_train.shape == (6, 12, 12, 3) and raw.x_test.shape == (4, 12, 12, 3)
     assert raw.class_names == ["cat", "dog"]
     np.testing.assert_array_equal(raw.y_train, [0, 0, 0, 1, 1, 1])
@@ -338,17 +338,17 @@ def test_folder_pixels_exact_without_resize(tmp_path):
     img = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
     for split in ("train", "test"):
         write_png(tmp_path / split / "a" / "x.png", img)
-    raw = load_source("folder", root=tmp_path)
+    raw = load_source("folder", root=tmp_path, download=False, on_bad_image="error")
     np.testing.assert_array_equal(raw.x_train[0], img)
 
 
 def test_folder_grayscale_and_mixed_mode(tmp_path):
     make_folder(tmp_path / "g", np.random.default_rng(0), gray=True)
-    assert load_source("folder", root=tmp_path / "g", image_size=8).x_train.shape[-1] == 1
+    assert load_source("folder", root=tmp_path / "g", image_size=8, download=False, on_bad_image="error").x_train.shape[-1] == 1
     make_folder(tmp_path / "m", np.random.default_rng(0), gray=True)
     rgb = np.random.default_rng(2).integers(0, 256, (5, 5, 3), dtype=np.uint8)
     write_png(tmp_path / "m" / "test" / "cat" / "rgb.png", rgb)
-    raw = load_source("folder", root=tmp_path / "m", image_size=8)
+    raw = load_source("folder", root=tmp_path / "m", image_size=8, download=False, on_bad_image="error")
     assert raw.x_train.shape[-1] == 3
     g = raw.x_train[0]
     np.testing.assert_array_equal(g[..., 0], g[..., 2])  # gray replicated
@@ -357,7 +357,7 @@ def test_folder_grayscale_and_mixed_mode(tmp_path):
 def test_folder_mixed_sizes_error(tmp_path):
     make_folder(tmp_path, np.random.default_rng(0))
     with pytest.raises(ValueError, match="mixed image sizes"):
-        load_source("folder", root=tmp_path)
+        load_source("folder", root=tmp_path, download=False, on_bad_image="error")
 
 
 def test_folder_symlink_outside_refused(tmp_path):
@@ -368,17 +368,17 @@ def test_folder_symlink_outside_refused(tmp_path):
     link = root / "train" / "cat" / "link.png"
     link.symlink_to(secret)
     with pytest.raises(ValueError, match="link.png"):
-        load_source("folder", root=root)
+        load_source("folder", root=root, download=False, on_bad_image="error")
     link.unlink()
     (root / "train" / "dogdir").symlink_to(tmp_path, target_is_directory=True)
     with pytest.raises(ValueError, match="dogdir"):
-        load_source("folder", root=root)
+        load_source("folder", root=root, download=False, on_bad_image="error")
 
 
 def test_folder_symlink_inside_ok(tmp_path):
     make_folder(tmp_path, np.random.default_rng(0), sizes=((8, 8),))
     (tmp_path / "train" / "cat" / "link.png").symlink_to(tmp_path / "train" / "dog" / "0.png")
-    raw = load_source("folder", root=tmp_path)
+    raw = load_source("folder", root=tmp_path, download=False, on_bad_image="error")
     assert len(raw.x_train) == 7
 
 
@@ -387,20 +387,20 @@ def test_folder_corrupt_image_error_vs_skip(tmp_path, caplog):
     bad = tmp_path / "train" / "dog" / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     with pytest.raises(ValueError, match="broken.png"):
-        load_source("folder", root=tmp_path)
+        load_source("folder", root=tmp_path, download=False, on_bad_image="error")
     with caplog.at_level("WARNING"):
-        raw = load_source("folder", root=tmp_path, on_bad_image="skip")
+        raw = load_source("folder", root=tmp_path, on_bad_image="skip", download=False)
     assert raw.skipped == [str(bad)] and len(raw.x_train) == 6
     assert "broken.png" in caplog.text
     with pytest.raises(ValueError, match="on_bad_image"):
-        load_source("folder", root=tmp_path, on_bad_image="ignore")
+        load_source("folder", root=tmp_path, on_bad_image="ignore", download=False)
 
 
 def test_folder_missing_class_after_skip(tmp_path):
     make_folder(tmp_path, np.random.default_rng(0), sizes=((8, 8),))
     (tmp_path / "train" / "empty").mkdir()
     with pytest.raises(ValueError, match="missing from the train split: 2 \\(empty\\)"):
-        load_source("folder", root=tmp_path)
+        load_source("folder", root=tmp_path, download=False, on_bad_image="error")
 
 
 # --------------------------------------------------------------------------- npz and validation
@@ -418,7 +418,7 @@ def _npz(path, **over):
 def test_npz_file_and_dir(tmp_path):
     d = _npz(tmp_path / "data.npz", class_names=np.array(["a", "b", "c"]))
     for root in (tmp_path, tmp_path / "data.npz"):
-        raw = load_source("npz", root=root)
+        raw = load_source("npz", root=root, download=False, on_bad_image="error")
         np.testing.assert_array_equal(raw.x_train, d["x_train"])
         assert raw.class_names == ["a", "b", "c"] and raw.y_train.dtype == np.int64
 
@@ -427,22 +427,22 @@ def test_npz_missing_class(tmp_path):
     _npz(tmp_path / "d.npz", y_train=np.where(np.arange(12) % 3 == 1, 0, np.arange(12) % 3),
          class_names=np.array(["a", "b", "c"]))
     with pytest.raises(ValueError, match=r"missing from the train split: 1 \(b\)"):
-        load_source("npz", root=tmp_path / "d.npz")
+        load_source("npz", root=tmp_path / "d.npz", download=False, on_bad_image="error")
 
 
 def test_npz_out_of_range_labels(tmp_path):
     _npz(tmp_path / "d.npz", y_test=np.array([0, 1, 2, 5, -1, 0]), class_names=np.array(["a", "b", "c"]))
     with pytest.raises(ValueError, match=r"out-of-range labels \[-1, 5\]"):
-        load_source("npz", root=tmp_path / "d.npz")
+        load_source("npz", root=tmp_path / "d.npz", download=False, on_bad_image="error")
 
 
 def test_npz_mixed_sizes(tmp_path):
     _npz(tmp_path / "d.npz", x_test=np.zeros((6, 5, 5, 3), np.uint8))
     with pytest.raises(ValueError, match="mixed image sizes"):
-        load_source("npz", root=tmp_path / "d.npz")
+        load_source("npz", root=tmp_path / "d.npz", download=False, on_bad_image="error")
     _npz(tmp_path / "e.npz", x_test=np.zeros((6, 6, 6, 1), np.uint8))
     with pytest.raises(ValueError, match="channel"):
-        load_source("npz", root=tmp_path / "e.npz")
+        load_source("npz", root=tmp_path / "e.npz", download=False, on_bad_image="error")
 
 
 def test_validate_raw_dtype():

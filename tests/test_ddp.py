@@ -82,8 +82,8 @@ def run_cases() -> dict:
     params = Params.model_validate({
         "model": {"backbone": "resnet8", "proj_hidden": 32, "proj_dim": 16},
         "ood": {"strategy": "none"},
-        "pretrain": {"epochs": 1, "batch_size": GLOBAL_BATCH, "warmup_epochs": 0, "k_pos": 2, "alpha": 0.3},
-        "distill": {"epochs": 1, "batch_size": GLOBAL_BATCH, "warmup_epochs": 0, "k_kd": 3, "clusters": 2},
+        "pretrain": {"epochs": 1, "batch_size": GLOBAL_BATCH, "warmup_epochs": 0, "psd": {"k_pos": 2}, "alpha": 0.3},
+        "distill": {"epochs": 1, "batch_size": GLOBAL_BATCH, "warmup_epochs": 0, "kdup": {"k_kd": 3, "clusters": 2}},
     })
 
     def encoder():
@@ -107,13 +107,14 @@ def run_cases() -> dict:
     m = _eval_bn(get_method("simclr"))(encoder(), data(True), pre, rt, FixedAugment())
     out["simclr+dd"] = one_step(m, pre)
 
-    cfg = pre.model_copy(update={"sdclr": True})
+    cfg = pre.model_copy(update={"pruned_branch": True})
     m = _eval_bn(get_method("psd"))(encoder(), data(True), cfg, rt, FixedAugment())
     out["psd+sdclr"] = one_step(m, cfg)  # on_epoch_start: neighbours (rank 0, broadcast), SDCLR's masks
     assert m.neighbours is not None and m.masks is not None and m.pruned_norms is not None
 
     for guided in (True, False):
-        dcfg = params.distill.model_copy(update={"guided_sampling": guided})
+        dcfg = params.distill.model_copy(
+            update={"kdup": params.distill.kdup.model_copy(update={"guided_sampling": guided})})
         teacher = encoder().eval()
         torch.manual_seed(1)
         for p in teacher.parameters():  # a teacher that differs from the student
@@ -224,7 +225,7 @@ def test_ddp_support_is_not_inherited():
 
     assert get_method("simclr").supports_ddp and get_method("psd").supports_ddp
     assert get_method("sdclr").supports_ddp and get_method("ts").supports_ddp
-    for name in ("tase", "gloco", "gloco+proco", "gml"):  # subclasses that change the step
+    for name in ("tase", "gloco", "gloco-proco", "gml"):  # subclasses that change the step
         assert not get_method(name).supports_ddp, name
 
 
@@ -243,7 +244,7 @@ def test_params_that_cannot_run_distributed_stop_before_any_work(tmp_path, monke
     with pytest.raises(ValueError, match="multiple of the number of processes"):
         check_stage("pretrain", params(pretrain={"batch_size": 63}), 2)
     with pytest.raises(ValueError, match="method 'gml' does not support DDP yet"):
-        check_stage("distill", params(pretrain={"method": "gml"}), 2)
+        check_stage("distill", params(pretrain={"method": "gml"}, distill={"method": "gml"}), 2)
     check_stage("pretrain", params(pretrain={"method": "psd", "batch_size": 64}), 2)
     check_stage("distill", params(pretrain={"method": "gml"}, distill={"enabled": False}), 2)
     check_stage("pretrain", params(pretrain={"method": "tase"}), 1)

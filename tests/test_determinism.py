@@ -24,7 +24,7 @@ PIPELINE = ("make_lt_dataset.py", "ood_pool.py", "ood_sampling.py", "pretrain.py
 def accuracies(proj) -> dict:
     out = {}
     for enc in ("pretrain", "distill"):
-        m = json.loads(proj.path(f"metrics/probe/{enc}.json").read_text())
+        m = json.loads(proj.path(f"metrics/probe/{enc}_details.json").read_text())  # the whole record
         out[enc] = {key: m[key] for key in ("full", "few_shot", "knn")}
     return out
 

@@ -90,7 +90,8 @@ class ImageMoves(TorchFunctionMode):
 
 # ------------------------------------------------------------------------------------ augmentation
 def test_augment_output_stays_on_device():
-    aug = SimCLRAugment(SIZE, CHANNELS, mean=MEAN, std=STD).to(DEVICE)
+    aug = SimCLRAugment(SIZE, CHANNELS, crop_scale=(0.08, 1.0), jitter=(0.4, 0.4, 0.4, 0.1), jitter_p=0.8, gray_p=0.2,
+                        flip=True, mean=MEAN, std=STD).to(DEVICE)
     x = torch.from_numpy(images(8)).to(DEVICE)
     out = aug(x)
     assert out.device.type == DEVICE.type and out.dtype == torch.float32
@@ -104,7 +105,9 @@ def setup(method: str, with_ood: bool = False, n: int = 40, **pretrain):
     params = Params.model_validate({
         "model": {"backbone": "resnet8", "proj_hidden": 32, "proj_dim": 16},
         "ood": {"strategy": "none"},
-        "pretrain": {"method": method, "epochs": 1, "batch_size": 16, "warmup_epochs": 0, "k_pos": 2, **pretrain},
+        "pretrain": {"method": method, "epochs": 1, "batch_size": 16, "warmup_epochs": 0, "psd": {"k_pos": 2},
+                     **pretrain},
+        "distill": {"method": "gml" if method == "gml" else "kdup"},  # GML's teacher has GML's student
     })
     rt = runtime()
     x = images(n)
@@ -167,7 +170,8 @@ def small_model(device: torch.device):
     from ltcl.models.heads import build_encoder
 
     torch.manual_seed(0)
-    model = build_encoder("resnet8", CHANNELS, SIZE)
+    model = build_encoder("resnet8", CHANNELS, SIZE, width=1.0, stem="auto", proj_hidden=512, proj_dim=128,
+                          proj_layers=2)
     for mod in model.modules():  # non-trivial BatchNorm statistics (eval mode uses them)
         if isinstance(mod, torch.nn.BatchNorm2d):
             mod.running_mean.uniform_(-0.1, 0.1)

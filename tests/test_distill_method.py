@@ -15,10 +15,10 @@ from ltcl.train.loop import fit
 from ltcl.train.session import build_augment, new_encoder
 
 
-def setup(**distill):
+def setup(**kdup):
     torch.manual_seed(0)
     params = Params.model_validate({"model": {"backbone": "resnet8", "proj_hidden": 32, "proj_dim": 16},
-                                    "distill": {"epochs": 2, "batch_size": 16, "warmup_epochs": 0, **distill}})
+                                    "distill": {"epochs": 2, "batch_size": 16, "warmup_epochs": 0, "kdup": kdup}})
     rt = Runtime(device=torch.device("cpu"), amp_dtype=None, channels_last=True)
     rng = np.random.default_rng(0)
     x = rng.integers(0, 255, size=(40, 8, 8, 1), dtype=np.uint8)

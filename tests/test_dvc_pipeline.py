@@ -16,6 +16,7 @@ from conftest import make_project
 # kept as cheap as the assertions allow; none of them depends on the t-SNE sample count (the
 # cluster stage's cost: 1000 Barnes-Hut iterations).
 SMALLER = {"cluster": {"tsne_samples": 10}}
+ALWAYS = {"runtime"}  # always_changed: it records this machine's precision and threads in every repro
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +36,7 @@ def stale_stages(p) -> set[str]:
 def test_repro_then_noop_then_probe_experiment(dvc_project):
     p = dvc_project
     first = p.dvc("repro")
-    for stage in ("make-lt-dataset", "ood-pool", "ood-sampling", "pretrain", "distill", "linear-probe@pretrain",
+    for stage in ("runtime", "make-lt-dataset", "ood-pool", "ood-sampling", "pretrain", "distill", "linear-probe@pretrain",
                   "linear-probe@distill", "reference-probe-pixels", "reference-probe-random", "cluster@pretrain",
                   "cluster@distill", "export@pretrain", "export@distill", "report"):
         assert f"Running stage '{stage}'" in first.stdout
@@ -43,8 +44,8 @@ def test_repro_then_noop_then_probe_experiment(dvc_project):
     p.run("git", "add", "-A")
     p.run("git", "commit", "-qm", "baseline run")
 
-    again = p.dvc("repro")
-    assert "Running stage" not in again.stdout and "up to date" in again.stdout
+    again = p.dvc("repro")  # the runtime stage always runs (a second); its record is unchanged, so nothing else
+    assert ran_stages(again) == ALWAYS
 
     # code deps are exact (issue 12): a loss only GML uses changes nothing of the KDUP chain; KDUP's
     # own loss module invalidates the stages that run it (and so everything after them)
@@ -64,14 +65,14 @@ def test_repro_then_noop_then_probe_experiment(dvc_project):
     params_text = p.path("params.yaml").read_text()
     p.set_params({"data": {"split_index": 3, "split_seed": 5}})
     status = json.loads(p.dvc("status", "--json").stdout)
-    assert set(status) - {"report"} == {"make-lt-dataset"}  # the report shows params.yaml itself
+    assert set(status) - {"report"} - ALWAYS == {"make-lt-dataset"}  # the report prints the data params
     assert "'data': 'modified'" in str(status["make-lt-dataset"])  # it reads the whole data section
     p.stage("make_lt_dataset.py")
     stale = set(json.loads(p.dvc("status", "--json").stdout))
     p.path("params.yaml").write_text(params_text)
     assert {"ood-sampling", "pretrain", "linear-probe@pretrain"} <= stale and "ood-pool" not in stale
     back = p.dvc("repro").stdout  # the baseline's split again (from DVC's run cache): nothing after it reruns
-    assert set(re.findall(r"Running stage '([^']+)'", back)) <= {"make-lt-dataset"}
+    assert set(re.findall(r"Running stage '([^']+)'", back)) <= {"make-lt-dataset"} | ALWAYS, back
 
     before = json.loads(p.path("metrics/probe/pretrain.json").read_text())
     # The experiments target the report (everything but the exports, which the first repro ran):
@@ -80,7 +81,7 @@ def test_repro_then_noop_then_probe_experiment(dvc_project):
     ran = {exp_name(exp): snapshot(p)}  # each experiment's own metrics files, read from the workspace it left
     # the reference rows (raw pixels, random init) run the same probe: they rerun with it
     assert ran_stages(exp) == {"linear-probe@pretrain", "linear-probe@distill", "reference-probe-pixels",
-                               "reference-probe-random", "report"}
+                               "reference-probe-random", "report"} | ALWAYS
     assert "export@pretrain" in stale_stages(p)  # the model cards quote the probe numbers: stale now
     after = json.loads(p.path("metrics/probe/pretrain.json").read_text())
     assert after != before
@@ -90,20 +91,21 @@ def test_repro_then_noop_then_probe_experiment(dvc_project):
     assert any(k.startswith("full.") for k in changed["metrics/probe/pretrain.json"])
 
     # a distillation ablation (Table 6) reruns distill and what evaluates g, never f's stages
-    exp = p.dvc("exp", "run", "-S", "distill.guided_weighting=false", "report")
-    assert ran_stages(exp) == {"distill", "linear-probe@distill", "cluster@distill", "report"}
+    exp = p.dvc("exp", "run", "-S", "distill.kdup.guided_weighting=false", "report")
+    assert ran_stages(exp) == {"distill", "linear-probe@distill", "cluster@distill", "report"} | ALWAYS
     ran[exp_name(exp)] = snapshot(p)
 
     # a PSD-only key (paper 003 Table 8's alpha) reruns pre-training, never the SimCLR warm-up
     exp = p.dvc("exp", "run", "-S", "pretrain.alpha=0.5", "report")
     assert ran_stages(exp) == {"pretrain", "distill", "linear-probe@pretrain", "linear-probe@distill",
-                               "cluster@pretrain", "cluster@distill", "report"}
+                               "cluster@pretrain", "cluster@distill", "report"} | ALWAYS
     ran[exp_name(exp)] = snapshot(p)
     check_compare_on_exp_show(p, ran)
 
 
-COMPARED = ("probe/pretrain", "probe/distill", "cluster/pretrain", "cluster/distill", "ood", "pretrain", "distill")
-VARIED = ("probe.lr", "probe.feature_norm", "distill.guided_weighting", "pretrain.alpha")  # set by the experiments
+# the declared metrics (the headlines, ltcl.headline; metrics/pretrain.json and distill.json are no metrics)
+COMPARED = ("probe/pretrain", "probe/distill", "cluster/pretrain", "cluster/distill", "ood")
+VARIED = ("probe.lr", "probe.feature_norm", "distill.kdup.guided_weighting", "pretrain.alpha")  # set by the experiments
 
 
 def exp_name(proc) -> str:
@@ -114,8 +116,17 @@ def exp_name(proc) -> str:
 def snapshot(p) -> dict:
     """The metrics files ltcl compare reads and the varied params, as this experiment left them."""
     metrics = {k: json.loads(p.path(f"metrics/{k}.json").read_text()) for k in COMPARED}
+    # the training seconds ltcl compare reads: in the run records (runs/<stage>.json), not the metrics
+    metrics["timings"] = {st: json.loads(p.path(f"runs/{st}.json").read_text())["timings"]
+                          for st in ("ood-sampling", "pretrain", "distill")}
     params = p.params()
-    return {"metrics": metrics, "params": {k: params[k.split(".")[0]][k.split(".")[1]] for k in VARIED}}
+
+    def at(key: str):
+        node = params
+        for part in key.split("."):
+            node = node[part]
+        return node
+    return {"metrics": metrics, "params": {k: at(k) for k in VARIED}}
 
 
 def scalars(d: dict) -> dict:
@@ -130,7 +141,7 @@ def check_compare_on_exp_show(p, ran: dict) -> None:
     from ltcl.compare.experiments import from_exp_show
     from ltcl.compare.table import COLUMNS, build_lines
 
-    exps = from_exp_show(json.loads(p.dvc("exp", "show", "--json").stdout))
+    exps = from_exp_show(json.loads(p.dvc("exp", "show", "--json").stdout), repo=p.root)  # run records: its git
     assert sorted(e.name for e in exps) == sorted(ran)
     for e in exps:
         for k in COMPARED:  # (dvc exp show leaves out lists and null values)
@@ -139,7 +150,7 @@ def check_compare_on_exp_show(p, ran: dict) -> None:
     # set, so what varies between the rows is the distillation weighting and alpha
     assert all(s["params"]["probe.lr"] == 0.05 and s["params"]["probe.feature_norm"] == "l2" for s in ran.values())
     lines, keys = build_lines(exps, "full")
-    assert sorted(keys) == ["distill.guided_weighting", "pretrain.alpha"]
+    assert sorted(keys) == ["distill.kdup.guided_weighting", "pretrain.alpha"]
     assert len(lines) == 6 and {l.label for l in lines} == {"SimCLR + KDUP (f)", "SimCLR + KDUP (g)"}
     for line in lines:
         (row,) = line.runs
@@ -149,8 +160,9 @@ def check_compare_on_exp_show(p, ran: dict) -> None:
         assert line.params == {k: snap["params"][k] for k in keys}
         m = snap["metrics"]
         probe, cl = m[f"probe/{enc}"], m[f"cluster/{enc}"]
-        minutes = (m["ood"]["warmup"]["seconds"] + m["pretrain"]["seconds"]
-                   + (m["distill"]["seconds"] if enc == "distill" else 0.0)) / 60
+        t = m["timings"]
+        minutes = (t["ood-sampling"]["warmup"]["seconds"] + t["pretrain"]["seconds"]
+                   + (t["distill"]["seconds"] if enc == "distill" else 0.0)) / 60
         want = {**{k: probe["full"][k] for k in ("many", "medium", "few", "std", "all")},
                 "knn1": probe["knn"]["k1"], "knn10": probe["knn"]["k10"], "chi": cl["chi"], "dbi": cl["dbi"],
                 "minutes": minutes}
@@ -161,3 +173,72 @@ def check_compare_on_exp_show(p, ran: dict) -> None:
 
 def ran_stages(proc) -> set[str]:
     return {line.split("'")[1] for line in proc.stdout.splitlines() if line.startswith("Running stage")}
+
+
+TORCH_STAGES = {"ood-sampling", "pretrain", "distill", "linear-probe@pretrain", "linear-probe@distill",
+                "reference-probe-pixels", "reference-probe-random", "cluster@pretrain", "cluster@distill"}
+
+
+def stale(p, cwd=None) -> dict:
+    """``dvc status`` without the runtime stage, which is always run (and says so)."""
+    status = json.loads((p.dvc("status", "--json") if cwd is None else cwd.dvc("status", "--json")).stdout)
+    assert status.pop("runtime", ["always changed"]) == ["always changed"], status
+    return status
+
+
+def test_team_promises(dvc_project, tmp_path):
+    """Issue 22, after the experiments above: ``dvc exp apply`` leaves nothing stale; the baseline's
+    params again restore every stage from DVC's run cache (no training stage runs); a key the
+    configured method never reads leaves every stage up to date; another machine's precision
+    decision makes exactly the torch stages stale; and a teammate's clone + ``dvc pull`` is up to
+    date, its ``dvc repro`` runs nothing but the runtime stage and leaves git clean."""
+    from conftest import Project
+
+    p = dvc_project
+    # a finished experiment (the workspace's exports were left stale by the experiments above)
+    full = p.dvc("exp", "run", "-S", "report.title=team")
+    assert ran_stages(full) == {"export@pretrain", "export@distill", "report"} | ALWAYS, full.stdout
+    name = exp_name(full)
+
+    p.run("git", "checkout", "HEAD", "--", "params.yaml")  # the baseline's params, outputs of the experiments
+    back = p.dvc("repro")
+    assert ran_stages(back) == ALWAYS, back.stdout
+    for st in ("pretrain", "distill", "linear-probe@pretrain", "export@distill"):  # (the warm-up never changed)
+        assert f"Stage '{st}' is cached - skipping run, checking out outputs" in back.stdout, st
+    assert stale(p) == {}
+
+    p.dvc("exp", "apply", name)
+    assert stale(p) == {} and p.params()["report"]["title"] == "team"
+    assert not p.path("data/checkpoints").exists() or not any(p.path("data/checkpoints").iterdir())
+    p.run("git", "add", "-A")
+    p.run("git", "commit", "-qm", "the experiment applied")
+
+    # psd (KDUP) reads none of GML's, TASE's or the GML student's keys
+    params_text = p.path("params.yaml").read_text()
+    p.set_params({"pretrain": {"gml": {"scale": 20.0}, "tase": {"warmup": 3}}, "distill": {"gml": {"k": 512}}})
+    assert stale(p) == {}
+    p.path("params.yaml").write_text(params_text)
+
+    # the runtime stage of a machine that resolves another precision (an AVX2 CPU with amp: auto)
+    facts = p.path("data/runtime.json")
+    mine = facts.read_text()
+    facts.write_text(json.dumps({**json.loads(mine), "precision": "bf16" if '"fp32"' in mine else "fp32"}))
+    status = json.loads(p.dvc("status", "--json").stdout)
+    assert "data/runtime.json" in str(status.pop("runtime"))  # its output no longer what the lock says
+    assert set(status) == TORCH_STAGES and all("data/runtime.json" in str(v) for v in status.values())
+    assert ran_stages(p.dvc("repro", "runtime")) == {"runtime"}  # this machine's facts again: nothing else
+    assert facts.read_text() == mine and stale(p) == {}
+
+    # sharing: push to a remote, clone, pull
+    remote = tmp_path / "remote"
+    p.dvc("remote", "add", "-d", "team", str(remote))
+    p.run("git", "add", "-A")
+    p.run("git", "commit", "-qm", "remote")
+    p.dvc("push")
+    clone = Project(tmp_path / "clone")
+    p.run("git", "clone", "-q", str(p.root), str(clone.root))
+    clone.dvc("pull")
+    assert stale(p, clone) == {}
+    again = clone.dvc("repro")
+    assert ran_stages(again) == {"runtime"}, again.stdout
+    assert clone.run("git", "status", "--porcelain").stdout == ""

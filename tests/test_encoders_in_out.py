@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import copy_project
+from conftest import all_keys, copy_project
 from ltcl import cli
 from ltcl.data.splits import load_split
 from ltcl.embed import embed
@@ -33,9 +33,8 @@ def probed(built_project, tmp_path_factory):
 
 
 def probe_numbers(proj, name: str) -> dict:
-    m = json.loads(proj.path(f"metrics/probe/{name}.json").read_text())
-    m.pop("run", None)
-    return m
+    """The whole probe record of encoder ``name`` (its details file, beside the headline)."""
+    return json.loads(proj.path(f"metrics/probe/{name}_details.json").read_text())
 
 
 def test_export_files_and_card_code_rebuild_the_encoder_without_ltcl(probed):
@@ -117,7 +116,7 @@ def test_sdclr_checkpoint_is_evaluated_like_f_and_g(built_project, tmp_path):
     from ltcl.report.html import build_report
 
     proj.stage("linear_probe.py", "pretrain")
-    rep = build_report(proj.root)
+    rep = build_report(proj.root, title="ltcl report")
     assert "sdclr (external encoder, imported)" in rep.to_html()
     lines, _ = build_lines([from_directory(proj.root)], "full")
     ext = [line for line in lines if line.label.startswith("sdclr (external")]
@@ -227,16 +226,6 @@ def test_card_code_runs_as_written_without_ltcl(probed, tmp_path):
 HOST_FACTS = ("wall_s", "peak_rss_mb", "cpu", "cores", "gpu", "python", "torch_threads", "run")
 
 
-def _keys(obj):
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            yield k
-            yield from _keys(v)
-    elif isinstance(obj, list):
-        for v in obj:
-            yield from _keys(v)
-
-
 def test_export_is_byte_stable(probed, tmp_path):
     """Re-exporting the same checkpoint in another process (another hash seed) writes the same
     bytes; neither the card nor the header holds timings or facts of the host."""
@@ -248,7 +237,7 @@ def test_export_is_byte_stable(probed, tmp_path):
     after = {p.name: p.read_bytes() for p in proj.path("export/pretrain").iterdir()}
     assert before == after
     card = json.loads(after["model_card.json"])
-    assert not set(_keys(card)) & set(HOST_FACTS)
+    assert not set(all_keys(card)) & set(HOST_FACTS)
     with safe_open(str(proj.path("export/pretrain/encoder.safetensors")), "pt") as f:
         meta = f.metadata()
     assert set(meta) == {"format", "ltcl_spec", "encoder", "method"}

@@ -48,7 +48,7 @@ def pip_line_packages(code: str) -> set[str]:
 
 
 def spec_of(backbone: str, stem: str, width: float = 1.0, channels: int = 3, image_size: int = 32) -> dict:
-    return {"backbone": backbone, "width": width, "stem": stem, "proj_hidden": 32, "proj_dim": 16,
+    return {"backbone": backbone, "width": width, "stem": stem, "proj_hidden": 32, "proj_dim": 16, "proj_layers": 2,
             "channels": channels, "image_size": image_size, "mean": [0.5] * channels, "std": [0.25] * channels}
 
 
@@ -73,7 +73,8 @@ def batch(channels: int = 3, size: int = 32) -> torch.Tensor:
 def trained_encoder(spec: dict):
     torch.manual_seed(0)
     enc = build_encoder(spec["backbone"], spec["channels"], spec["image_size"], width=spec["width"],
-                        proj_hidden=spec["proj_hidden"], proj_dim=spec["proj_dim"], stem=spec["stem"])
+                        proj_hidden=spec["proj_hidden"], proj_dim=spec["proj_dim"], proj_layers=spec["proj_layers"],
+                        stem=spec["stem"])
     randomise_norms(enc.backbone, spec["channels"], spec["image_size"])
     return enc.eval()
 
@@ -91,7 +92,7 @@ def assert_same_features(a: nn.Module, b, x: torch.Tensor) -> None:
 
 
 def test_backbone_state_is_torchvision_layout_without_head() -> None:
-    enc = build_encoder("resnet18", 3, 64, proj_hidden=32, proj_dim=16, stem="imagenet")
+    enc = build_encoder("resnet18", 3, 64, width=1.0, proj_hidden=32, proj_dim=16, proj_layers=2, stem="imagenet")
     PrunedBranchNorms(enc)  # SDCLR's pruned-branch norms live outside the encoder state
     state = backbone_state(enc.half())
     tv = set(torchvision.models.resnet18().state_dict()) - {"fc.weight", "fc.bias"}
@@ -243,7 +244,7 @@ def sdclr_state(backbone: nn.Module, dual_bn: bool, feat: int) -> dict[str, torc
 @pytest.mark.parametrize("backbone,dual_bn", [("resnet18", True), ("resnet18", False), ("resnet32", True)])
 def test_sdclr_checkpoint_import(tmp_path, backbone, dual_bn) -> None:
     torch.manual_seed(2)
-    net = build_backbone(backbone, 3, stem="cifar", image_size=32)
+    net = build_backbone(backbone, 3, width=1.0, stem="cifar", image_size=32)
     randomise_norms(net, 3, 32)
     sd = sdclr_state(net, dual_bn, net.out_dim)
     if backbone == "resnet18" and dual_bn:  # real SDCLR names
@@ -514,3 +515,30 @@ def test_save_backbone_is_byte_stable(tmp_path) -> None:
     loaded = load_file(str(tmp_path / "0.safetensors"))
     assert set(loaded) == set(backbone_state(enc))
     assert all(torch.equal(loaded[k], v) for k, v in backbone_state(enc).items())
+
+
+# ------------------------------------------------------------------------------------ the head's layers
+def test_a_three_layer_checkpoint_loads_with_its_head_and_a_two_layer_params_refuse_it(tmp_path):
+    """The encoder spec carries model.proj_layers: a checkpoint of SDCLR's 3-Linear head rebuilds that
+    head (weights equal), params asking for 2 layers refuse it naming the key, and a spec written
+    before the key existed is refused as invalid (its stage reruns)."""
+    from ltcl.errors import UserError
+    from ltcl.models.checkpoint import build_from_spec, encoder_spec, load_encoder, save_encoder
+    from ltcl.params import ModelParams
+
+    cfg = ModelParams(backbone="resnet8", proj_hidden=16, proj_dim=8, proj_layers=3)
+    spec = encoder_spec(cfg, 1, 8, [0.5], [0.25])
+    assert spec["proj_layers"] == 3
+    torch.manual_seed(0)
+    enc = build_from_spec(spec)
+    save_encoder(tmp_path / "f.pt", enc, spec)
+    back, spec_back, _ = load_encoder(tmp_path / "f.pt", model_cfg=cfg, image_shape=(8, 8, 1))
+    assert [type(m) for m in back.head if isinstance(m, nn.Linear)] == [nn.Linear] * 3
+    for (k, a), (k2, b) in zip(enc.state_dict().items(), back.state_dict().items()):
+        assert k == k2 and torch.equal(a, b)
+    with pytest.raises(UserError, match=r"model.proj_layers is 2 in params.yaml but 3 in the checkpoint"):
+        load_encoder(tmp_path / "f.pt", model_cfg=cfg.model_copy(update={"proj_layers": 2}))
+    old = {k: v for k, v in spec.items() if k != "proj_layers"}
+    save_encoder(tmp_path / "old.pt", enc, old)
+    with pytest.raises(UserError, match="model spec is invalid"):
+        load_encoder(tmp_path / "old.pt")

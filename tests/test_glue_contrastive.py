@@ -12,7 +12,7 @@ How the reference is built, independently of the method's own code:
   train mode (BatchNorm on batch statistics, as in the loop) and with the batch composition
   the module documents (SimCLR: one dense forward of [view 1; view 2]; SDCLR: view 1 dense,
   view 2 pruned; PSD: [view 1; neighbours; view 2] in one dense forward, or with
-  ``sdclr: true`` [view 1; neighbours] dense and view 2 pruned);
+  ``pruned_branch: true`` [view 1; neighbours] dense and view 2 pruned);
 * the SDCLR pruned branch is rebuilt here: global magnitude masks by sorting |w| of every
   backbone conv weight (the projection head excluded), a copy of the encoder with the weights
   multiplied by the masks and the pruned branch's own BatchNorms loaded into it;
@@ -73,7 +73,7 @@ def make_method(method: str, with_ood: bool, **pretrain):
         "model": {"backbone": "resnet8", "proj_hidden": 32, "proj_dim": 16},
         "ood": {"strategy": "none"},
         "pretrain": {"method": method, "temperature": TEMP, "alpha": ALPHA, "prune_ratio": PRUNE,
-                     "k_pos": K_POS, **pretrain},
+                     "psd": {"k_pos": K_POS}, **pretrain},
     })
     rt = Runtime(device=torch.device("cpu"), amp_dtype=None, channels_last=False)
     rng = np.random.default_rng(0)
@@ -288,8 +288,8 @@ def test_psd_step_brings_neighbours_and_matches_eq8_10(with_ood, sdclr):
     """PSD: neighbours = cosine kNN (k_pos) within each domain on the un-augmented projections;
     the step adds the anchors' neighbours (augmented) to the batch; positives = same image or
     in each other's neighbour lists; loss = L_PSD at the temperature + alpha * L_DD over all
-    rows with their domains; ``pretrain.sdclr: true`` sends view 2 through the pruned branch."""
-    m = make_method("psd", with_ood, sdclr=sdclr)
+    rows with their domains; ``pretrain.pruned_branch: true`` sends view 2 through the pruned branch."""
+    m = make_method("psd", with_ood, pruned_branch=sdclr)
     assert (m.pruned_norms is not None) == sdclr
     m.on_epoch_start(0)
     nb_ref = reference_neighbours(m, K_POS)

@@ -107,7 +107,7 @@ def distill_setup(centroids=CENTROIDS, **distill):
     torch.manual_seed(0)
     params = Params.model_validate({"model": {"backbone": "resnet8", "proj_hidden": 32, "proj_dim": 16},
                                     "distill": {"epochs": 1, "batch_size": 16, "warmup_epochs": 0,
-                                                "beta": BETA, "k_kd": 3, **distill}})
+                                                "kdup": {"beta": BETA, "k_kd": 3, **distill}}})
     rng = np.random.default_rng(0)
     x = rng.integers(0, 255, size=(40, 8, 8, 1), dtype=np.uint8)
     assert len(np.unique(x.reshape(40, -1), axis=0)) == 40
@@ -162,7 +162,7 @@ def test_guided_step_loss_and_pairs(sampling, weighting):
     dl = similarity_distillation_loss(ya, za)
     assert float(dl) > 1e-3 and abs(float(gcl - guided_contrastive_loss(ya, yp, yn, za, zp, zn,
                                                                        weighted=not weighting))) > 1e-3
-    expected = gcl + cfg.beta * dl
+    expected = gcl + cfg.kdup.beta * dl
     assert out.loss.item() == pytest.approx(expected.item(), rel=1e-5, abs=1e-6)
     assert out.parts["gcl"] == pytest.approx(gcl.item(), rel=1e-5, abs=1e-6)
     assert out.parts["dl"] == pytest.approx(dl.item(), rel=1e-5, abs=1e-6)
@@ -211,7 +211,7 @@ def test_distill_stage_guidance_from_f(lt_project, tmp_path, monkeypatch):
 
     def rec_init(self, *a, **kw):
         seen.update(neighbours=np.asarray(kw["neighbours"]), clusters=np.asarray(kw["clusters"]),
-                    centroids=np.asarray(kw["centroids"]), k_kd=a[2].k_kd)
+                    centroids=np.asarray(kw["centroids"]), k_kd=a[2].kdup.k_kd)
         init(self, *a, **kw)
 
     def rec_pick(self, idx):
@@ -225,7 +225,7 @@ def test_distill_stage_guidance_from_f(lt_project, tmp_path, monkeypatch):
     x, _, _ = load_train_split(proj.path("data/lt"))
     f, spec, _ = load_encoder(proj.path("data/models/pretrain.pt"))
     zf = direct_embeddings(f, x, spec["mean"], spec["std"], "projection")
-    k = proj.params()["distill"]["k_kd"]
+    k = proj.params()["distill"]["kdup"]["k_kd"]
     assert seen["k_kd"] == k and seen["neighbours"].shape == (len(x), k)
     sims = zf @ zf.T
     sims.fill_diagonal_(-float("inf"))

@@ -19,6 +19,10 @@ import torch
 from torch import nn
 
 from conftest import copy_project
+from ltcl.eval.protocols import probe_headline
+from ltcl.headline import details_path
+from ltcl.pipeline.cluster import cluster_headline
+from ltcl.sampling.selection_io import ood_headline
 from ltcl.methods.base import Method, StepOutput, TrainSet
 from ltcl.params import Params
 from ltcl.runtime import Runtime
@@ -168,8 +172,14 @@ def test_sgd_trajectory_lr_momentum_weight_decay_from_params(monkeypatch, entry)
     if entry == "fit":
         logs = fit(m, cfg, CPU, seed=cfg.seed)
     else:
-        logs, summary = session_mod.run_session(m, cfg, CPU, live_dir=None)
-        assert summary["epochs"] == 4 and summary["steps"] == 8
+        logs, summary, timings = session_mod.run_session(m, cfg, CPU, live_dir=None)
+        assert summary == {"epochs": 4, "steps": 8, "final_loss": logs[-1].loss}  # no timings in the metrics
+        # the timings (the run record's): each epoch's seconds and images/s, their mean, per epoch
+        assert timings["per_epoch"] == [{"epoch": l.epoch, "seconds": l.seconds, "images_per_s": l.images_per_s}
+                                        for l in logs]
+        assert timings["images_per_s"] == pytest.approx(np.mean([l.images_per_s for l in logs]))
+        assert timings["seconds_per_epoch"] == pytest.approx(timings["seconds"] / 4)
+        assert timings["seconds"] >= sum(l.seconds for l in logs)
     batches, lrs, losses, (w, v) = reference_run(m, cfg, n)
     assert [b.tolist() for b in m.seen] == batches  # the seeded batches, incomplete tail dropped
     assert m.lrs == pytest.approx(lrs, abs=1e-8)  # warm-up + cosine per step
@@ -236,8 +246,9 @@ def _real_method(method: str, runtime: Runtime):
         "model": {"backbone": "resnet8", "width": 0.5, "proj_hidden": 16, "proj_dim": 8},
         "ood": {"strategy": "none"},
         "pretrain": {"method": "simclr" if method == "kdup distill" else method.split()[0], "epochs": 1,
-                     "batch_size": 8, "warmup_epochs": 0, "k_pos": 2},
-        "distill": {"epochs": 1, "batch_size": 8, "warmup_epochs": 0, "gml_k": 8, "gml_km": 2},
+                     "batch_size": 8, "warmup_epochs": 0, "psd": {"k_pos": 2}},
+        "distill": {"method": "gml" if method.startswith("gml") else "kdup", "epochs": 1, "batch_size": 8,
+                    "warmup_epochs": 0, "gml": {"k": 8, "km": 2}},
     })
     rng = np.random.default_rng(0)
     y = np.repeat(np.arange(2), 4)  # one batch of 8: one step (bf16 convolutions are slow on CPUs without bf16)
@@ -371,16 +382,36 @@ GROUP_BEST = {"many": "max", "medium": "max", "few": "max", "std": "min", "all":
 @pytest.fixture(scope="module")
 def reported(kdup_project, tmp_path_factory):
     """A copy of the tiny KDUP chain with the cluster stages and the report run on it; returns
-    (project, report.md, index.html, the metrics JSON files the report reads)."""
+    (project, report.md, index.html, the metrics JSON files the report reads, with the stages' run
+    records under "runs": stage -> runs/<stage>.json)."""
     p = copy_project(kdup_project, tmp_path_factory.mktemp("report") / "p")
     p.set_params({"cluster": {"tsne_samples": 20}})  # the t-SNE figure's cost; no number here reads it
     for enc in ("pretrain", "distill"):
         p.stage("cluster.py", enc)
     p.stage("report.py")
     read = lambda rel: json.loads(p.path(f"metrics/{rel}.json").read_text())
-    metrics = {k: read(k) for k in ("dataset", "ood", "pretrain", "distill", "probe/pretrain", "probe/distill",
-                                    "cluster/pretrain", "cluster/distill")}
+    details = lambda rel: json.loads(details_path(p.path(f"metrics/{rel}.json")).read_text())  # the whole record
+    metrics = {k: read(k) for k in ("dataset", "pretrain", "distill")}
+    metrics.update({k: details(k) for k in ("ood", "probe/pretrain", "probe/distill", "cluster/pretrain",
+                                            "cluster/distill")})
+    metrics["headline"] = {k: read(k) for k in ("ood", "probe/pretrain", "probe/distill", "cluster/pretrain",
+                                                "cluster/distill")}
+    metrics["runs"] = {st: json.loads(p.path(f"runs/{st.replace('@', '-')}.json").read_text()) for st in (
+        "make-lt-dataset", "ood-pool", "ood-sampling", "pretrain", "distill", "linear-probe@pretrain",
+        "linear-probe@distill", "cluster@pretrain", "cluster@distill")}
     return p, p.path("report/report.md").read_text(), p.path("report/index.html").read_text(), metrics
+
+
+def test_the_headline_files_of_a_run_are_views_of_their_details(reported):
+    """Each DVC metrics file the stages wrote is its view of the details file beside it (the report
+    reads the details): the probes' groups, All and kNN, CHI / DBI, the OOD budget."""
+    metrics = reported[3]
+    views = {"ood": ood_headline, "probe/pretrain": probe_headline, "probe/distill": probe_headline,
+             "cluster/pretrain": cluster_headline, "cluster/distill": cluster_headline}
+    for rel, view in views.items():
+        assert metrics["headline"][rel] == view(metrics[rel]), rel
+    assert list(metrics["headline"]["probe/pretrain"]) == ["full", "few_shot", "knn"]
+    assert set(metrics["headline"]["ood"]) == {"selected", "budget_per_image", "few_budget_share"}
 
 
 def encoder_rows(metrics: dict) -> dict[str, str]:
@@ -442,12 +473,14 @@ def test_report_ood_section(reported):
              names[diag["cluster_majority_class"][k]], diag["cluster_majority_group"][k],
              f"{diag['cluster_purity'][k]:.2f}"] for k in range(len(ood["budgets"]))]
     assert clusters[1] == want
-    pre = metrics["pretrain"]
+    pre = metrics["runs"]["pretrain"]["timings"]  # the seconds: the run records'
+    first = metrics["runs"]["ood-sampling"]["timings"]["seconds"]
     keys = ["embedding", "clustering", "tailness", "budget", "sampling", "total"]
     assert timing[0] == ["OOD update"] + [f"{k} (s)" for k in keys]
     assert timing[1] == [
-        ["first update (ood-sampling)"] + [f"{ood['seconds'][k]:.2f}" for k in keys],
-        [f"mean of {pre['ood_updates']} updates in pretrain"] + [f"{pre[f'ood_update_{k}_s']:.2f}" for k in keys]]
+        ["first update (ood-sampling)"] + [f"{first[k]:.2f}" for k in keys],
+        [f"mean of {metrics['pretrain']['ood_updates']} updates in pretrain"]
+        + [f"{pre[f'ood_update_{k}_s']:.2f}" for k in keys]]
     assert html_tables(page, "OOD sampling") == [clusters, timing]
 
 
@@ -455,7 +488,9 @@ def test_report_training_and_dataset_tables(reported):
     _, md, _, metrics = reported
     keys = ["epochs", "steps", "final_loss", "seconds", "seconds_per_epoch", "images_per_s"]
     (tab,) = md_tables(md_sections(md)["Training"])
-    check_table(tab, "stage", {k: k for k in keys}, {s: metrics[s] for s in ("pretrain", "distill")}, {})
+    # epochs, steps, loss from the metrics; seconds and images/s from the run records
+    check_table(tab, "stage", {k: k for k in keys},
+                {s: {**metrics[s], **metrics["runs"][s]["timings"]} for s in ("pretrain", "distill")}, {})
     assert tab[1][0][1:3] == [str(metrics["pretrain"]["epochs"]), str(metrics["pretrain"]["steps"])] == ["2", "8"]
     (ds,) = md_tables(md_sections(md)["Dataset"])
     scalars = {k: v for k, v in metrics["dataset"].items() if not isinstance(v, dict)}
@@ -465,10 +500,9 @@ def test_report_training_and_dataset_tables(reported):
 
 def test_report_run_card_times(reported):
     _, md, page, metrics = reported
-    stages = {"make-lt-dataset": "dataset", "ood-sampling": "ood", "pretrain": "pretrain", "distill": "distill",
-              "linear-probe@pretrain": "probe/pretrain", "linear-probe@distill": "probe/distill",
-              "cluster@pretrain": "cluster/pretrain", "cluster@distill": "cluster/distill"}
-    runs = {st: metrics[f]["run"] for st, f in stages.items()}
+    # the run card of each stage that ran, from its run record (the metrics files hold none)
+    assert not any("run" in metrics[f] for f in metrics if f != "runs")
+    runs = {st: rec["run"] for st, rec in metrics["runs"].items()}
     walls = [r["wall_s"] for r in runs.values()]
     peaks = [r["peak_rss_mb"] for r in runs.values()]
     per_stage, times = md_tables(md_sections(md)["Run card"])
@@ -478,7 +512,29 @@ def test_report_run_card_times(reported):
                              printed((r.get("precision") or {}).get("precision", ""))]
                             for st, r in runs.items()] + [["total", printed(sum(walls)), printed(max(peaks)), ""]]
     assert runs["pretrain"]["precision"]["precision"] == "fp32"  # the tiny params: amp false
-    pre, dis = metrics["pretrain"], metrics["distill"]
+    pre, dis = metrics["runs"]["pretrain"]["timings"], metrics["runs"]["distill"]["timings"]
     assert times[1] == [["this run", printed(pre["seconds_per_epoch"]), printed(dis["seconds_per_epoch"])]
                         + [printed(pre[f"ood_update_{k}_s"]) for k in ("clustering", "tailness", "sampling", "total")]]
     assert html_tables(page, "Run card")[1:] == [per_stage, times]
+    (machine,) = [line[len("- **machine**: "):] for line in md_sections(md)["Run card"].splitlines()
+                  if line.startswith("- **machine**: ")]
+    card = runs["pretrain"]
+    assert machine == (f"{card['cpu']}, {card['cores']} cores, torch threads {card['torch_threads']}, GPU "
+                       f"{card['gpu'] or 'none'}, torch {card['torch']}, Python {card['python']}")
+
+
+def test_report_throughput_curves_from_the_run_records(reported, monkeypatch):
+    """The training figure's images/s panel plots each session's per-epoch images/s of its run
+    record (dvclive logs loss, lr and the loss terms only)."""
+    from ltcl.report import html as html_mod
+
+    p, _, _, metrics = reported
+    seen = {}
+    monkeypatch.setattr(html_mod.plots, "training_curves", lambda curves: seen.update(curves))
+    html_mod.build_report(p.root, title="ltcl report")
+    records = {"ood-warmup": metrics["runs"]["ood-sampling"]["timings"]["warmup"],
+               "pretrain": metrics["runs"]["pretrain"]["timings"], "distill": metrics["runs"]["distill"]["timings"]}
+    for session, t in records.items():
+        ips = seen[session]["images_per_s"]
+        assert ips["images_per_s"].tolist() == [e["images_per_s"] for e in t["per_epoch"]]
+        assert ips["step"].tolist() == list(range(len(t["per_epoch"]))) == seen[session]["loss"]["step"].tolist()

@@ -8,7 +8,7 @@ captured embeddings the expected loss is rebuilt with the verified pure function
 (temperatures and their schedules, pseudo-label sizes, class counts, alpha/beta/gamma), never by
 calling the method's own helpers; the optimised loss and its logged ``parts`` must match to
 float32 rounding.  Configured values are chosen away from the defaults and from each other
-(e.g. gamma != beta, proco_alpha != 0.5) so that a swapped or hard-coded value shows.
+(e.g. gamma != beta, ProCo's alpha != 0.5) so that a swapped or hard-coded value shows.
 """
 
 from __future__ import annotations
@@ -58,13 +58,16 @@ class Hook:
         self.handle.remove()
 
 
-def build(method: str, counts=COUNTS, distill: dict | None = None, **pretrain):
+def build(method: str, counts=COUNTS, distill: dict | None = None, own: dict | None = None, **pretrain):
+    """``own``: the method's own subsection (pretrain.<method>); ``distill``: GML's student's (distill.gml)."""
     torch.manual_seed(0)
     params = Params.model_validate({
         "model": {"backbone": "resnet8", "proj_hidden": 32, "proj_dim": 16},
         "ood": {"strategy": "none"},
-        "pretrain": {"method": method, "epochs": 2, "batch_size": 10, "warmup_epochs": 1, **pretrain},
-        "distill": {"epochs": 2, "batch_size": 10, "warmup_epochs": 0, **(distill or {})},
+        "pretrain": {"method": method, "epochs": 2, "batch_size": 10, "warmup_epochs": 1, **pretrain,
+                     method: own or {}},
+        "distill": {"method": "gml" if method == "gml" else "kdup", "epochs": 2, "batch_size": 10,
+                    "warmup_epochs": 0, "gml": distill or {}},
     })
     rt = Runtime(device=torch.device("cpu"), amp_dtype=None, channels_last=True)
     rng = np.random.default_rng(0)
@@ -92,15 +95,18 @@ def close(got, want):
 # ---------------------------------------------------------------------------------------------
 
 def test_ts_step_uses_the_cosine_temperature_of_the_current_epoch():
-    tau_min, tau_max, period = 0.12, 0.48, 8.0
-    model, aug, data, params, rt = build("ts", tau_min=tau_min, tau_max=tau_max, ts_period=period, temperature=0.3)
+    tau_min, tau_max, fraction, epochs = 0.12, 0.48, 0.4, 20  # T = 8 epochs, TS's t_max = 4
+    model, aug, data, params, rt = build("ts", own={"tau_min": tau_min, "tau_max": tau_max,
+                                                    "period_fraction": fraction}, temperature=0.3, epochs=epochs)
+    t_max = fraction * epochs / 2
     m = get_method("ts")(model, data, params.pretrain, rt, aug)
     idx = torch.tensor([0, 3, 7, 12, 16, 20, 24, 26, 28, 29])
     for epoch in (0, 1, 3, 6):
         m.on_epoch_start(epoch)
         with Hook(m.model) as hook:
             out = m.training_step(idx)
-        want_tau = tau_min + (tau_max - tau_min) * (1 + math.cos(2 * math.pi * epoch / period)) / 2
+        # TS's train_simCLR.py:399 at its epoch e = ltcl's epoch + 1 (its loop counts from 1)
+        want_tau = tau_min + 0.5 * (tau_max - tau_min) * (1 + math.cos(math.pi * (epoch + 1) / t_max))
         assert out.parts["tau"] == pytest.approx(want_tau, rel=1e-9)
         (inp, (_, z)), = hook.calls
         b = len(idx)
@@ -130,9 +136,9 @@ def test_tase_step_uses_configured_pseudo_labels_temperatures_and_weights(monkey
     B, F_, S = 2, 3, 6
     tau_min, tau_max, base_tau = 0.15, 0.6, 0.25
     counts = [10, 10, 10, 10]
-    model, aug, data, params, rt = build("tase", counts=counts, tase_warmup=B, tase_refresh=F_, tase_full=S,
-                                         tase_mapping=mapping, tau_min=tau_min, tau_max=tau_max,
-                                         temperature=base_tau, tase_clusters=0)
+    model, aug, data, params, rt = build("tase", counts=counts, temperature=base_tau,
+                                         own={"warmup": B, "refresh": F_, "full": S, "mapping": mapping,
+                                              "tau_min": tau_min, "tau_max": tau_max, "clusters": 0})
     m = get_method("tase")(model, data, params.pretrain, rt, aug)
     designs = _designed_pseudo_labels(len(data))
     refreshes: list[tuple[int, int]] = []  # (epoch, k) of every k-means pseudo-labelling
@@ -177,7 +183,7 @@ def test_tase_step_uses_configured_pseudo_labels_temperatures_and_weights(monkey
         close(out.loss.detach(), want)
         assert out.parts["tase"] == pytest.approx(float(want), rel=1e-6)
         assert out.parts["tau_mean"] == pytest.approx(float(tau[idx].mean()), rel=1e-6)
-    # refreshed at B and every F epochs after it, k = number of classes (tase_clusters: 0)
+    # refreshed at B and every F epochs after it, k = number of classes (pretrain.tase.clusters: 0)
     assert refreshes == [(B, 4), (B + F_, 4)]
 
 
@@ -185,7 +191,7 @@ def test_tase_step_uses_configured_pseudo_labels_temperatures_and_weights(monkey
 # GloCo, GloCo+ProCo (paper 001)
 # ---------------------------------------------------------------------------------------------
 
-GLOCO = dict(gloco_k=3, gloco_gamma=0.15, tau_min=0.1, tau_max=0.7)
+GLOCO = dict(k=3, gamma=0.15, tau_max=0.7)  # pretrain.gloco (and the GloCo keys of pretrain.gloco-proco)
 IDX = torch.tensor([0, 5, 11, 16, 19, 24, 26, 28, 29, 3])
 
 
@@ -209,13 +215,12 @@ def _gloco_expected(data, aug, hook, idx, k, gamma, tau_max):
 
 
 def test_gloco_step_uses_k_global_positives_and_eq13_temperature():
-    model, aug, data, params, rt = build("gloco", **GLOCO)
+    model, aug, data, params, rt = build("gloco", own=GLOCO)
     m = get_method("gloco")(model, data, params.pretrain, rt, aug)
     m.on_epoch_start(0)
     with Hook(m.model) as hook:
         out = m.training_step(IDX)
-    want, _, _, glob = _gloco_expected(data, aug, hook, IDX, GLOCO["gloco_k"], GLOCO["gloco_gamma"],
-                                       GLOCO["tau_max"])
+    want, _, _, glob = _gloco_expected(data, aug, hook, IDX, GLOCO["k"], GLOCO["gamma"], GLOCO["tau_max"])
     close(out.loss.detach(), want)
     assert out.parts == {"gloco": pytest.approx(float(want), rel=1e-6)}
     assert not torch.isin(glob, IDX).all()  # drawn from the whole training set, not the batch
@@ -223,9 +228,9 @@ def test_gloco_step_uses_k_global_positives_and_eq13_temperature():
 
 def test_gloco_proco_step_mixes_alpha_and_uses_coreset_prototypes():
     alpha, frac, temp = 0.3, 0.25, 0.35
-    model, aug, data, params, rt = build("gloco+proco", proco_alpha=alpha, proco_coreset=frac, temperature=temp,
-                                         **GLOCO)
-    m = get_method("gloco+proco")(model, data, params.pretrain, rt, aug)
+    model, aug, data, params, rt = build("gloco-proco", temperature=temp,
+                                         own={"alpha": alpha, "coreset": frac, **GLOCO})
+    m = get_method("gloco-proco")(model, data, params.pretrain, rt, aug)
     y = data.labels
     with Hook(m.model) as hook:
         m.on_epoch_start(0)
@@ -247,8 +252,7 @@ def test_gloco_proco_step_mixes_alpha_and_uses_coreset_prototypes():
 
     with Hook(m.model) as hook:
         out = m.training_step(IDX)
-    l_gloco, z1, z2, _ = _gloco_expected(data, aug, hook, IDX, GLOCO["gloco_k"], GLOCO["gloco_gamma"],
-                                         GLOCO["tau_max"])
+    l_gloco, z1, z2, _ = _gloco_expected(data, aug, hook, IDX, GLOCO["k"], GLOCO["gamma"], GLOCO["tau_max"])
     l_proco = proco_loss(torch.stack([z1, z2]), y[IDX], protos, temp, prototype_mask=present)
     close(out.loss.detach(), alpha * l_gloco + (1 - alpha) * l_proco)
     assert out.parts == {"gloco": pytest.approx(float(l_gloco), rel=1e-6),
@@ -273,7 +277,7 @@ def _eq7_loss(h: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, count
 
 def test_gml_teacher_step_is_logit_adjusted_cosine_loss_eq7():
     scale = 12.5
-    model, aug, data, params, rt = build("gml", gml_scale=scale)
+    model, aug, data, params, rt = build("gml", own={"scale": scale})
     m = get_method("gml")(model, data, params.pretrain, rt, aug)
     m.on_epoch_start(0)
     with Hook(m.model) as hook:
@@ -286,13 +290,12 @@ def test_gml_teacher_step_is_logit_adjusted_cosine_loss_eq7():
 
 
 def test_gml_student_step_weights_cls_and_gml_over_teacher_queues():
-    dcfg = {"gml_k": 40, "gml_km": 2, "gml_temperature": 0.3, "gml_alpha": 0.5, "gml_scale": 20.0,
-            "gml_cls_weight": 0.7, "gml_weight": 1.3}
-    model, aug, data, params, rt = build("gml", distill=dcfg, gml_scale=9.0)
+    dcfg = {"k": 40, "km": 2, "temperature": 0.3, "alpha": 0.5, "scale": 20.0, "cls_weight": 0.7, "weight": 1.3}
+    model, aug, data, params, rt = build("gml", distill=dcfg, own={"scale": 9.0})
     teacher, _ = new_encoder(params.model, data.x.numpy(), rt)
     m = get_method("gml", "distill")(model, data, params.distill, rt, aug, teacher=teacher)
     y = data.labels
-    lengths = gml_queue_lengths(torch.tensor(COUNTS, dtype=torch.float64), dcfg["gml_k"], dcfg["gml_km"]).tolist()
+    lengths = gml_queue_lengths(torch.tensor(COUNTS, dtype=torch.float64), dcfg["k"], dcfg["km"]).tolist()
     queues = [deque(maxlen=n) for n in lengths]  # FIFO of teacher features per class (Eq. 6)
     log_prior = torch.log(torch.tensor(COUNTS, dtype=torch.float32) / sum(COUNTS))
     # class 2 (queue 6) gets 4 + 4 rows, class 3 (queue 4) 4 + 2: the second step overwrites
@@ -320,10 +323,10 @@ def test_gml_student_step_weights_cls_and_gml_over_teacher_queues():
             used[j] = True
             labels.append(expected[j][1])
         labels = torch.tensor(labels)
-        l_cls = _eq7_loss(h, m.classifier.weight.detach(), yy, COUNTS, dcfg["gml_scale"])
-        l_gml = float(gml_loss(z, contrast, labels, yy, log_prior, dcfg["gml_temperature"], alpha=dcfg["gml_alpha"]))
-        want = dcfg["gml_cls_weight"] * l_cls + dcfg["gml_weight"] * l_gml
+        l_cls = _eq7_loss(h, m.classifier.weight.detach(), yy, COUNTS, dcfg["scale"])
+        l_gml = float(gml_loss(z, contrast, labels, yy, log_prior, dcfg["temperature"], alpha=dcfg["alpha"]))
+        want = dcfg["cls_weight"] * l_cls + dcfg["weight"] * l_gml
         assert float(out.loss.detach()) == pytest.approx(want, rel=1e-5)
         assert out.parts == {"cls": pytest.approx(l_cls, rel=1e-5), "gml": pytest.approx(l_gml, rel=1e-5),
-                             "tau_g": pytest.approx(dcfg["gml_temperature"], rel=1e-6)}
+                             "tau_g": pytest.approx(dcfg["temperature"], rel=1e-6)}
         assert out.images == 4 * b

@@ -34,7 +34,7 @@ def test_init_writes_valid_params_fitted_to_the_folders(tmp_path, capsys, monkey
     p = load_params("params.yaml")  # valid against the schema
     assert p.data.source == "images" and p.data.root == "coll" and p.data.image_size == 28  # median short side 28
     assert p.data.labeled.root == "lab" and p.data.labeled.layout == "classes" and p.data.labeled.groups == "none"
-    assert p.ood.source == "folder" and p.ood.path == "ood" and p.ood.clusters == 3 and p.distill.clusters == 3
+    assert p.ood.source == "folder" and p.ood.path == "ood" and p.ood.clusters == 3 and p.distill.kdup.clusters == 3
     assert p.ood.budget == 81 and p.ood.pool_size == 1000  # 0.9 N; 10 N_b at least 1,000
     assert p.pretrain.method == "psd" and p.pretrain.batch_size == 32
     # ~1,500 steps on the CPU: a fifth of the epochs (the warm-up) on the 90 ID images, the rest with the 81 OOD images

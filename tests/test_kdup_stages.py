@@ -47,9 +47,13 @@ def test_ood_sampling_outputs(kdup_project):
     assert len(idx) == 60 and len(np.unique(idx)) == 60 and idx.max() < 300  # no image twice
     assert sel["budgets"].sum() == 60
     assert np.array_equal(np.bincount(sel["cluster_of_each"], minlength=4), sel["budgets"])  # (so none < 0)
-    m = json.loads(p.path("metrics/ood.json").read_text())
+    m = json.loads(p.path("metrics/ood_details.json").read_text())  # the whole record (ltcl.headline)
     assert m["strategy"] == "kdup" and sum(m["budgets"]) == 60 and len(m["cluster_sizes"]) == 4
-    assert {"clustering", "tailness", "budget", "sampling", "embedding"} <= set(m["seconds"])
+    # the update's seconds per step are in the run record, not the metrics
+    assert "seconds" not in m
+    secs = json.loads(p.path("runs/ood-sampling.json").read_text())["timings"]["seconds"]
+    assert set(secs) == {"clustering", "tailness", "budget", "sampling", "embedding", "total"}
+    assert secs["total"] >= secs["embedding"] and all(v >= 0 for v in secs.values())
     # the tailness diagnostics recomputed from the selection and the split's labels: Spearman of
     # sample tailness with rarity (minus the class's training count), and the budget share of the
     # clusters whose majority true class is a Few class
@@ -63,6 +67,13 @@ def test_ood_sampling_outputs(kdup_project):
     few_budget = sum(int(b) for b, c in zip(sel["budgets"], majority) if groups[c] == "few")
     assert d["cluster_majority_class"] == majority and d["cluster_sizes"] == np.bincount(sel["id_clusters"]).tolist()
     assert d["few_budget_share"] == pytest.approx(few_budget / 60, abs=1e-12)
+    # the headline (the DVC metric): the selected images, the budget per image per group, the Few share
+    head = json.loads(p.path("metrics/ood.json").read_text())
+    assert head == {"selected": 60, "budget_per_image": d["budget_per_image"],
+                    "few_budget_share": d["few_budget_share"]}
+    per_image = sel["budgets"][sel["id_clusters"]] / np.bincount(sel["id_clusters"])[sel["id_clusters"]] / (60 / len(y))
+    for g in ("many", "medium", "few"):
+        assert head["budget_per_image"][g] == pytest.approx(per_image[np.asarray(groups)[y] == g].mean(), abs=1e-12)
     warm = load_checkpoint(p.path("data/ood/warmup.pt"))
     assert warm["epoch"] == 1 and warm["sampler"]["rounds"] == 1 and warm["sampler"]["tailness"].shape == (sum(
         load_manifest(p.path("data/lt"))["lt_counts"]),)
@@ -83,7 +94,7 @@ def test_distill_outputs_and_frozen_teacher(kdup_project, tmp_path, monkeypatch)
     import ltcl.pipeline.distill as distill_mod
 
     p = copy_project(kdup_project, tmp_path / "p")
-    p.path("data/checkpoints/distill.pt").unlink()  # else the stage resumes its finished run
+    assert not p.path("data/checkpoints/distill.pt").exists()  # spent: the finished stage removed it
     teacher_files = {rel: hashlib.sha256(p.path(rel).read_bytes()).hexdigest()
                      for rel in ("data/models/pretrain.pt", "data/models/pretrain.pt.sha256")}
     seen = {}
@@ -119,7 +130,7 @@ def test_distill_outputs_and_frozen_teacher(kdup_project, tmp_path, monkeypatch)
     z = torch.nn.functional.normalize(z.double(), dim=1)
     sim = z @ z.T
     sim.fill_diagonal_(-math.inf)
-    k = p.params()["distill"]["k_kd"]
+    k = p.params()["distill"]["kdup"]["k_kd"]
     nb = sim.topk(k, dim=1).indices.numpy()
     assert m["neighbour_precision"] == pytest.approx(np.mean(y[nb] == y[:, None]), abs=1.5 / (len(y) * k))
 
@@ -128,7 +139,8 @@ def test_cluster_probe_and_report(kdup_project):
     p = kdup_project  # linear-probe of f and g: run (and checked to succeed) by the fixture
     for enc in ("pretrain", "distill"):
         p.stage("cluster.py", enc)
-        c = json.loads(p.path(f"metrics/cluster/{enc}.json").read_text())
+        c = json.loads(p.path(f"metrics/cluster/{enc}_details.json").read_text())  # the whole record
+        assert json.loads(p.path(f"metrics/cluster/{enc}.json").read_text()) == {"chi": c["chi"], "dbi": c["dbi"]}
         # the metrics of this encoder's backbone features of the test split with its true labels
         # (CHI / DBI) and of k-means with k = number of classes against them (NMI / ARI)
         model, spec, _ = load_encoder(p.path(f"data/models/{enc}.pt"))
@@ -153,6 +165,19 @@ def test_cluster_probe_and_report(kdup_project):
     for needle in ("f (pre-trained)", "g (distilled)", "OOD sampling", "OOD budget", "Cluster quality",
                    "CHI", "DBI", "Spearman"):
         assert needle in page, needle
+    # the Parameters section: the params the stages read, as dvc.yaml's report stage lists them (issue
+    # 22): psd's own subsection, not another method's; kdup's strategy keys, not COLT's
+    import html as html_mod
+
+    import yaml
+
+    text = html_mod.unescape(page.split("<h2>Parameters</h2>", 1)[1].split("<pre>", 1)[1].split("</pre>", 1)[0])
+    shown = yaml.safe_load(text)
+    params = p.params()
+    assert shown["pretrain"]["psd"] == params["pretrain"]["psd"] and shown["probe"] == params["probe"]
+    assert not {"gml", "tase", "ts"} & set(shown["pretrain"]) and "colt" not in shown["ood"]
+    assert "gml" not in shown["distill"] and shown["distill"]["kdup"] == params["distill"]["kdup"]
+    assert f"pretrain.seed {params['pretrain']['seed']}" in page
 
 
 @pytest.mark.parametrize("strategy", ["colt", "random", "augment", "none"])
@@ -164,7 +189,7 @@ def test_other_strategies(lt_project, built_project, tmp_path, strategy):
         for script in ("ood_sampling.py", "pretrain.py"):
             project.stage(script)
     assert project.params()["ood"]["strategy"] == strategy and project.params()["pretrain"]["epochs"] == 2
-    m = json.loads(project.path("metrics/ood.json").read_text())
+    m = json.loads(project.path("metrics/ood_details.json").read_text())
     assert m["strategy"] == strategy
     pre = json.loads(project.path("metrics/pretrain.json").read_text())
     assert pre["ood_images"] == (0 if strategy == "none" else 60)

@@ -139,18 +139,18 @@ def test_tase_temperatures_schedule(mapping):
 
 def test_tase_temperatures_defaults_and_errors():
     sizes = torch.tensor([10, 20, 30])
-    assert torch.all(tase_temperatures(sizes, 0.1, 0.5, 0, 5, 10) == 0.5)  # base_tau None -> tau_max
-    same = tase_temperatures(torch.tensor([7, 7]), 0.1, 0.5, 20, 5, 10)
+    assert torch.all(tase_temperatures(sizes, 0.1, 0.5, 0, 5, 10, "linear") == 0.5)  # base_tau None -> tau_max
+    same = tase_temperatures(torch.tensor([7, 7]), 0.1, 0.5, 20, 5, 10, "linear")
     assert torch.allclose(same, torch.tensor([0.5, 0.5], dtype=same.dtype))
-    ranged = tase_temperatures(sizes, 0.1, 0.5, 20, 5, 10, size_range=(10, 50))
+    ranged = tase_temperatures(sizes, 0.1, 0.5, 20, 5, 10, "linear", size_range=(10, 50))
     assert torch.allclose(ranged, torch.tensor([0.1, 0.2, 0.3], dtype=ranged.dtype))
     assert tase_progress(7.5, 5, 10) == 0.5 and tase_progress(4, 5, 5) == 0.0 and tase_progress(5, 5, 5) == 1.0
     with pytest.raises(ValueError, match="mapping"):
         tase_temperatures(sizes, 0.1, 0.5, 0, 5, 10, mapping="sqrt")
     with pytest.raises(ValueError, match="tau_min"):
-        tase_temperatures(sizes, 0.6, 0.5, 0, 5, 10)
+        tase_temperatures(sizes, 0.6, 0.5, 0, 5, 10, "linear")
     with pytest.raises(ValueError, match="full_epoch"):
-        tase_temperatures(sizes, 0.1, 0.5, 0, 10, 5)
+        tase_temperatures(sizes, 0.1, 0.5, 0, 10, 5, "linear")
 
 
 # --------------------------------------------------------------------------------------------
@@ -177,16 +177,16 @@ def test_cosine_temperature():
 
 def test_adaptive_temperature_eq13():
     counts = torch.tensor([500, 250, 50, 5])
-    got = adaptive_temperature(counts, 0.1)
+    got = adaptive_temperature(counts, 0.1, 1.0)
     ref = [0.1 + 0.9 * c / 500 for c in [500, 250, 50, 5]]
     assert torch.allclose(got, torch.tensor(ref, dtype=got.dtype))
     assert got[0] == pytest.approx(1.0) and got.min() >= 0.1
     assert torch.allclose(adaptive_temperature(counts, 0.1, tau_max=0.5)[[0, 2]],
                           torch.tensor([0.5, 0.1 + 0.4 * 0.1], dtype=got.dtype))
     with pytest.raises(ValueError):
-        adaptive_temperature(counts, 0.0)
+        adaptive_temperature(counts, 0.0, 1.0)
     with pytest.raises(ValueError):
-        adaptive_temperature(torch.zeros(3), 0.1)
+        adaptive_temperature(torch.zeros(3), 0.1, 1.0)
 
 
 def _gloco_reference(q, pos, neg, tau, neg_mask):
@@ -223,7 +223,7 @@ def test_gloco_simclr_loss_matches_loop(seed):
     n, k, d = 4, 2, 3
     z1, z2 = torch.randn(n, d, generator=g, dtype=D64), torch.randn(n, d, generator=g, dtype=D64)
     gp = torch.randn(n, k, d, generator=g, dtype=D64)
-    tau = adaptive_temperature(torch.tensor([40.0, 10.0, 4.0]), 0.2)[torch.tensor([0, 1, 2, 0])]
+    tau = adaptive_temperature(torch.tensor([40.0, 10.0, 4.0]), 0.2, 1.0)[torch.tensor([0, 1, 2, 0])]
     views = [z1[i] for i in range(n)] + [z2[i] for i in range(n)]
     total, count = 0.0, 0
     for a in range(2 * n):
@@ -318,11 +318,11 @@ def test_kcenter_greedy_picks_farthest_point(seed):
 
 def test_kcenter_greedy_duplicates_and_errors():
     x = torch.zeros(5, 2)
-    assert sorted(kcenter_greedy(x, 5).tolist()) == [0, 1, 2, 3, 4]
+    assert sorted(kcenter_greedy(x, 5, seed=0).tolist()) == [0, 1, 2, 3, 4]
     with pytest.raises(ValueError):
-        kcenter_greedy(x, 6)
+        kcenter_greedy(x, 6, seed=0)
     with pytest.raises(ValueError):
-        kcenter_greedy(x, 0)
+        kcenter_greedy(x, 0, seed=0)
 
 
 def test_kcenter_greedy_per_class():
@@ -421,7 +421,7 @@ def test_gml_loss_matches_eq5_loop(seed):
         assert got.item() == pytest.approx(ref, rel=1e-10)
     mask = torch.rand(b, k, generator=g) > 0.3
     mask[:, :c] = True  # every class keeps its first contrast feature for every query
-    got = gml_loss(q, contrast, clabels, labels, log_prior, 0.2, contrast_mask=mask)
+    got = gml_loss(q, contrast, clabels, labels, log_prior, 0.2, alpha=1.0, contrast_mask=mask)
     ref = _gml_reference(q, contrast, clabels.tolist(), labels.tolist(), log_prior, 0.2, 1.0, mask.tolist())
     assert got.item() == pytest.approx(ref, rel=1e-10)
 
@@ -432,20 +432,20 @@ def test_gml_empty_class_is_minus_inf_and_stable():
     contrast = torch.randn(6, 4, generator=g)
     clabels = torch.tensor([0, 0, 2, 2, 2, 0])  # class 1 empty
     lp = torch.log(torch.tensor([0.5, 0.3, 0.2]))
-    logits = gml_logits(q, contrast, clabels, lp, 0.01)  # tiny temperature: no underflow to -inf
+    logits = gml_logits(q, contrast, clabels, lp, 0.01, alpha=1.0)  # tiny temperature: no underflow to -inf
     assert torch.isneginf(logits[:, 1]).all() and torch.isfinite(logits[:, [0, 2]]).all()
-    loss = gml_loss(q, contrast, clabels, torch.tensor([0, 2, 0]), lp, 0.01)
+    loss = gml_loss(q, contrast, clabels, torch.tensor([0, 2, 0]), lp, 0.01, alpha=1.0)
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(q.grad).all()
     with pytest.raises(ValueError, match="contrast feature"):
-        gml_loss(q, contrast, clabels, torch.tensor([1, 2, 0]), lp, 0.1)
+        gml_loss(q, contrast, clabels, torch.tensor([1, 2, 0]), lp, 0.1, alpha=1.0)
     # a class emptied for one query only by the mask: -inf for that query, finite gradients
     q.grad = None
     mask = torch.ones(3, 6, dtype=torch.bool)
     mask[1, [2, 3, 4]] = False
-    logits = gml_logits(q, contrast, clabels, lp, 0.1, contrast_mask=mask)
+    logits = gml_logits(q, contrast, clabels, lp, 0.1, alpha=1.0, contrast_mask=mask)
     assert torch.isneginf(logits[1, 2]) and torch.isfinite(logits[0, 2])
-    gml_loss(q, contrast, clabels, torch.tensor([0, 0, 2]), lp, 0.1, contrast_mask=mask).backward()
+    gml_loss(q, contrast, clabels, torch.tensor([0, 0, 2]), lp, 0.1, alpha=1.0, contrast_mask=mask).backward()
     assert torch.isfinite(q.grad).all()
 
 

@@ -19,7 +19,7 @@ def tiny_setup(method: str, with_ood: bool = False, runtime: Runtime | None = No
     params = Params.model_validate({
         "model": {"backbone": "resnet8", "proj_hidden": 32, "proj_dim": 16},
         "ood": {"strategy": "none"},
-        "pretrain": {"method": method, "epochs": 2, "batch_size": 16, "warmup_epochs": 1, "k_pos": 2,
+        "pretrain": {"method": method, "epochs": 2, "batch_size": 16, "warmup_epochs": 1, "psd": {"k_pos": 2},
                      **pretrain},
     })
     rt = runtime or Runtime(device=torch.device("cpu"), amp_dtype=None, channels_last=True)
@@ -36,8 +36,9 @@ def tiny_setup(method: str, with_ood: bool = False, runtime: Runtime | None = No
 
 
 @pytest.mark.parametrize("method,kw", [
-    ("simclr", {}), ("sdclr", {}), ("psd", {}), ("psd", {"sdclr": True}), ("ts", {"ts_period": 4}),
-    ("tase", {"tase_warmup": 1, "tase_refresh": 1, "tase_full": 2}),
+    ("simclr", {}), ("sdclr", {}), ("psd", {}), ("psd", {"pruned_branch": True}),
+    ("ts", {"ts": {"period_fraction": 0.5}}),
+    ("tase", {"tase": {"warmup": 1, "refresh": 1, "full": 2}}),
 ])
 @pytest.mark.parametrize("with_ood", [False, True])
 def test_method_trains(method, kw, with_ood):
@@ -112,31 +113,47 @@ def test_unknown_method_lists_known():
         get_method("byol")
 
 
-def test_ts_temperature_follows_schedule():
-    m, _ = tiny_setup("ts", ts_period=4, tau_min=0.1, tau_max=0.5)
-    taus = []
-    for e in range(5):
-        m.on_epoch_start(e)
-        taus.append(m.temperature())
-    assert taus == pytest.approx([0.5, 0.3, 0.1, 0.3, 0.5])
+def test_ts_temperature_is_ts_released_schedule_over_2000_epochs():
+    """At the schema's TS defaults in a 2,000-epoch run, tau at every epoch is what TS's released code
+    computes there (annusha/temperature_schedules@3ac1db6 train_simCLR.py:349, 395-399, with its
+    published runs' --temperature_min 0.1 --temperature_max 1.0 --t_max 200, README.md:53-60): its
+    epoch loop counts from 1, ltcl's from 0."""
+    import math
+
+    m, params = tiny_setup("ts", epochs=2000)
+    assert params.pretrain.epochs == 2000 and "ts" not in params.pretrain.model_fields_set  # the defaults
+    args_t_max, args_temperature_min, args_temperature_max = 200, 0.1, 1.0
+    ours, theirs32, theirs64 = [], [], []
+    for i, epoch in enumerate(range(1, 2000 + 1)):  # TS: for epoch in range(start_epoch=1, args.epochs + 1)
+        t_max, min_tau, max_tau = args_t_max, args_temperature_min, args_temperature_max
+        tau = min_tau + 0.5 * (max_tau - min_tau) * (1 + torch.cos(torch.tensor(torch.pi * epoch / t_max)))
+        theirs32.append(float(tau))  # TS's float32 tensor
+        theirs64.append(min_tau + 0.5 * (max_tau - min_tau) * (1 + math.cos(math.pi * epoch / t_max)))
+        m.on_epoch_start(i)
+        ours.append(m.temperature())
+    assert max(abs(a - b) for a, b in zip(ours, theirs64)) < 1e-12
+    assert max(abs(a - b) for a, b in zip(ours, theirs32)) < 1e-6  # float32 rounding of TS's cos
+    # five full oscillations: tau_min at TS's epochs 200, 600, ..., 1800, tau_max at 400, ..., 2000
+    assert [e + 1 for e in range(2000) if abs(ours[e] - 0.1) < 1e-12] == [200, 600, 1000, 1400, 1800]
+    assert [e + 1 for e in range(2000) if abs(ours[e] - 1.0) < 1e-12] == [400, 800, 1200, 1600, 2000]
 
 
 def test_tase_pseudo_labels_after_warmup():
-    m, params = tiny_setup("tase", tase_warmup=1, tase_refresh=1, tase_full=2)
+    m, params = tiny_setup("tase", tase={"warmup": 1, "refresh": 1, "full": 2})
     m.on_epoch_start(0)
     assert m.sizes is None  # SimCLR warm-up
     m.on_epoch_start(1)
-    k = params.pretrain.tase_clusters or 4
+    k = params.pretrain.tase.clusters or 4
     assert m.sizes.shape == (40,) and int(np.bincount(m.pseudo, minlength=k).sum()) == 40
     assert torch.equal(m.sizes, torch.as_tensor(np.bincount(m.pseudo)[m.pseudo], dtype=torch.float32))
     out = m.training_step(torch.arange(16))
-    # epoch B = tase_warmup: the progressive factor is 0, every sample still has SimCLR's temperature
+    # epoch B = tase.warmup: the progressive factor is 0, every sample still has SimCLR's temperature
     assert np.isfinite(float(out.loss.detach())) and out.parts["tau_mean"] == pytest.approx(params.pretrain.temperature)
-    # epoch S = tase_full: tau_i = tau_min + (tau_max - tau_min) (n_i - n_min) / (n_max - n_min) of the
+    # epoch S = tase.full: tau_i = tau_min + (tau_max - tau_min) (n_i - n_min) / (n_max - n_min) of the
     # pseudo-class sizes n (Sec. 3.3, linear mapping), averaged over the batch
     m.on_epoch_start(2)
     n = m.sizes.double()
-    cfg = params.pretrain
+    cfg = params.pretrain.tase
     tau = cfg.tau_min + (cfg.tau_max - cfg.tau_min) * (n - n.min()) / (n.max() - n.min())
     assert m.training_step(torch.arange(16)).parts["tau_mean"] == pytest.approx(float(tau[:16].mean()), rel=1e-6)
 

@@ -80,7 +80,7 @@ def _update(monkeypatch, strategy, z, pool_z, x_id, pool):
         return z if images is x_id else pool_z
 
     monkeypatch.setattr(refresh, "embed_images", fake_embed)
-    cfg = OODParams(strategy=strategy, clusters=4, budget=40, knn_k=5, colt_topk=5, cluster_max_iter=20,
+    cfg = OODParams(strategy=strategy, clusters=4, budget=40, knn_k=5, colt={"topk": 5}, cluster_max_iter=20,
                     pool_size=200)
     sampler = refresh.OODSampler(cfg=cfg, pool=pool, id_images=x_id, mean=[0.5], std=[0.25], batch_size=32)
     return sampler.update(None, None)
@@ -254,8 +254,13 @@ def unlabeled(lt_project, tmp_path_factory):
     p = copy_project(lt_project, tmp_path_factory.mktemp("unlab") / "p",
                      {"ood": {"strategy": "kdup"}, "pretrain": {"epochs": 4}})
     _as_unlabeled(p)
-    for script in ("ood_sampling.py", "pretrain.py", "report.py"):
-        p.stage(script)
+    keep = pytest.MonkeyPatch()
+    keep.setenv("LTCL_KEEP_CHECKPOINTS", "1")  # the test reads pretrain's last selection from its resume state
+    try:
+        for script in ("ood_sampling.py", "pretrain.py", "report.py"):
+            p.stage(script)
+    finally:
+        keep.undo()
     return p
 
 
@@ -304,9 +309,10 @@ def test_unlabeled_run_pictures_equal_direct_computations(unlabeled):
 
 def test_unlabeled_run_prints_no_label_number_and_draws_the_pictures(unlabeled):
     p = unlabeled
-    ood = json.loads(p.path("metrics/ood.json").read_text())
+    ood = json.loads(p.path("metrics/ood_details.json").read_text())  # the whole record (ltcl.headline)
     pre = json.loads(p.path("metrics/pretrain.json").read_text())
     assert "absent" in ood["diagnostics"] and label_keys(ood) == [] and label_keys(pre) == []
+    assert json.loads(p.path("metrics/ood.json").read_text()) == {"selected": ood["selected"]}  # the headline
     assert all(u["diagnostics"] == ood["diagnostics"] for u in pre["ood_update_history"])
     page = p.path("report/index.html").read_text()
     md = p.path("report/report.md").read_text()
@@ -326,7 +332,7 @@ def test_labeled_run_keeps_todays_diagnostics_and_adds_pictures(lt_project, tmp_
     p = copy_project(lt_project, tmp_path / "p", {"ood": {"strategy": "kdup"}, "pretrain": {"epochs": 2}})
     for script in ("ood_sampling.py", "pretrain.py", "report.py"):
         p.stage(script)
-    m = json.loads(p.path("metrics/ood.json").read_text())
+    m = json.loads(p.path("metrics/ood_details.json").read_text())
     sel = np.load(p.path("data/ood/selection.npz"))
     manifest = load_manifest(p.path("data/lt"))
     _, y = load_split(p.path("data/lt"), "train")
@@ -344,8 +350,8 @@ def test_labeled_run_keeps_todays_diagnostics_and_adds_pictures(lt_project, tmp_
     assert len(_images(page, "thumbnail grid, ")) == 1 and len(_images(page, "tailness histogram, ")) == 1
     assert load_updates(p.path("data/ood/pretrain_diagnostics.npz")) == []  # 2 epochs: no re-sampling
     first = hashlib.sha256(p.path("data/ood/diagnostics.npz").read_bytes()).hexdigest()
-    p.path("data/checkpoints/ood-warmup.pt").unlink()  # rerun the warm-up from scratch: the same bytes
-    p.stage("ood_sampling.py")
+    assert not p.path("data/checkpoints/ood-warmup.pt").exists()  # spent: the stage removed it
+    p.stage("ood_sampling.py")  # rerun from scratch: the same bytes
     assert hashlib.sha256(p.path("data/ood/diagnostics.npz").read_bytes()).hexdigest() == first
 
 

@@ -122,12 +122,12 @@ def test_save_open_pool_memmap(tmp_path, rgb_pool):
     back = open_pool(path)
     assert isinstance(back, np.memmap)
     np.testing.assert_array_equal(back, rgb_pool)
-    via_build = build_pool("npy", size=100, image_size=32, channels=3, root=path)
+    via_build = build_pool("npy", size=100, image_size=32, channels=3, root=path, seed=0)
     assert isinstance(via_build, np.memmap) and via_build.shape == (100, 32, 32, 3)
     with pytest.raises(ValueError, match=r"ood.path=.*expected \(28, 28, 3\).*data.image_size"):
-        build_pool("npy", image_size=28, channels=3, root=path)
+        build_pool("npy", image_size=28, channels=3, root=path, seed=0)
     with pytest.raises(ValueError, match=r"ood.pool_size=301 is larger than the 300 images in ood.path"):
-        build_pool("npy", size=301, image_size=32, channels=3, root=path)
+        build_pool("npy", size=301, image_size=32, channels=3, root=path, seed=0)
     assert [p.name for p in tmp_path.iterdir()] == ["pool.npy"]
 
 
@@ -288,18 +288,18 @@ def test_folder_pool_messages_name_params(tmp_path, photo_dir):
     with pytest.raises(ValueError, match=r"ood.pool_size must be a positive int"):
         folder_pool(photo_dir, None, 8, 3, 0, CROP_SCALE)
     with pytest.raises(ValueError, match=r"ood.pool_size is required"):
-        build_pool("bundled", crop_scale=CROP_SCALE)
+        build_pool("bundled", crop_scale=CROP_SCALE, image_size=32, seed=0)
     with pytest.raises(ValueError, match=r"ood.crop_scale must be \[lo, hi\] with 0 < lo <= hi <= 1"):
         folder_pool(photo_dir, 5, 8, 3, 0, (0.6, 0.1))
     with pytest.raises(ValueError, match=r"ood.crop_scale is required"):
-        build_pool("bundled", size=5)
+        build_pool("bundled", size=5, image_size=32, seed=0)
     with pytest.raises(ValueError, match=r"ood.path=.*no such .npy file"):
-        build_pool("npy", root=tmp_path / "none.npy")
+        build_pool("npy", root=tmp_path / "none.npy", image_size=32, seed=0)
     with pytest.raises(ValueError, match=r"ood.pool_size=5000 is larger than the \d+ images of source digits "
                                          r"\(ood.pool_source\); lower ood.pool_size"):
-        build_pool("source:digits", size=5000, image_size=8)
+        build_pool("source:digits", size=5000, image_size=8, seed=0)
     with pytest.raises(ValueError, match=r"unknown pool source 'imagenet' \(ood.source\)"):
-        build_pool("imagenet", size=3)
+        build_pool("imagenet", size=3, image_size=32, seed=0)
     link_root = tmp_path / "links"
     link_root.mkdir()
     (link_root / "escape").symlink_to(photo_dir, target_is_directory=True)
@@ -369,7 +369,7 @@ def test_source_pool_drops_labels():
     x = build_pool("source:digits", size=50, image_size=16, channels=3, seed=0)
     assert type(x) is np.ndarray and x.shape == (50, 16, 16, 3) and x.dtype == np.uint8
     np.testing.assert_array_equal(x, np.repeat(x[..., :1], 3, axis=-1))
-    train = load_source("digits", image_size=16).x_train
+    train = load_source("digits", image_size=16, download=False, on_bad_image="error").x_train
     assert train.shape[1:] == (16, 16, 1)
     available = Counter(im.tobytes() for im in train)
     taken = Counter(im[..., :1].tobytes() for im in x)
@@ -378,13 +378,13 @@ def test_source_pool_drops_labels():
 
 def test_bad_arguments():
     with pytest.raises(ValueError, match="unknown pool source"):
-        build_pool("imagenet", size=3)
+        build_pool("imagenet", size=3, image_size=32, seed=0)
     with pytest.raises(ValueError, match="size is required"):
-        build_pool("bundled")
+        build_pool("bundled", image_size=32, seed=0)
     with pytest.raises(ValueError, match="channels"):
-        build_pool("bundled", size=3, channels=4)
+        build_pool("bundled", size=3, channels=4, image_size=32, seed=0)
     with pytest.raises(ValueError, match="image_size"):
-        build_pool("bundled", size=3, image_size=0)
+        build_pool("bundled", size=3, image_size=0, seed=0)
 
 
 def test_missing_photo_is_skipped(monkeypatch):

@@ -63,14 +63,21 @@ def test_preset_validates_over_params_yaml(preset):
 
 @pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.name)
 def test_preset_only_uses_schema_keys(preset):
-    """Each preset key exists in the schema on its own (not only after merging)."""
+    """Each preset key exists in the schema on its own (not only after merging), a method's own
+    subsection's keys included (``pretrain.gloco-proco.alpha``)."""
+    def keys(model) -> dict:  # params.yaml name -> field
+        return {f.alias or name: f for name, f in model.model_fields.items()}
+
     over = read_yaml(preset)
     fields = Params.model_fields
     for section, values in over.items():
         assert section in fields, f"{preset.name}: unknown section {section!r}"
-        allowed = fields[section].annotation.model_fields
-        for key in values:
+        allowed = keys(fields[section].annotation)
+        for key, value in values.items():
             assert key in allowed, f"{preset.name}: unknown key {section}.{key}"
+            if isinstance(value, dict) and hasattr(allowed[key].annotation, "model_fields"):
+                sub = keys(allowed[key].annotation)
+                assert set(value) <= set(sub), f"{preset.name}: unknown keys {section}.{key}.{set(value) - set(sub)}"
 
 
 @pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.name)
@@ -94,12 +101,12 @@ def test_kdup_cifar10_lt_values():
     assert (p.data.split, p.data.split_index) == ("community", 1)  # SDCLR's lists: 11,165 / 500 val / 1% S_b
     assert p.pretrain.domain_loss == "eq9"
     assert p.model.backbone == "resnet18"
-    assert p.pretrain.method == "psd" and p.pretrain.sdclr is False
+    assert p.pretrain.method == "psd" and p.pretrain.pruned_branch is False
     assert p.pretrain.epochs == 2000
     assert p.pretrain.batch_size == 512
     assert p.pretrain.lr == pytest.approx(0.5)
     assert p.pretrain.temperature == pytest.approx(0.2)
-    assert p.pretrain.k_pos == 3
+    assert p.pretrain.psd.k_pos == 3
     assert p.pretrain.alpha == pytest.approx(0.3)
     assert p.ood.strategy == "kdup"
     assert p.ood.source == "npy" and p.ood.path
@@ -108,10 +115,10 @@ def test_kdup_cifar10_lt_values():
     assert p.ood.knn_k == 10
     assert p.ood.momentum == pytest.approx(0.9)
     assert p.ood.warmup_epochs == 100
-    assert p.distill.enabled is True and p.distill_method == "kdup"
+    assert p.distill.enabled is True and p.distill.method == "kdup"
     assert p.distill.epochs == 500
-    assert p.distill.k_kd == 5
-    assert p.distill.beta == pytest.approx(0.4)
+    assert p.distill.kdup.k_kd == 5
+    assert p.distill.kdup.beta == pytest.approx(0.4)
     assert set(p.probe.protocols) == {"full", "few_shot"}
     assert p.probe.epochs == 30 and p.probe.few_shot_epochs == 100
 
@@ -204,11 +211,11 @@ def test_preset_run_generated_split_varies_split_seed():
 def test_preset_run_user_overrides_last_and_lists_quoted():
     import shlex
 
-    cmds = commands("kdup_cifar10_lt.yaml", user_args=["pretrain.sdclr=true", "augment.crop_scale=[0.2, 1.0]"])
+    cmds = commands("kdup_cifar10_lt.yaml", user_args=["pretrain.pruned_branch=true", "augment.crop_scale=[0.2, 1.0]"])
     (cmd,) = cmds
     assert cmd[cmd.index("-n") + 1] == "kdup-cifar10-lt"  # no --seeds: one experiment, preset values as they are
-    assert set_args(cmd)[-2:] == ["pretrain.sdclr=true", "augment.crop_scale=[0.2, 1.0]"]
-    assert value_of(cmd, "pretrain.sdclr") == ["false", "true"]  # the preset's first, the user's wins
+    assert set_args(cmd)[-2:] == ["pretrain.pruned_branch=true", "augment.crop_scale=[0.2, 1.0]"]
+    assert value_of(cmd, "pretrain.pruned_branch") == ["false", "true"]  # the preset's first, the user's wins
     assert "augment.crop_scale=[0.1, 1.0]" in cmd  # a list value is one argument...
     assert "'augment.crop_scale=[0.1, 1.0]'" in shlex.join(cmd)  # ...quoted when printed
     # DVC parses -S with Hydra's grammar: a string with parentheses must be quoted for it
@@ -233,12 +240,62 @@ def test_preset_run_cli_with_dvc_mocked(monkeypatch, capsys):
     assert ltcl.cli.main(argv) == 0
     assert [c[:6] for c in ran] == [["dvc", "exp", "run", "--queue", "-n", f"tase-s{k}"] for k in (1, 2)]
     assert all(c[-2:] == ["-S", "pretrain.epochs=10"] for c in ran)
-    assert len(capsys.readouterr().out.strip().splitlines()) == 2  # the commands are printed
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 4 and [ln.startswith("# tase-s") for ln in out] == [True, False, True, False]  # what, then cmd
     ran.clear()
     assert ltcl.cli.main(argv + ["--dry-run"]) == 0 and ran == []
     assert ltcl.cli.main(["preset", "run", "configs/tase_cifar10_lt.yaml", "--seeds", "6"]) == 2
     assert "--seeds 5 or fewer" in capsys.readouterr().err
     assert ran == []
+
+
+def _dry_run(capsys, preset: str, *sets: str) -> str:
+    import ltcl.cli
+
+    argv = ["preset", "run", f"configs/{preset}", "--dry-run"]
+    for item in sets:
+        argv += ["-S", item]
+    assert ltcl.cli.main(argv) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("# ") and lines[1].startswith("dvc exp run")
+    return lines[0]
+
+
+HEAD2 = "head model.proj_layers 2 = Linear-BN-ReLU-Linear-BN (models/utils.py proj_head"
+HEAD3 = "head model.proj_layers 3 = Linear-BN-ReLU-Linear-BN-ReLU-Linear-BN (SDCLR's dual-BN proj_head"
+COLT_ROW = ("ood.strategy=colt", "distill.enabled=false", "pretrain.domain_loss=colt")
+
+
+def test_preset_dry_run_prints_each_rows_period_and_head(monkeypatch, capsys):
+    """`ltcl preset run --dry-run` says, for TS, TASE, SDCLR and COLT rows, the period and the head
+    the deviation table (docs/deviations.md) gives them: TS T = 400 of 2,000 epochs (TS's t_max 200),
+    TASE no period, SDCLR's rows 3 Linears, SimCLR's / COLT's 2."""
+    monkeypatch.chdir(REPO)
+    ts = _dry_run(capsys, "ts_cifar10_lt.yaml")
+    assert ts.startswith("# ts-cifar10-lt: TS; " + HEAD2) and "NOTE" not in ts
+    assert ("TS period T = 400 epochs = pretrain.ts.period_fraction 0.2 x pretrain.epochs 2000 (TS's t_max = 200), "
+            "tau 0.1 .. 1") in ts
+    short = _dry_run(capsys, "ts_cifar10_lt.yaml", "pretrain.epochs=60")  # the period follows the run's length
+    assert "T = 12 epochs = pretrain.ts.period_fraction 0.2 x pretrain.epochs 60 (TS's t_max = 6)" in short
+    off = _dry_run(capsys, "ts_cifar10_lt.yaml", "pretrain.ts.period_fraction=0.1")
+    assert "NOTE: TS's published runs use pretrain.ts.period_fraction 0.2 (this run: 0.1)" in off
+    tase = _dry_run(capsys, "tase_cifar10_lt.yaml")
+    assert tase.startswith("# tase-cifar10-lt: TASE; " + HEAD2)
+    assert "TASE B 50 / F 10 / S 500 epochs" in tase and "no period" in tase and "NOTE" not in tase
+    kdup = _dry_run(capsys, "kdup_cifar10_lt.yaml")
+    assert kdup.startswith("# kdup-cifar10-lt: SimCLR + KDUP; " + HEAD2) and "NOTE" not in kdup
+    sdclr_kdup = _dry_run(capsys, "kdup_cifar10_lt.yaml", "pretrain.pruned_branch=true", "model.proj_layers=3")
+    assert sdclr_kdup.startswith("# kdup-cifar10-lt: SDCLR + KDUP; " + HEAD3) and "NOTE" not in sdclr_kdup
+    assert "pruned branch prune_ratio 0.9" in sdclr_kdup
+    forgot = _dry_run(capsys, "kdup_cifar10_lt.yaml", "pretrain.pruned_branch=true")
+    assert HEAD2 in forgot and "NOTE: the authors' code runs this row with model.proj_layers 3" in forgot
+    colt = _dry_run(capsys, "kdup_cifar10_lt.yaml", "pretrain.method=simclr", *COLT_ROW)
+    assert colt.startswith("# kdup-cifar10-lt: SimCLR + COLT; " + HEAD2) and "pretrain.domain_loss colt" in colt
+    assert "NOTE" not in colt
+    sdclr_colt = _dry_run(capsys, "kdup_cifar10_lt.yaml", "pretrain.method=sdclr", "model.proj_layers=3", *COLT_ROW)
+    assert sdclr_colt.startswith("# kdup-cifar10-lt: SDCLR + COLT; " + HEAD3) and "NOTE" not in sdclr_colt
+    eq9 = _dry_run(capsys, "kdup_cifar10_lt.yaml", "pretrain.method=simclr", "ood.strategy=colt")
+    assert "NOTE: COLT's released code computes L_DD as pretrain.domain_loss colt" in eq9
 
 
 def test_cpu_preset_matches_the_study():

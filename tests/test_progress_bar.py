@@ -52,9 +52,9 @@ def test_warmup_bar_counts_warmup_epochs(bars):
     model, spec = new_encoder(params.model, x, rt)
     data = TrainSet.from_numpy(x, np.zeros(16, np.int64), 1, rt.device)
     method = SimCLR(model, data, cfg, rt, build_augment(params.augment, spec, rt.device))
-    warm, _ = run_session(method, cfg, rt, None, desc="ood warm-up", end_epoch=1)
+    warm, _, _ = run_session(method, cfg, rt, None, desc="ood warm-up", end_epoch=1)
     assert bars == ["ood warm-up 1/1"]
-    rest, _ = run_session(method, cfg, rt, None, desc="pretrain", start_epoch=1)
+    rest, _, _ = run_session(method, cfg, rt, None, desc="pretrain", start_epoch=1)
     assert bars == ["ood warm-up 1/1", "pretrain 2/3", "pretrain 3/3"]
     logs = warm + rest
     assert [log.epoch for log in logs] == [1, 2, 3]

@@ -96,11 +96,15 @@ def _check_rows(proj, metrics: dict, feats: dict) -> None:
     per_class = pd.read_csv(proj.path(f"metrics/probe/ref-{metrics['reference']}_per_class.csv"))
     assert per_class["group"].tolist() == groups.tolist()
     assert metrics["group_source"] == "long-tailed training split"
+    # the headline (the DVC metric): the groups and All of each protocol, kNN All, nothing else
+    head = json.loads(proj.path(f"metrics/probe/ref-{metrics['reference']}.json").read_text())
+    assert head == {**{p: {k: metrics[p][k] for k in ("many", "medium", "few", "std", "all")} for p in cfg.protocols},
+                    "knn": {f"k{k}": metrics["knn"][f"k{k}"] for k in cfg.knn_k}}
 
 
 def test_raw_pixel_row_is_the_probe_on_standardised_pixels(ref_project):
     p = ref_project
-    m = json.loads(p.path("metrics/probe/ref-pixels.json").read_text())
+    m = json.loads(p.path("metrics/probe/ref-pixels_details.json").read_text())  # the whole record
     data = _splits(p)
     pf = data["probe_full"][0].reshape(len(data["probe_full"][0]), -1).astype(np.float64) / 255.0
     mean, std = pf.mean(axis=0), pf.std(axis=0)
@@ -114,7 +118,7 @@ def test_raw_pixel_row_is_the_probe_on_standardised_pixels(ref_project):
 def test_random_init_row_is_f_before_training(ref_project):
     p = ref_project
     params = p.params()
-    m = json.loads(p.path("metrics/probe/ref-random.json").read_text())
+    m = json.loads(p.path("metrics/probe/ref-random_details.json").read_text())  # the whole record
     from ltcl.models.checkpoint import build_from_spec, encoder_spec
 
     x_train = np.asarray(load_split(p.path("data/lt"), "train")[0])

@@ -29,7 +29,7 @@ def _ckpt_epoch(path) -> int:
 
 @pytest.mark.parametrize("variant", [
     {"ood": {"strategy": "kdup", "interval": 2}, "pretrain": {"method": "psd"}},
-    {"ood": {"strategy": "none"}, "pretrain": {"method": "gloco+proco"}},
+    {"ood": {"strategy": "none"}, "pretrain": {"method": "gloco-proco"}},
 ])
 def test_sigkill_then_resume_matches_uninterrupted(lt_project, tmp_path, variant):
     """The reference run and the resumed run in this process, the killed run in its own."""
@@ -39,8 +39,7 @@ def test_sigkill_then_resume_matches_uninterrupted(lt_project, tmp_path, variant
     proj.stage("pretrain.py")
     reference = _weights(proj.path("data/models/pretrain.pt"))
     ck = proj.path("data/checkpoints/pretrain.pt")
-    assert _ckpt_epoch(ck) == 9
-    ck.unlink()
+    assert not ck.exists()  # spent once the outputs are written: the stage removed it
     proj.path("data/models/pretrain.pt").unlink()
 
     proc = subprocess.Popen([sys.executable, "stages/pretrain.py"], cwd=proj.root, env=stage_env(),
@@ -60,30 +59,42 @@ def test_sigkill_then_resume_matches_uninterrupted(lt_project, tmp_path, variant
     assert reference.keys() == resumed.keys()
     for k in reference:
         assert torch.equal(reference[k], resumed[k]), k
+    assert not ck.exists()
 
 
-def test_checkpoint_of_other_params_is_ignored(built_project, tmp_path):
-    # built_project: make-lt-dataset, ood-sampling, pretrain with epochs 2, checkpoint_every 1
+def _kept_checkpoint(built_project, tmp_path, monkeypatch):
+    """A copy of built_project whose pretrain ran again keeping its resume state (as a run killed
+    after its last checkpoint would leave it)."""
     proj = copy_project(built_project, tmp_path / "p")
     assert proj.params()["pretrain"]["epochs"] == 2 and proj.params()["pretrain"]["checkpoint_every"] == 1
+    assert not proj.path("data/checkpoints/pretrain.pt").exists()
+    monkeypatch.setenv("LTCL_KEEP_CHECKPOINTS", "1")
+    proj.stage("pretrain.py")
+    monkeypatch.delenv("LTCL_KEEP_CHECKPOINTS")
+    assert _ckpt_epoch(proj.path("data/checkpoints/pretrain.pt")) == 2
+    return proj
+
+
+def test_checkpoint_of_other_params_is_ignored(built_project, tmp_path, monkeypatch):
+    # built_project: make-lt-dataset, ood-sampling, pretrain with epochs 2, checkpoint_every 1
+    proj = _kept_checkpoint(built_project, tmp_path, monkeypatch)
     proj.set_params({"pretrain": {"lr": 0.1}})
     out = proj.stage("pretrain.py")
     assert "made with other params or inputs; starting from scratch" in out.stderr
-    # the distill stage with distillation off still writes its checkpoint output (DVC needs it)
+    assert not proj.path("data/checkpoints/pretrain.pt").exists()
+    # a stage that trains nothing writes no resume state (it is no DVC output any more)
     proj.set_params({"distill": {"enabled": False}})
     proj.stage("distill.py")
-    assert proj.path("data/checkpoints/distill.pt").exists()
+    assert not proj.path("data/checkpoints/distill.pt").exists()
 
 
-def test_rerun_after_the_last_checkpoint_rewrites_outputs_and_curves(built_project, tmp_path):
+def test_rerun_after_the_last_checkpoint_rewrites_outputs_and_curves(built_project, tmp_path, monkeypatch):
     """DVC removes a stage's outputs (model, curves) before rerunning it; a checkpoint that is
     already at the last epoch resumes without training and still writes the same weights and
     every epoch's curve."""
     import shutil
 
-    # built_project: make-lt-dataset, ood-sampling, pretrain with epochs 2, checkpoint_every 1
-    proj = copy_project(built_project, tmp_path / "p")
-    assert proj.params()["pretrain"]["epochs"] == 2 and proj.params()["pretrain"]["checkpoint_every"] == 1
+    proj = _kept_checkpoint(built_project, tmp_path, monkeypatch)
     reference = _weights(proj.path("data/models/pretrain.pt"))
     shutil.rmtree(proj.path("dvclive/pretrain"))
     proj.path("data/models/pretrain.pt").unlink()

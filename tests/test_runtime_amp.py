@@ -66,7 +66,8 @@ def test_run_card_records_the_decision(lt_project, tmp_path, monkeypatch, flags,
     monkeypatch.setattr(runtime, "cpu_flags", lambda: set(flags))
     proj = copy_project(lt_project, tmp_path / "p", {"runtime": {"amp": "auto"}, "pretrain": {"epochs": 1}})
     proj.stage("pretrain.py")
-    run = json.loads(proj.path("metrics/pretrain.json").read_text())["run"]
+    run = json.loads(proj.path("runs/pretrain.json").read_text())["run"]  # the run record, not the metrics
+    assert "run" not in json.loads(proj.path("metrics/pretrain.json").read_text())
     assert run["precision"]["precision"] == precision and run["precision"]["amp"] == "auto"
     assert ("no native bf16" in run["precision"]["reason"]) == (precision == "fp32")
     from ltcl.report.html import run_card

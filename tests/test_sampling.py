@@ -32,6 +32,11 @@ from ltcl.sampling.select import (
 )
 from ltcl.sampling.tailness import cluster_tailness, colt_tailness, knn_excluding_self, momentum_update, tailness_scores
 
+_OOD = OODParams()
+# the clustering keys of the schema's defaults (cluster_embeddings takes every one)
+REFINE = {"tol": _OOD.cluster_tol, "max_iter": _OOD.cluster_max_iter, "refine": _OOD.refine, "lr": _OOD.cluster_lr,
+          "patience": _OOD.cluster_patience}
+
 
 @pytest.fixture(autouse=True, scope="module")
 def _single_thread():
@@ -179,7 +184,7 @@ def test_kmeans_shapes_recovery_and_errors():
     x, y = _blobs(rng, [60, 40, 30], 8, 0.05)
     c = kmeans(torch.from_numpy(x), 3, seed=0)
     assert c.shape == (3, 8) and c.dtype == np.float32
-    _, labels, info = cluster_embeddings(x, 3, seed=0, refine=False)
+    _, labels, info = cluster_embeddings(x, 3, seed=0, **{**REFINE, "refine": False})
     assert labels.dtype == np.int64 and info == {"refined": False}
     for cls in range(3):  # each true blob is one cluster
         assert len(set(labels[y == cls].tolist())) == 1
@@ -195,29 +200,29 @@ def _refine_data():
 
 def test_kl_refine_stops_at_first_iteration_below_tol():
     x, c0 = _refine_data()
-    _, _, full = kl_refine(x, c0, tol=0.0, max_iter=40, lr=0.1)
+    _, _, full = kl_refine(x, c0, tol=0.0, max_iter=40, lr=0.1, seed=0, patience=3)
     hist = full["changed_fraction"]
     assert full["n_iter"] == 40 and len(hist) == 40 and not full["converged"]  # max_iter respected
     # pick a tol first undercut at iteration t* + 1 (1-based), the latest record low of the history
     t_star = max(t for t in range(1, len(hist)) if hist[t] < min(hist[:t]))
     assert t_star >= 2
     tol = min(hist[:t_star])
-    _, labels, info = kl_refine(x, c0, tol=tol, max_iter=40, lr=0.1)
+    _, labels, info = kl_refine(x, c0, tol=tol, max_iter=40, lr=0.1, seed=0, patience=3)
     assert info["converged"] and info["n_iter"] == t_star + 1
     assert info["changed_fraction"] == hist[: t_star + 1]
     assert all(h >= tol for h in info["changed_fraction"][:-1]) and info["changed_fraction"][-1] < tol
     # tol = 1.0: any change fraction < 1 stops after the first iteration
-    _, _, one = kl_refine(x, c0, tol=1.0, max_iter=40, lr=0.1)
+    _, _, one = kl_refine(x, c0, tol=1.0, max_iter=40, lr=0.1, seed=0, patience=3)
     assert one["n_iter"] == 1 and one["converged"]
 
 
 def test_kl_refine_final_labels_are_l2_nearest_and_minibatch_runs():
     x, c0 = _refine_data()
-    cents, labels, info = kl_refine(x, c0, tol=0.0, max_iter=5, lr=0.01, batch_size=32)
+    cents, labels, info = kl_refine(x, c0, tol=0.0, max_iter=5, lr=0.01, seed=0, patience=3, batch_size=32)
     assert info["n_iter"] == 5 and len(info["loss"]) == 6
     d2 = ((x[:, None, :].astype(np.float64) - cents[None].astype(np.float64)) ** 2).sum(-1)
     np.testing.assert_array_equal(labels, d2.argmin(1))
-    c2, l2, i2 = cluster_embeddings(x, 4, seed=0, tol=0.0, max_iter=3)
+    c2, l2, i2 = cluster_embeddings(x, 4, seed=0, **{**REFINE, "tol": 0.0, "max_iter": 3})
     assert i2["refined"] and i2["n_iter"] == 3 and c2.shape == (4, x.shape[1]) and l2.shape == (len(x),)
 
 
@@ -231,7 +236,7 @@ def test_kl_refine_step_decreases_eq3_for_the_current_target():
         q = student_t_assign(z, torch.tensor(c, dtype=torch.float64))
         return float((p0 * (p0.log() - q.log())).sum(1).mean())
 
-    c1, _, _ = kl_refine(x, c0, tol=0.0, max_iter=1, lr=1e-3)
+    c1, _, _ = kl_refine(x, c0, tol=0.0, max_iter=1, lr=1e-3, seed=0, patience=3)
     assert kl_fixed(c1) < kl_fixed(c0)
     assert kl_fixed(c0) == pytest.approx(float(kl_cluster_loss(z, torch.tensor(c0, dtype=torch.float64))))
 
@@ -259,13 +264,13 @@ def test_kl_refine_patience_decays_the_step_until_assignments_settle():
     rng = np.random.default_rng(9)
     x, _ = _blobs(rng, [900, 500, 300, 150, 80, 40], 32, 1.2)  # overlapping blobs: many boundary samples
     c0 = kmeans(x, 6, seed=0)
-    _, _, const = kl_refine(x, c0, tol=0.001, max_iter=60, lr=0.01, patience=0)
+    _, _, const = kl_refine(x, c0, tol=0.001, max_iter=60, lr=0.01, seed=0, patience=0)
     assert const["lr"] == 0.01
-    _, _, decayed = kl_refine(x, c0, tol=0.001, max_iter=60, lr=0.01, patience=2)
+    _, _, decayed = kl_refine(x, c0, tol=0.001, max_iter=60, lr=0.01, seed=0, patience=2)
     assert decayed["converged"] and decayed["lr"] < 0.01
     assert decayed["n_iter"] < const["n_iter"]
     with pytest.raises(ValueError, match="patience"):
-        kl_refine(x, c0, patience=-1)
+        kl_refine(x, c0, tol=0.001, max_iter=60, lr=0.01, seed=0, patience=-1)
 
 
 # ----------------------------------------------------------------------------- Eq. 4-6
@@ -341,7 +346,7 @@ def test_colt_tailness_matches_loop():
     rng = np.random.default_rng(9)
     z = _unit(rng, 50, 5)
     batch, topk, seed = 16, 3, 11
-    out = colt_tailness(torch.tensor(z), batch, topk, seed=seed)
+    out = colt_tailness(torch.tensor(z), batch, topk, seed=seed, momentum=0.97)
     perm = torch.randperm(50, generator=torch.Generator().manual_seed(seed)).tolist()
     batches = [perm[0:16], perm[16:32], perm[32:50]]  # trailing batch of 2 < topk + 1 is merged
     ref = np.zeros(50)
@@ -480,7 +485,7 @@ def _small_problem(seed=0):
 @pytest.mark.parametrize("strategy", ["kdup", "colt", "random", "augment", "none"])
 def test_sample_ood_each_strategy(strategy):
     id_emb, _, pool = _small_problem()
-    cfg = OODParams(strategy=strategy, clusters=4, knn_k=5, budget=120, colt_topk=5, cluster_max_iter=20)
+    cfg = OODParams(strategy=strategy, clusters=4, knn_k=5, budget=120, colt={"topk": 5}, cluster_max_iter=20)
     sel, state = sample_ood(torch.from_numpy(id_emb), pool, cfg, colt_batch_size=64)
     assert isinstance(sel, OODSelection) and set(sel.timings) == {"clustering", "tailness", "budget", "sampling"}
     if strategy == "none":

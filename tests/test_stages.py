@@ -42,15 +42,20 @@ def test_pretrain_outputs(built_project):
     h, z = model(torch.zeros(3, 1, 8, 8))
     assert h.shape == (3, model.feature_dim) and z.shape == (3, 32)
     m = json.loads(p.path("metrics/pretrain.json").read_text())
-    # the summary is the curves' and the checkpoint history's: the last epoch's loss, the mean of
-    # the epochs' images/s, and 240 images // batch 64 = 3 steps (last incomplete batch dropped) per epoch
+    # the summary is the curves' and the checkpoint history's: the last epoch's loss and 240 images
+    # // batch 64 = 3 steps (last incomplete batch dropped) per epoch
     curves = p.path("dvclive/pretrain/plots/metrics")
     loss = pd.read_csv(curves / "loss.tsv", sep="\t")
-    ips = pd.read_csv(curves / "images_per_s.tsv", sep="\t")
     assert loss.step.tolist() == [0, 1]  # 2 epochs
     assert m["epochs"] == 2 and m["steps"] == 6 and [h["steps"] for h in ckpt["history"]] == [3, 3]
     assert m["final_loss"] == pytest.approx(loss.loss.iloc[-1], rel=1e-9) == ckpt["history"][-1]["loss"]
-    assert m["images_per_s"] == pytest.approx(ips.images_per_s.mean(), rel=1e-9)
+    # timings go to the run record only: not the metrics, the curves or the model file's history
+    assert not {"seconds", "seconds_per_epoch", "images_per_s", "run"} & set(m)
+    assert sorted(q.name for q in curves.iterdir()) == ["loss.tsv", "loss_contrastive.tsv", "lr.tsv"]
+    assert all(set(h) == {"epoch", "loss", "lr", "steps", "parts"} for h in ckpt["history"])
+    t = json.loads(p.path("runs/pretrain.json").read_text())["timings"]
+    assert [e["epoch"] for e in t["per_epoch"]] == [1, 2]
+    assert t["images_per_s"] == pytest.approx(np.mean([e["images_per_s"] for e in t["per_epoch"]]), rel=1e-12)
 
 
 def test_linear_probe_and_report(built_project):
@@ -90,7 +95,9 @@ def test_paper000_protocols(built_project):
         p.stage("linear_probe.py", "pretrain")
     finally:
         p.set_params({"probe": params["probe"]})
-    m = json.loads(p.path("metrics/probe/pretrain.json").read_text())
+    m = json.loads(p.path("metrics/probe/pretrain_details.json").read_text())  # the whole record (best epoch)
+    assert list(json.loads(p.path("metrics/probe/pretrain.json").read_text())) == ["full", "ms", "lt", "one_percent",
+                                                                                    "knn"]  # the headline's order
     per_class = pd.read_csv(p.path("metrics/probe/pretrain_per_class.csv"))
     n_test = np.bincount(load_split(p.path("data/lt"), "test")[1], minlength=10)
     for proto in ("ms", "lt", "one_percent"):  # All: the test-sample-weighted mean of its per-class accuracies

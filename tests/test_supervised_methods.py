@@ -25,7 +25,8 @@ def setup(method: str, distill: dict | None = None, **pretrain):
         "model": {"backbone": "resnet8", "proj_hidden": 32, "proj_dim": 16},
         "ood": {"strategy": "none"},
         "pretrain": {"method": method, "epochs": 2, "batch_size": 10, "warmup_epochs": 1, **pretrain},
-        "distill": {"epochs": 2, "batch_size": 10, "warmup_epochs": 0, "gml_k": 40, "gml_km": 2, **(distill or {})},
+        "distill": {"method": "gml" if method == "gml" else "kdup", "epochs": 2, "batch_size": 10, "warmup_epochs": 0,
+                    "gml": {"k": 40, "km": 2, **(distill or {})}},
     })
     rt = Runtime(device=torch.device("cpu"), amp_dtype=None, channels_last=True)
     rng = np.random.default_rng(0)
@@ -37,7 +38,7 @@ def setup(method: str, distill: dict | None = None, **pretrain):
     return model, spec, aug, data, params, rt
 
 
-@pytest.mark.parametrize("method", ["gloco", "gloco+proco", "gml"])
+@pytest.mark.parametrize("method", ["gloco", "gloco-proco", "gml"])
 def test_supervised_method_trains(method):
     model, _, aug, data, params, rt = setup(method)
     m = get_method(method)(model, data, params.pretrain, rt, aug)
@@ -49,7 +50,7 @@ def test_supervised_method_trains(method):
 
 
 def test_gloco_adaptive_temperature_and_global_positives():
-    model, _, aug, data, params, rt = setup("gloco", gloco_gamma=0.2, gloco_k=3)
+    model, _, aug, data, params, rt = setup("gloco", gloco={"gamma": 0.2, "k": 3})
     m = get_method("gloco")(model, data, params.pretrain, rt, aug)
     # Eq. 13: tau_c = gamma + (1 - gamma) n_c / n_max
     want = [0.2 + 0.8 * c / 16 for c in COUNTS]
@@ -75,8 +76,8 @@ def test_gloco_adaptive_temperature_and_global_positives():
 
 
 def test_proco_coreset_per_class_and_two_prototype_sets():
-    model, _, aug, data, params, rt = setup("gloco+proco", proco_coreset=0.25)
-    m = get_method("gloco+proco")(model, data, params.pretrain, rt, aug)
+    model, _, aug, data, params, rt = setup("gloco-proco", **{"gloco-proco": {"coreset": 0.25}})
+    m = get_method("gloco-proco")(model, data, params.pretrain, rt, aug)
     m.on_epoch_start(0)
     got = np.bincount(data.labels[m.coreset].numpy(), minlength=4)
     assert got.tolist() == [4, 2, 1, 1]  # round(0.25 n_c), at least one per class
@@ -96,9 +97,12 @@ def test_supervised_methods_refuse_ood():
         get_method("gml")(model, data, params.pretrain, rt, aug)
 
 
-def test_distill_method_auto_follows_gml():
-    assert Params.model_validate({"pretrain": {"method": "gml"}, "ood": {"strategy": "none"}}).distill_method == "gml"
-    assert Params.model_validate({}).distill_method == "kdup"
+def test_distill_method_is_named_and_auto_is_refused():
+    # distill.method names the subsection dvc.yaml lists (distill.${distill.method}): no "auto"
+    assert Params.model_validate({}).distill.method == "kdup"
+    with pytest.raises(ParamsError, match=r"distill.method: auto is gone; set distill.method: gml after "
+                                          r"pretrain.method: gml, else kdup"):
+        validate({"pretrain": {"method": "gml"}, "ood": {"strategy": "none"}, "distill": {"method": "auto"}})
     # the student of a GML teacher is GML's; an explicit kdup is refused with what to set
     with pytest.raises(ParamsError, match="distill.method: gml"):
         validate({"pretrain": {"method": "gml"}, "ood": {"strategy": "none"}, "distill": {"method": "kdup"}})
@@ -106,7 +110,7 @@ def test_distill_method_auto_follows_gml():
 
 
 def student(train_tau=False):
-    model, spec, aug, data, params, rt = setup("gml", distill={"gml_train_tau": train_tau})
+    model, spec, aug, data, params, rt = setup("gml", distill={"train_tau": train_tau})
     teacher, _ = new_encoder(params.model, data.x.numpy(), rt)
     return GMLStudent(model, data, params.distill, rt, aug, teacher=teacher), params, teacher
 
@@ -142,7 +146,7 @@ def test_gml_trainable_temperature_moves_and_excludes_own_sample():
 
 
 def test_gml_pipeline_stages_report_classifier_accuracy(lt_project, tmp_path):
-    """pretrain.method=gml trains the teacher (f), distill.method auto trains the GML student (g);
+    """pretrain.method=gml trains the teacher (f), distill.method gml trains the GML student (g);
     both metrics files carry their classifier's Many/Med/Few/STD/All, the report marks the rows."""
     import json
 
@@ -150,7 +154,7 @@ def test_gml_pipeline_stages_report_classifier_accuracy(lt_project, tmp_path):
 
     # make-lt-dataset from the shared project; a 10-sample t-SNE (cluster stage): nothing below
     # depends on its size
-    proj = copy_project(lt_project, tmp_path / "p", {"pretrain": {"method": "gml"}, "distill": {"method": "auto", "epochs": 2, "gml_k": 64},
+    proj = copy_project(lt_project, tmp_path / "p", {"pretrain": {"method": "gml"}, "distill": {"method": "gml", "epochs": 2, "gml": {"k": 64}},
                                                      "cluster": {"tsne_samples": 10}})
     for script in ("ood_sampling.py", "pretrain.py", "distill.py"):
         proj.stage(script)

@@ -76,11 +76,12 @@ def unlabeled(lt_project, tmp_path_factory):
 def test_probe_and_references_say_why_accuracy_is_absent(unlabeled):
     proj, _ = unlabeled
     for name in ("pretrain", "distill", "ref-pixels", "ref-random"):
-        m = json.loads(proj.path(f"metrics/probe/{name}.json").read_text())
+        assert json.loads(proj.path(f"metrics/probe/{name}.json").read_text()) == {}  # the headline: no number
+        m = json.loads(proj.path(f"metrics/probe/{name}_details.json").read_text())
         assert m.pop("labels") == "absent" and m.pop("group_source") is None
         reason = m.pop("reason")
         assert "no labeled evaluation set" in reason and "data.labeled" in reason
-        assert set(m) == {"run"}  # no accuracy, no protocol key
+        assert m == {}  # no accuracy, no protocol key (and no run card: runs/*.json)
         per_class = pd.read_csv(proj.path(f"metrics/probe/{name}_per_class.csv"))
         assert len(per_class) == 0 and {"class", "full", "few_shot", "knn1", "knn10"} <= set(per_class.columns)
 
@@ -98,7 +99,8 @@ def test_cluster_sizes_of_the_training_images_without_labels(unlabeled):
     x = load_split(proj.path("data/lt"), "train")[0]
     sample = np.sort(np.random.default_rng(cfg["seed"]).permutation(n)[: cfg["kmeans_samples"]])
     for enc in ("pretrain", "distill"):
-        m = json.loads(proj.path(f"metrics/cluster/{enc}.json").read_text())
+        assert json.loads(proj.path(f"metrics/cluster/{enc}.json").read_text()) == {}  # no CHI / DBI
+        m = json.loads(proj.path(f"metrics/cluster/{enc}_details.json").read_text())
         assert m["labels"] == "absent" and "data.labeled" in m["reason"]
         assert not _keys(m) & {"chi", "dbi", "nmi", "ari", "geometry"}
         model, spec, _ = load_encoder(proj.path(f"data/models/{enc}.pt"))
@@ -169,15 +171,17 @@ def test_without_groups_no_group_key_at_all(no_groups):
     proj = no_groups
     _, y_test = load_split(proj.path("data/lt"), "test")
     for name in ("pretrain", "ref-pixels"):
-        m = json.loads(proj.path(f"metrics/probe/{name}.json").read_text())
+        m = json.loads(proj.path(f"metrics/probe/{name}_details.json").read_text())
         assert m["group_source"] is None
         assert not _keys(m) & GROUP_KEYS and not any(k.endswith("_few") for k in m["knn"])
+        assert json.loads(proj.path(f"metrics/probe/{name}.json").read_text()) == {  # the headline: All alone
+            **{proto: {"all": m[proto]["all"]} for proto in ("full", "few_shot")}, "knn": m["knn"]}
         per_class = pd.read_csv(proj.path(f"metrics/probe/{name}_per_class.csv"))
         assert "group" not in per_class
         n_test = np.bincount(y_test, minlength=10)
         for proto in ("full", "few_shot"):  # All is still the test-weighted mean of the per-class accuracies
             assert m[proto]["all"] == pytest.approx(np.sum(per_class[proto] * n_test) / n_test.sum(), abs=1e-3)
-    cl = json.loads(proj.path("metrics/cluster/pretrain.json").read_text())
+    cl = json.loads(proj.path("metrics/cluster/pretrain_details.json").read_text())
     assert "geometry" not in cl and {"chi", "dbi", "nmi", "ari", "cluster_sizes"} <= set(cl)
     page = proj.path("report/index.html").read_text()
     assert "<th>Many</th>" not in page and "<th>STD</th>" not in page and "<th>All</th>" in page
@@ -222,7 +226,7 @@ def test_groups_from_group_counts_and_lt_ms_skipped_without_training_labels(lt_p
                       groups=["few"] * 10, files={**man["files"], y_file: sha256_file(lt / y_file)})
     fake_encoder(proj, "data/models/pretrain.pt")
     proj.stage("linear_probe.py", "pretrain")
-    m = json.loads(proj.path("metrics/probe/pretrain.json").read_text())
+    m = json.loads(proj.path("metrics/probe/pretrain_details.json").read_text())
     assert set(m["skipped"]) == {"lt", "ms"} and "labels.train is false" in m["skipped"]["lt"]
     assert "lt" not in m and "ms" not in m and m["group_source"] == "counts file counts.csv"
     per_class = pd.read_csv(proj.path("metrics/probe/pretrain_per_class.csv"))

@@ -55,8 +55,8 @@ def _params(folders, labeled: bool) -> dict:
     return {"data": data,
             "ood": {"strategy": "kdup", "source": "folder", "path": str(folders / "wallpapers"), "pool_size": 200,
                     "budget": 40, "clusters": 4, "warmup_epochs": 1, "interval": 1, "knn_k": 5},
-            "pretrain": {"method": "psd", "epochs": 3, "batch_size": 32, "k_pos": 2},
-            "distill": {"batch_size": 32, "clusters": 4},
+            "pretrain": {"method": "psd", "epochs": 3, "batch_size": 32, "psd": {"k_pos": 2}},
+            "distill": {"batch_size": 32, "kdup": {"clusters": 4}},
             "cluster": {"clusters": 4, "tsne_samples": 60}}
 
 
@@ -85,12 +85,14 @@ def test_unlabeled_folder_to_report_and_export(tmp_path, folders):
     pool = _json(proj, "data/ood/pool.json")
     assert pool["shape"] == [200, 16, 16, 3]  # 200 crops of 3 photos
     for enc in ("pretrain", "distill", "ref-pixels", "ref-random"):
-        m = _json(proj, f"metrics/probe/{enc}.json")
+        m = _json(proj, f"metrics/probe/{enc}_details.json")
         assert m["labels"] == "absent" and "data.labeled" in m["reason"]
-    clu = _json(proj, "metrics/cluster/distill.json")
+        assert _json(proj, f"metrics/probe/{enc}.json") == {}  # the headline holds no number
+    clu = _json(proj, "metrics/cluster/distill_details.json")
     assert clu["labels"] == "absent" and sum(clu["cluster_sizes"]["sizes"]) == 96  # the tail the model sees
-    ood = _json(proj, "metrics/ood.json")
+    ood = _json(proj, "metrics/ood_details.json")
     assert "spearman_rarity" not in json.dumps(ood) and ood["selected"] == 40
+    assert _json(proj, "metrics/ood.json") == {"selected": 40}  # nothing computed from the placeholder labels
     html = proj.path("report/index.html").read_text()
     for made_up in ("Spearman", "Few-majority", "Many</th>"):
         assert made_up not in html, made_up
@@ -108,10 +110,10 @@ def test_with_a_labeled_set_names_groups_and_reference_rows_come_from_it(tmp_pat
     manifest = _json(proj, "data/lt/manifest.json")
     assert manifest["class_names"] == ["digit0", "digit1", "digit2"]
     assert manifest["group_counts"] == [8, 8, 8] and manifest["group_source"].startswith("labeled set")
-    probe = _json(proj, "metrics/probe/distill.json")
+    probe = _json(proj, "metrics/probe/distill_details.json")
     assert set(probe["full"]) >= {"many", "medium", "few", "all"}
     assert probe["group_source"].startswith("labeled set")
-    pixels = _json(proj, "metrics/probe/ref-pixels.json")
+    pixels = _json(proj, "metrics/probe/ref-pixels_details.json")
     card = _json(proj, "export/distill/model_card.json")
     assert card["above_references"]["full"]["raw pixels"] == pytest.approx(
         probe["full"]["all"] - pixels["full"]["all"], abs=0.01)

@@ -108,11 +108,15 @@ def preset_parser(sub) -> None:
 
 
 def preset_run(args) -> int:
-    """Print the preset's ``dvc exp run`` commands, then run them (not with --dry-run)."""
-    from ltcl.presets import run_commands_for
+    """Print, for each experiment, what it runs (``# name: row; head; TS's period ...``,
+    :func:`ltcl.presets.run_plan`) and its ``dvc exp run`` command, then run them (not with --dry-run)."""
+    from ltcl.presets import run_plan
 
-    cmds = run_commands_for(args.file, args.seeds, args.name, args.queue, args.set_params)
-    print_commands(cmds)
+    plan = run_plan(args.file, args.seeds, args.name, args.queue, args.set_params)
+    for what, cmd in plan:
+        print(f"# {what}")
+        print_commands([cmd])
+    cmds = [cmd for _, cmd in plan]
     if not args.dry_run:
         run_commands(cmds)
     return 0

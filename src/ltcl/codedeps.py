@@ -28,8 +28,6 @@ from ltcl.registry import TABLES, module_of
 
 # stages whose code picks a method through the registry by params: stage -> params section
 METHOD_STAGES = {"pretrain": "pretrain", "distill": "distill"}
-# ``distill.method: auto`` resolves at run time (gml after pretrain.method gml, else kdup)
-AUTO = {"distill": ("kdup", "gml")}
 CODE_PREFIXES = ("stages/", "src/ltcl/", "deps/")
 # package data a module reads: a stage that imports the module depends on the data too
 DATA_DEPS = {"src/ltcl/data/lists.py": ["src/ltcl/data/lists"]}
@@ -105,9 +103,8 @@ def method_links(repo: Path) -> dict[str, list[str]]:
     stage_code = {s: script_closure(repo, f"stages/{s}.py", graph) for s in METHOD_STAGES}
     out = {}
     for stage, section in METHOD_STAGES.items():
-        for name in [*TABLES[section], *(["auto"] if section in AUTO else [])]:
-            names = AUTO[section] if name == "auto" else (name,)
-            own = set().union(*(closure({module_of(section, n)}, graph) for n in names)) - stage_code[stage]
+        for name in TABLES[section]:
+            own = closure({module_of(section, name)}, graph) - stage_code[stage]
             out[method_dir(section, name)] = sorted(rel(repo, modules[m]) for m in own)
     return out
 

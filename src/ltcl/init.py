@@ -100,7 +100,7 @@ def choose(n_images: int, sizes: list[tuple[int, int]], gpu: bool, n_classes: in
         "model": {"backbone": "resnet18" if gpu else "resnet8"},
         "pretrain": {"method": "psd", "epochs": epochs, "batch_size": batch, "warmup_epochs": max(1, epochs // 20)},
         "distill": {"enabled": True, "method": "kdup", "epochs": max(1, epochs // 2), "batch_size": batch,
-                    "warmup_epochs": max(1, epochs // 40), "clusters": clusters},
+                    "warmup_epochs": max(1, epochs // 40), "kdup": {"clusters": clusters}},
         "ood": {"strategy": "kdup", "pool_size": pool, "budget": budget, "clusters": clusters,
                 "warmup_epochs": warmup, "interval": interval},
     }
@@ -118,7 +118,7 @@ def choose(n_images: int, sizes: list[tuple[int, int]], gpu: bool, n_classes: in
         f"ood.pool_size {pool}: 10 x the budget, " + (
             f"crops of the {ood_files} photos of --ood" if ood_files else "crops of the photos bundled with "
             "scikit-image / scikit-learn (no --ood folder given)"),
-        f"ood.clusters / distill.clusters {clusters}: " + (
+        f"ood.clusters / distill.kdup.clusters {clusters}: " + (
             f"the labeled set's {n_classes} classes" if n_classes else "10 (no labeled set to count classes)"),
     ]
     return over, why

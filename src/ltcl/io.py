@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import math
 import os
 import shutil
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import IO, Any, Iterator
 
@@ -130,12 +132,28 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def write_json(path: PathLike, obj: Any) -> None:
+def _ordered_keys(obj: Any, first: tuple[str, ...]) -> Any:
+    """``obj`` with the keys of every dict, at every level, in the order of ``first`` (those it
+    names), then sorted."""
+    if isinstance(obj, dict):
+        rank = {k: i for i, k in enumerate(first)}
+        keys = sorted(obj, key=lambda k: (0, rank[k], "") if k in rank else (1, 0, k))
+        return {k: _ordered_keys(obj[k], first) for k in keys}
+    if isinstance(obj, list):
+        return [_ordered_keys(v, first) for v in obj]
+    return obj
+
+
+def write_json(path: PathLike, obj: Any, first: tuple[str, ...] = ()) -> None:
     """Atomically write ``obj`` as JSON (sorted keys, indent 2, NaN/inf -> null).
 
-    numpy arrays and scalars are converted to lists / Python scalars.
+    numpy arrays and scalars are converted to lists / Python scalars.  ``first``: keys written
+    before the others, in that order, in every dict at every level (a metrics file's headline:
+    ``dvc exp show`` makes its columns in file order, so ``full`` before ``few_shot`` and, within
+    each, ``many`` ... ``all``); every other key is sorted.
     """
-    text = json.dumps(_jsonable(obj), sort_keys=True, indent=2, allow_nan=False)
+    obj = _ordered_keys(_jsonable(obj), tuple(first))
+    text = json.dumps(obj, indent=2, allow_nan=False)
     with atomic_write(path, "w") as fh:
         fh.write(text + "\n")
 
@@ -158,10 +176,39 @@ def save_npy(path: PathLike, array: np.ndarray) -> None:
         np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
 
 
-def save_npz(path: PathLike, **arrays: np.ndarray) -> None:
-    """Atomically write an uncompressed ``.npz`` at exactly ``path``."""
+# the date of every member of an .npz ltcl writes: the zip format's earliest (1980-01-01 00:00:00),
+# so that the same arrays give the same bytes whenever they are written
+NPZ_DATE = (1980, 1, 1, 0, 0, 0)
+
+
+def write_npz(fh: IO[bytes], arrays: dict[str, Any]) -> None:
+    """Write ``arrays`` to the binary file ``fh`` as an uncompressed ``.npz`` (what ``np.load``
+    reads: one ``<name>.npy`` zip member per array, in the order given), byte-stable: every member
+    has the fixed date :data:`NPZ_DATE` and fixed permissions, so the bytes are a function of the
+    arrays alone (``np.savez`` leaves the member dates and attributes to its numpy and zipfile
+    versions).  No pickled object arrays (``np.load`` refuses them by default)."""
+    with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for name, value in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=NPZ_DATE)
+            info.compress_type = zipfile.ZIP_STORED
+            info.external_attr = 0o600 << 16  # -rw-------, as zipfile gives a member it writes
+            with zf.open(info, "w", force_zip64=True) as member:  # zip64 as numpy does (arrays > 2 GiB)
+                np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
+
+
+def npz_bytes(**arrays: Any) -> bytes:
+    """The bytes :func:`save_npz` writes for ``arrays`` (an .npz held in memory)."""
+    buf = io.BytesIO()
+    write_npz(buf, arrays)
+    return buf.getvalue()
+
+
+def save_npz(path: PathLike, **arrays: Any) -> None:
+    """Atomically write an uncompressed, byte-stable ``.npz`` at exactly ``path`` (:func:`write_npz`):
+    every ``.npz`` a stage declares goes through here, so identical arrays leave DVC's downstream
+    stages up to date."""
     with atomic_write(path, "wb") as fh:
-        np.savez(fh, **arrays)
+        write_npz(fh, arrays)
 
 
 def sha256_file(path: PathLike, chunk_size: int = 1 << 20) -> str:

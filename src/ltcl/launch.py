@@ -10,13 +10,14 @@ from pathlib import Path
 from typing import Iterable
 
 from ltcl.errors import UserError
+from ltcl.runrecord import run_record_path
 from ltcl.stage import remove_outputs
 
 
 def maybe_torchrun(script: str | Path, outputs: Iterable[str | Path] = (), stage: str = "") -> None:
     """With ``runtime.nproc`` > 1 and not already under torchrun, run ``script`` again as
     ``python -m torch.distributed.run --standalone --nproc_per_node N script`` and exit with its
-    status (removing ``outputs`` if it failed).  Otherwise return and let the caller run.
+    status (removing ``outputs`` and the stage's run record if it failed).  Otherwise return and let the caller run.
 
     Params that cannot run distributed (``ltcl.train.distributed.check_stage``) stop here with one
     message and exit code 2, as a stage does on bad params; unreadable params are left to the stage."""
@@ -45,6 +46,6 @@ def maybe_torchrun(script: str | Path, outputs: Iterable[str | Path] = (), stage
            *sys.argv[1:]]
     print(f"ltcl: runtime.nproc={n}: {' '.join(cmd)}", file=sys.stderr)
     rc = subprocess.call(cmd)
-    if rc != 0:
-        remove_outputs(outputs)
+    if rc != 0:  # rank 0 writes the run record on success only; a killed torchrun leaves the old one
+        remove_outputs([*outputs, run_record_path(stage)])
     sys.exit(rc)

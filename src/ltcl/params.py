@@ -1,20 +1,38 @@
 """One pydantic schema for params.yaml.
 
-Each DVC stage reads only its own sections (``load_params("data", "pretrain")``), so a
-change to the probe's parameters never invalidates the pre-training stage.  Validation
+Each DVC stage lists only the sections and keys it reads (dvc.yaml; for the training stages
+:data:`STAGE_PARAMS`), so a change to the probe's parameters never invalidates the pre-training
+stage.  Each method's and OOD strategy's own keys sit in its subsection (``pretrain.<method>``,
+``distill.<method>``, ``ood.<strategy>``; :mod:`ltcl.method_params`), of which a stage lists the
+configured one (``pretrain.${pretrain.method}``): another method's key reruns nothing.  Validation
 happens before any work: an unknown key, a wrong type or an out-of-range value stops the
 stage with one message that names the key and what is allowed, and nothing is written.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, ClassVar, Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ltcl.errors import UserError
+from ltcl.method_params import (
+    COLTParams,
+    GloCoParams,
+    GloCoProCoParams,
+    GMLStudentParams,
+    GMLTeacherParams,
+    GuidedDistillParams,
+    NoKeys,
+    PSDParams,
+    Subsection,
+    TASEParams,
+    TSParams,
+)
+from ltcl.moved_keys import moved_messages
 from ltcl.registry import PRETRAIN, SUPERVISED
 
 PARAMS_FILE = "params.yaml"
@@ -183,6 +201,11 @@ class ModelParams(_Section):
     stem: Literal["auto", "cifar", "imagenet"] = "auto"
     proj_hidden: int = Field(512, ge=1)
     proj_dim: int = Field(128, ge=1)
+    proj_layers: Literal[2, 3] = Field(
+        2, description="Linear layers of the projection head (ltcl.models.heads): 2 = Linear-BN-ReLU-Linear-BN, "
+        "the head of SimCLR's rows in SDCLR's, COLT's and TS's released code (models/utils.py proj_head); 3 = "
+        "Linear-BN-ReLU-Linear-BN-ReLU-Linear-BN, SDCLR's dual-BN head (models/resnet_prune_multibn.py, "
+        "--prune_dual_bn), which its SDCLR runs use")
 
 
 class RuntimeParams(_Section):
@@ -238,33 +261,61 @@ PRETRAIN_METHODS = tuple(PRETRAIN)  # the methods registry (ltcl.registry) is th
 SUPERVISED_METHODS = SUPERVISED  # read the long-tailed split's labels
 
 
-class PretrainParams(OptimParams):
+class _Subsectioned(_Section):
+    """A section with one subsection per method (or OOD strategy), named as the value of the key
+    ``CHOICE`` names; keys several methods read sit beside the subsections.  Old flat keys
+    (``ltcl.moved_keys``) are refused with the key that replaced them."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, serialize_by_alias=True)
+    SECTION: ClassVar[str]
+    CHOICE: ClassVar[str]
+
+    @classmethod
+    def subsections(cls) -> dict[str, str]:
+        """params.yaml name of each subsection -> its field name (``gloco-proco`` -> ``gloco_proco``)."""
+        return {f.alias or name: name for name, f in cls.model_fields.items()
+                if isinstance(f.annotation, type) and issubclass(f.annotation, Subsection)}
+
+    @property
+    def own(self) -> Subsection:
+        """The configured method's (strategy's) own subsection: what the method reads its keys from."""
+        return getattr(self, self.subsections()[getattr(self, self.CHOICE)])
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved(cls, data: Any) -> Any:
+        lines = moved_messages(cls.SECTION, data)
+        if lines:
+            raise ValueError("\n  ".join(lines))
+        return data
+
+
+def _own(model: type[Subsection], what: str, alias: Optional[str] = None):
+    """A method's subsection field (``alias``: its params.yaml name where that is no Python name)."""
+    return Field(default_factory=model, description=what, alias=alias)
+
+
+class PretrainParams(OptimParams, _Subsectioned):
+    SECTION: ClassVar[str] = "pretrain"
+    CHOICE: ClassVar[str] = "method"
     method: str = "psd"
     temperature: float = Field(0.2, gt=0.0)
     # SDCLR (Jiang et al. 2021)
-    sdclr: bool = Field(False, description="add SDCLR's pruned branch to the method's loss")
+    pruned_branch: bool = Field(False, description="add SDCLR's pruned branch to the method's loss")
     prune_ratio: float = Field(0.9, gt=0.0, lt=1.0)
-    # KDUP (paper 003, Sec. 3.1.2)
+    # KDUP (paper 003, Sec. 3.1.2): read by every method whose training set holds OOD images
     alpha: float = Field(0.3, ge=0.0)
     domain_loss: Literal["eq9", "colt"] = Field(
         "eq9", description="L_DD as paper 003 writes it (Eq. 9) or as COLT's released code computes it")
-    k_pos: int = Field(3, ge=0)
-    # TS (Kukleva et al. 2023) and TASE (paper 000)
-    tau_min: float = Field(0.1, gt=0.0)
-    tau_max: float = Field(1.0, gt=0.0)
-    ts_period: float = Field(200.0, gt=0.0, description="T: epochs of one full cosine oscillation")
-    tase_warmup: int = Field(50, ge=0, description="B: SimCLR epochs before pseudo-labels")
-    tase_refresh: int = Field(10, ge=1, description="F: epochs between pseudo-label refreshes")
-    tase_full: int = Field(500, ge=0, description="S: epoch from which the temperatures are fully applied")
-    tase_clusters: int = Field(0, ge=0, description="K of k-means; 0 = number of classes")
-    tase_mapping: Literal["linear", "log"] = "linear"
-    # GloCo / ProCo (paper 001) - supervised
-    gloco_k: int = Field(3, ge=1, description="k global positives per anchor (Sec. 3.1)")
-    gloco_gamma: float = Field(0.1, gt=0.0, description="gamma of Eq. 13: the tail classes' temperature")
-    proco_alpha: float = Field(0.5, ge=0.0, le=1.0, description="weight of L_GloCo in L_final (Sec. 3.3)")
-    proco_coreset: float = Field(0.1, gt=0.0, le=1.0, description="coreset share of each class (k-center greedy)")
-    # GML teacher (paper 002) - supervised
-    gml_scale: float = Field(30.0, gt=0.0, description="1 / tau_s of the cosine classifier (Eq. 7)")
+    # each method's own keys (ltcl.method_params), one subsection per name of ltcl.registry.PRETRAIN
+    simclr: NoKeys = _own(NoKeys, "SimCLR (Chen et al. 2020): no keys of its own")
+    sdclr: NoKeys = _own(NoKeys, "SDCLR (Jiang et al. 2021): no keys of its own (pruned_branch, prune_ratio)")
+    psd: PSDParams = _own(PSDParams, "KDUP's pre-training (paper 003 Sec. 3.1.2)")
+    ts: TSParams = _own(TSParams, "TS (Kukleva et al. 2023)")
+    tase: TASEParams = _own(TASEParams, "TASE (paper 000)")
+    gloco: GloCoParams = _own(GloCoParams, "GloCo (paper 001), supervised")
+    gloco_proco: GloCoProCoParams = _own(GloCoProCoParams, "GloCo + ProCo (paper 001), supervised", "gloco-proco")
+    gml: GMLTeacherParams = _own(GMLTeacherParams, "GML's teacher (paper 002), supervised")
 
     @field_validator("method")
     @classmethod
@@ -274,22 +325,20 @@ class PretrainParams(OptimParams):
         return v
 
     @model_validator(mode="after")
-    def _taus(self) -> "PretrainParams":
-        if self.tau_min > self.tau_max:
-            raise ValueError(f"pretrain.tau_min ({self.tau_min}) must be <= pretrain.tau_max ({self.tau_max})")
-        if self.tase_full < self.tase_warmup:
-            raise ValueError(f"pretrain.tase_full ({self.tase_full}) must be >= tase_warmup ({self.tase_warmup})")
-        if self.method in ("gloco", "gloco+proco") and self.gloco_gamma > self.tau_max:
-            raise ValueError(f"pretrain.gloco_gamma ({self.gloco_gamma}) must be <= pretrain.tau_max ({self.tau_max})")
-        if self.sdclr and self.method in SUPERVISED_METHODS:
-            raise ValueError(f"pretrain.sdclr: true is not supported with pretrain.method={self.method}")
+    def _pruned(self) -> "PretrainParams":
+        if self.pruned_branch and self.method in SUPERVISED_METHODS:
+            raise ValueError(f"pretrain.pruned_branch: true is not supported with pretrain.method={self.method}")
         return self
 
 
 # --------------------------------------------------------------------------- OOD sampling
-class OODParams(_Section):
-    """Paper 003 Sec. 3.1.1 (KDUP) and its baselines."""
+class OODParams(_Subsectioned):
+    """Paper 003 Sec. 3.1.1 (KDUP) and its baselines.  The clustering, tailness and budget keys are
+    read by kdup and augment (KDUP's selection with augmented ID copies, Table 12), N_c and tau of
+    Eq. 7 by colt too: they stay at the top; only COLT's tailness has keys of its own."""
 
+    SECTION: ClassVar[str] = "ood"
+    CHOICE: ClassVar[str] = "strategy"
     strategy: Literal["kdup", "colt", "random", "augment", "none"] = "kdup"
     # pool
     source: Literal["bundled", "folder", "npy", "source", "list"] = "bundled"
@@ -323,10 +372,14 @@ class OODParams(_Section):
     budget_temperature: float = Field(1.0, gt=0.0, description="tau of Eq. 7")
     embedding: Literal["backbone", "projection"] = Field(
         "backbone", description="space of clustering, tailness and pool selection (see sampling/refresh.py)")
-    colt_topk: int = Field(10, ge=1)
-    colt_momentum: float = Field(0.97, ge=0.0, lt=1.0)
     embed_batch_size: int = Field(1024, ge=1)
     seed: int = Field(0, ge=0)
+    # each strategy's own keys (ltcl.method_params), one subsection per ood.strategy
+    kdup: NoKeys = _own(NoKeys, "KDUP's sampling (paper 003 Sec. 3.1.1): its keys are the section's")
+    colt: COLTParams = _own(COLTParams, "COLT's sampling (Bai et al. 2023)")
+    random: NoKeys = _own(NoKeys, "ood.budget pool images drawn uniformly: no keys of its own")
+    augment: NoKeys = _own(NoKeys, "augmented ID copies by KDUP's budgets (paper 003 Table 12): no keys of its own")
+    none: NoKeys = _own(NoKeys, "no OOD images")
 
     @field_validator("pool_source")
     @classmethod
@@ -365,28 +418,19 @@ class OODParams(_Section):
 
 
 # --------------------------------------------------------------------------- distill
-class DistillParams(OptimParams):
-    """Paper 003 Sec. 3.2: guided distillation of g from the frozen f."""
+class DistillParams(OptimParams, _Subsectioned):
+    """Paper 003 Sec. 3.2: a new encoder g trained from the frozen f (``method``)."""
 
+    SECTION: ClassVar[str] = "distill"
+    CHOICE: ClassVar[str] = "method"
     epochs: int = Field(500, ge=1)
     lr: float = Field(0.05, gt=0.0)
     enabled: bool = True
-    k_kd: int = Field(5, ge=1, description="K_kd nearest neighbours of f (positives)")
-    beta: float = Field(0.4, ge=0.0, description="weight of L_DL (Eq. 13)")
-    clusters: int = Field(10, ge=2, description="clusters of f's embeddings (negatives)")
-    method: Literal["auto", "kdup", "gml"] = Field(
-        "auto", description="auto: gml after pretrain.method gml, else kdup (guided distillation)")
-    guided_sampling: bool = True
-    guided_weighting: bool = True
-    # GML student (paper 002): gamma L_cls + beta L_GML from the teacher's class-wise queues
-    gml_k: int = Field(4096, ge=1, description="k: contrast features in all queues (Eq. 6)")
-    gml_km: int = Field(2, ge=0, description="k_m: minimum queue length (Eq. 6)")
-    gml_temperature: float = Field(0.1, gt=0.0, description="tau_g (initial value if trained)")
-    gml_train_tau: bool = False
-    gml_alpha: float = Field(1.0, ge=0.0, description="alpha of Eq. 11 (1 = Eq. 5)")
-    gml_scale: float = Field(30.0, gt=0.0, description="1 / tau_s of the student's cosine classifier")
-    gml_cls_weight: float = Field(1.0, ge=0.0, description="gamma: weight of L_cls")
-    gml_weight: float = Field(1.0, ge=0.0, description="beta: weight of L_GML")
+    method: Literal["kdup", "gml"] = Field(
+        "kdup", description="kdup: KDUP's guided distillation; gml: GML's student (after pretrain.method gml)")
+    # each method's own keys (ltcl.method_params), one subsection per name of ltcl.registry.DISTILL
+    kdup: GuidedDistillParams = _own(GuidedDistillParams, "KDUP's guided distillation (paper 003 Sec. 3.2)")
+    gml: GMLStudentParams = _own(GMLStudentParams, "GML's student (paper 002)")
 
 
 # --------------------------------------------------------------------------- cluster
@@ -508,35 +552,28 @@ class Params(BaseModel):
                 raise ValueError(f"pretrain.method={self.pretrain.method} is supervised: it trains on class labels, "
                                  "and data.source: images has none; use a self-supervised method (psd, simclr, "
                                  "sdclr, ts, tase)")
-            if self.distill.enabled and self.distill_method == "gml":
+            if self.distill.enabled and self.distill.method == "gml":
                 raise ValueError("distill.method=gml trains a classifier on the training split's labels, and "
                                  "data.source: images has none; use distill.method: kdup")
-            if self.pretrain.method == "tase" and self.pretrain.tase_clusters == 0:
-                raise ValueError("pretrain.tase_clusters: 0 means 'the number of classes', which an unlabeled "
-                                 "collection does not have; set pretrain.tase_clusters to the number of "
+            if self.pretrain.method == "tase" and self.pretrain.tase.clusters == 0:
+                raise ValueError("pretrain.tase.clusters: 0 means 'the number of classes', which an unlabeled "
+                                 "collection does not have; set pretrain.tase.clusters to the number of "
                                  "pseudo-classes TASE should cluster into (e.g. 10)")
         if self.pretrain.method in SUPERVISED_METHODS and self.ood.strategy != "none":
             raise ValueError(f"pretrain.method={self.pretrain.method} is supervised and trains on the labelled "
                              f"long-tailed split only; set ood.strategy: none (it is {self.ood.strategy!r})")
         if (self.pretrain.method == "psd" and self.ood.strategy != "none"
-                and self.pretrain.k_pos >= self.ood.budget):
-            raise ValueError(f"pretrain.k_pos ({self.pretrain.k_pos}) must be smaller than ood.budget "
+                and self.pretrain.psd.k_pos >= self.ood.budget):
+            raise ValueError(f"pretrain.psd.k_pos ({self.pretrain.psd.k_pos}) must be smaller than ood.budget "
                              f"({self.ood.budget}): PSD takes each image's k_pos nearest neighbours within its "
                              "own domain, and the OOD domain holds ood.budget images")
         if self.pretrain.method == "gml" and self.distill.enabled and self.distill.method == "kdup":
-            raise ValueError("pretrain.method=gml trains GML's teacher, whose student is distill.method: gml "
-                             "(or auto); distill.method is 'kdup'")
+            raise ValueError("pretrain.method=gml trains GML's teacher, whose student is distill.method: gml; "
+                             "distill.method is 'kdup'")
         if self.ood.strategy != "none" and self.ood.warmup_epochs >= self.pretrain.epochs:
             raise ValueError(f"ood.warmup_epochs ({self.ood.warmup_epochs}) must be smaller than "
                              f"pretrain.epochs ({self.pretrain.epochs})")
         return self
-
-    @property
-    def distill_method(self) -> str:
-        """The distillation that runs: ``distill.method``, with ``auto`` resolved."""
-        if self.distill.method != "auto":
-            return self.distill.method
-        return "gml" if self.pretrain.method == "gml" else "kdup"
 
 
 # --------------------------------------------------------------------------- loading
@@ -578,6 +615,20 @@ def read_yaml(path: str | Path) -> dict:
     return raw
 
 
+def _allowed_at(loc: tuple) -> list[str]:
+    """The keys allowed beside the last key of ``loc`` (a section's, a subsection's, an external encoder's)."""
+    from typing import get_args
+
+    model: type[BaseModel] = Params
+    for part in loc[:-1]:
+        field = {f.alias or name: f for name, f in model.model_fields.items()}.get(part)
+        if field is not None:  # else a name of a mapping (external.<name>): the model stays
+            sub = [a for a in (field.annotation, *get_args(field.annotation))
+                   if isinstance(a, type) and issubclass(a, BaseModel)]
+            model = sub[0] if sub else model
+    return sorted(f.alias or name for name, f in model.model_fields.items())
+
+
 def _format_error(exc: ValidationError, path: Path) -> str:
     import difflib
 
@@ -588,17 +639,15 @@ def _format_error(exc: ValidationError, path: Path) -> str:
             # a check across keys (of one section or several): the message names the keys itself
             lines.append(err["msg"].removeprefix("Value error, "))
         elif err["type"] == "extra_forbidden":
-            section = err["loc"][0] if len(err["loc"]) > 1 else None
-            allowed = (
-                sorted(SECTIONS[section].model_fields) if section in SECTIONS else sorted(SECTIONS)
-            )
+            allowed = _allowed_at(err["loc"])
             close = difflib.get_close_matches(str(err["loc"][-1]), allowed, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             lines.append(f"{key}: unknown key{hint}; allowed here: {', '.join(allowed)}")
         else:
             got = err.get("input")
             msg = err["msg"].removeprefix("Value error, ")
-            lines.append(f"{key}: {msg} (got {got!r})")
+            # a check across a subsection's keys names them itself: the whole mapping adds nothing
+            lines.append(f"{key}: {msg}" if isinstance(got, dict) else f"{key}: {msg} (got {got!r})")
     return f"{path}: invalid parameters\n  " + "\n  ".join(lines)
 
 
@@ -614,7 +663,72 @@ def load_params(path: str | Path = PARAMS_FILE) -> Params:
     return validate(read_yaml(path), path)
 
 
-def params_dict(params: Params, *sections: str) -> dict:
-    """Plain dict of the given sections, for manifests and checkpoints."""
+# --------------------------------------------------------------------------- each stage's view
+# The params each training stage reads besides ``runtime`` (which every torch stage reads), as its
+# dvc.yaml ``params`` list names them (tests/test_params_views.py checks that the two agree): single
+# keys of the sections that hold per-method subsections, and ``<section>.${<section>.<choice>}`` for
+# the configured method's (strategy's) own subsection.  Its model file and its resume fingerprint
+# hold this view (:func:`stage_view`), so neither holds a key the stage did not read.
+# the clustering of Sec. 3.1.1 (ltcl.sampling.clustering.cluster_embeddings), which distill reuses
+_CLUSTERING = ("ood.cluster_tol", "ood.cluster_max_iter", "ood.cluster_lr", "ood.cluster_patience", "ood.refine")
+_SAMPLING = ("ood.strategy", "ood.budget", "ood.clusters", *_CLUSTERING, "ood.knn_k", "ood.knn_exact_max",
+             "ood.knn_nprobe", "ood.momentum", "ood.budget_temperature", "ood.embedding", "ood.embed_batch_size",
+             "ood.seed", "ood.${ood.strategy}")
+_SCHEDULE = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "warmup_epochs", "seed", "checkpoint_every")
+STAGE_PARAMS: dict[str, tuple[str, ...]] = {
+    # the warm-up is SimCLR (SDCLR with the pruned branch) on ID data: no method's own key, no L_DD
+    "ood-sampling": ("model", "augment", *_SAMPLING, "ood.warmup_epochs",
+                     "pretrain.method", "pretrain.pruned_branch", "pretrain.prune_ratio", "pretrain.temperature",
+                     *(f"pretrain.{k}" for k in _SCHEDULE)),
+    # the pool's keys are ood-pool's (pool.npy is a dep); the warm-up's length comes with warmup.pt
+    "pretrain": ("model", "augment", "data.group_rule", *_SAMPLING, "ood.interval",
+                 "pretrain.method", "pretrain.temperature", "pretrain.pruned_branch", "pretrain.prune_ratio",
+                 "pretrain.alpha", "pretrain.domain_loss", *(f"pretrain.{k}" for k in _SCHEDULE),
+                 "pretrain.${pretrain.method}"),
+    # KDUP's distillation clusters f's embeddings with the sampling's clustering (paper 003 Sec. 3.2)
+    "distill": ("model", "augment", "data.group_rule", *_CLUSTERING, "distill.enabled", "distill.method",
+                *(f"distill.{k}" for k in _SCHEDULE), "distill.${distill.method}"),
+}
+# ood-pool's keys: the pool is built from these alone
+POOL_PARAMS = ("ood.source", "ood.path", "ood.root", "ood.pool_source", "ood.pool_size", "ood.pool_seed",
+               "ood.crop_scale")
+# the report prints the params every stage of the run read (its Parameters section), so it depends on
+# exactly those: another method's key or a comment in params.yaml leaves it up to date
+STAGE_PARAMS["report"] = tuple(dict.fromkeys((
+    "data", *POOL_PARAMS, *STAGE_PARAMS["ood-sampling"], *STAGE_PARAMS["pretrain"], *STAGE_PARAMS["distill"],
+    "probe", "cluster", "report", "external")))
+_CHOICE = re.compile(r"\$\{([\w.-]+)\}")
+
+
+def _at(tree: dict, dotted: str):
+    node = tree
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def section_view(params: Params, section: str) -> dict:
+    """Section ``section`` as params.yaml writes it, without the subsections of the methods (or
+    OOD strategies) that are not configured."""
+    dump = params.model_dump(mode="json")[section]
+    model = getattr(params, section)
+    if isinstance(model, _Subsectioned):
+        chosen = getattr(model, model.CHOICE)
+        dump = {k: v for k, v in dump.items() if k == chosen or k not in model.subsections()}
+    return dump
+
+
+def stage_view(params: Params, entries: tuple[str, ...] | list[str]) -> dict:
+    """The params named by ``entries`` (whole sections, dotted keys, ``pretrain.${pretrain.method}``;
+    :data:`STAGE_PARAMS`), nested as in params.yaml; a whole section keeps only the configured
+    method's subsection (:func:`section_view`)."""
     dump = params.model_dump(mode="json")
-    return {s: dump[s] for s in sections} if sections else dump
+    out: dict = {}
+    for entry in entries:
+        key = _CHOICE.sub(lambda m: str(_at(dump, m.group(1))), entry)
+        *parents, leaf = key.split(".")
+        node = out
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = section_view(params, leaf) if not parents else _at(dump, key)
+    return out

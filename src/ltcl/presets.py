@@ -69,18 +69,34 @@ def default_name(path: str | Path) -> str:
     return Path(path).stem.replace("_", "-")
 
 
-def run_commands_for(path: str | Path, seeds: int | None = None, name: str | None = None, queue: bool = False,
-                     user_args: list[str] | None = None, params_file: str | Path = "params.yaml") -> list[list[str]]:
-    """The ``dvc exp run`` argv lists of a preset: the preset's ``-S`` args, the repeat's seed /
-    split overrides (``--seeds N``: experiments NAME-s1..sN, as ``ltcl queue`` varies seeds), then
-    the user's ``-S`` args last (later -S win in DVC)."""
+def run_plan(path: str | Path, seeds: int | None = None, name: str | None = None, queue: bool = False,
+             user_args: list[str] | None = None,
+             params_file: str | Path = "params.yaml") -> list[tuple[str, list[str]]]:
+    """(what the experiment runs, its ``dvc exp run`` argv) of each experiment of a preset.
+
+    The argv holds the preset's ``-S`` args, the repeat's seed / split overrides (``--seeds N``:
+    experiments NAME-s1..sN, as ``ltcl queue`` varies seeds), then the user's ``-S`` args last (later
+    -S win in DVC).  The description (:func:`ltcl.released_code.describe` of the experiment's
+    validated params) names the row, its projection head, TS's period or TASE's schedule, the
+    pruned branch and COLT's domain term, with a note where one is not what the authors' code runs."""
+    from ltcl.params import validate
+    from ltcl.released_code import describe
+
     user_args = list(user_args or [])
-    over, full = validated(path, parse_set_params(user_args), params_file)
+    user_over = parse_set_params(user_args)
+    over, full = validated(path, user_over, params_file)
     name = name or default_name(path)
     runs = [(name, {})] if seeds is None else [(f"{name}-s{k}", rep) for k, rep in enumerate(repeats(full, seeds), 1)]
     head = ["dvc", "exp", "run", *(["--queue"] if queue else [])]
     user = [a for item in user_args for a in ("-S", item)]
-    return [[*head, "-n", exp, *set_param_args({**over, **rep}), *user] for exp, rep in runs]
+    return [(f"{exp}: {describe(validate(merged(merged(full, rep), user_over), path=path))}",
+             [*head, "-n", exp, *set_param_args({**over, **rep}), *user]) for exp, rep in runs]
+
+
+def run_commands_for(path: str | Path, seeds: int | None = None, name: str | None = None, queue: bool = False,
+                     user_args: list[str] | None = None, params_file: str | Path = "params.yaml") -> list[list[str]]:
+    """The ``dvc exp run`` argv lists of a preset's experiments (:func:`run_plan`)."""
+    return [cmd for _, cmd in run_plan(path, seeds, name, queue, user_args, params_file)]
 
 
 def main(argv=None) -> int:

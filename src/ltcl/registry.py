@@ -1,6 +1,7 @@
 """The one registry of training methods: params name -> ``module:Class``.
 
-``pretrain.method`` picks a pre-training method, ``distill.method`` a distillation.  The table
+``pretrain.method`` picks a pre-training method, ``distill.method`` a distillation; each name is
+also the name of the method's own params subsection (``pretrain.<name>``, ``ltcl.method_params``).  The table
 holds import paths, not classes, so that validating params imports no torch and a stage imports
 only the module of the method it runs: DVC's cache then reruns a stage only when the code of the
 configured method changes (``dvc.yaml`` lists each method's own files under
@@ -20,7 +21,7 @@ PRETRAIN = {
     "ts": "ltcl.methods.temperature:TemperatureSchedule",
     "tase": "ltcl.methods.temperature:TASE",
     "gloco": "ltcl.methods.gloco:GloCo",
-    "gloco+proco": "ltcl.methods.gloco:GloCoProCo",
+    "gloco-proco": "ltcl.methods.gloco:GloCoProCo",  # a DVC -S key names it (pretrain.gloco-proco.k): no '+'
     "gml": "ltcl.methods.gml:GMLTeacher",
 }
 DISTILL = {
@@ -28,7 +29,7 @@ DISTILL = {
     "gml": "ltcl.methods.distill.gml:GMLStudent",
 }
 # pre-training methods that read the long-tailed split's labels (need ood.strategy: none)
-SUPERVISED = ("gloco", "gloco+proco", "gml")
+SUPERVISED = ("gloco", "gloco-proco", "gml")
 TABLES = {"pretrain": PRETRAIN, "distill": DISTILL}
 
 

@@ -145,7 +145,7 @@ def last_precision() -> dict | None:
     return _LAST[0].record() if _LAST else None
 
 
-def seed_everything(seed: int, deterministic: bool = True) -> None:
+def seed_everything(seed: int, deterministic: bool) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
@@ -166,3 +166,50 @@ def setup_runtime(cfg, seed: int) -> Runtime:
         torch.backends.cudnn.benchmark = True
     return Runtime(device=device, amp_dtype=amp_dtype_for(device, cfg.amp), channels_last=cfg.channels_last,
                    compile_backend=cfg.compile_backend if cfg.compile else None)
+
+
+# ------------------------------------------------------------------ what the numbers depend on
+FACTS_FILE = "data/runtime.json"  # written by the `runtime` stage; every torch stage depends on it
+
+
+def runtime_facts(cfg) -> dict:
+    """The resolved runtime a ``runtime`` params section gives on this machine, beyond the params
+    themselves: the device (a GPU by name: kernels differ between models), the precision
+    ``runtime.amp`` resolves to (``auto`` picks bf16 or fp32 from the CPU's flags or the GPU's
+    compute capability) and the intra-op thread count (float reductions split differently).
+    Each of them changes the numbers a stage computes, and none of them is visible to DVC in
+    params.yaml; the ``runtime`` stage (always run) writes them to :data:`FACTS_FILE`, which every
+    torch stage depends on, so DVC reruns exactly the stages whose numbers this machine would
+    not reproduce.  Under torchrun (``runtime.nproc`` > 1) each process runs torchrun's
+    ``OMP_NUM_THREADS`` threads (1 unless set) when ``runtime.threads`` is 0."""
+    device = resolve_device(cfg.device)
+    name = device.type
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        name = f"cuda: {torch.cuda.get_device_name(device)} (compute capability {major}.{minor})"
+    if cfg.threads:
+        threads = int(cfg.threads)
+    elif int(cfg.nproc) > 1:
+        threads = int(os.environ.get("OMP_NUM_THREADS", "1"))
+    else:
+        threads = torch.get_num_threads()
+    return {"device": name, "precision": amp_decision(device, cfg.amp).name, "threads": threads}
+
+
+def check_recorded_facts(cfg, path: str = FACTS_FILE) -> None:
+    """Refuse to run a stage on a machine whose resolved runtime differs from the one recorded in
+    ``path`` (DVC's lock would then hold numbers this process does not make).  Nothing to check
+    where the file is absent (a stage script run by hand outside a DVC project)."""
+    import json
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.is_file():
+        return
+    recorded, here = json.loads(p.read_text()), runtime_facts(cfg)
+    if recorded != here:
+        diff = ", ".join(f"{k} {recorded.get(k)!r} there, {here.get(k)!r} here"
+                         for k in sorted(set(recorded) | set(here)) if recorded.get(k) != here.get(k))
+        raise UserError(f"{path} (the runtime stage's record of this machine) disagrees with this process: {diff}; "
+                        "run `dvc repro` (it reruns the runtime stage first, then exactly the stages whose "
+                        "numbers depend on it)")

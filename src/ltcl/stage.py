@@ -4,6 +4,7 @@ left behind when a stage fails."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import time
@@ -11,6 +12,9 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from ltcl.errors import UserError
+from ltcl.runrecord import run_record_path, write_run_record
+
+KEEP_CHECKPOINTS = "LTCL_KEEP_CHECKPOINTS"  # =1: keep a stage's resume state after success (to inspect it)
 
 
 def remove_outputs(paths: Iterable[str | Path]) -> None:
@@ -21,54 +25,19 @@ def remove_outputs(paths: Iterable[str | Path]) -> None:
             p.unlink()
 
 
-def run_info(wall_s: float) -> dict:
-    """Wall time, peak memory and the machine of this stage run (the report's run card)."""
-    import os
-    import platform
-    import resource
-
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next((l.split(":", 1)[1].strip() for l in fh if l.startswith("model name")), cpu)
-    except OSError:
-        pass
-    from ltcl.runtime import last_precision
-
-    precision = last_precision()
-    return {
-        **({"precision": precision} if precision else {}),
-        "wall_s": round(wall_s, 3),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),  # Linux: KiB
-        "cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "torch": torch.__version__, "python": platform.python_version(),
-    }
-
-
-def _add_run_info(outputs: list[Path], wall_s: float) -> None:
-    """Record the run card in the stage's metrics JSON (the first ``metrics/*.json`` output)."""
-    from ltcl.io import read_json, write_json
-
-    for p in outputs:
-        if p.suffix == ".json" and p.parts[0] == "metrics" and p.exists():
-            m = read_json(p)
-            if isinstance(m, dict):
-                m["run"] = run_info(wall_s)
-                write_json(p, m)
-            return
-
-
-def run_stage(name: str, main: Callable[[], None], outputs: Iterable[str | Path] = ()) -> None:
-    """Run ``main``; on failure remove ``outputs`` and exit 2 with one message (a ``UserError``)
-    or re-raise (a bug: traceback, exit 1).  On
-    success the stage's metrics JSON gets a ``run`` entry: wall time, peak memory, machine."""
-    outputs = [Path(p) for p in outputs]
+def run_stage(name: str, main: Callable[[], dict | None], outputs: Iterable[str | Path] = (),
+              resume: str | Path | None = None, record: bool = True) -> None:
+    """Run ``main``; on failure remove ``outputs`` (and the stage's run record) and exit 2 with one
+    message (a ``UserError``) or re-raise (a bug: traceback, exit 1).  On success, with
+    ``record``, write the stage's run record ``runs/<name>.json`` (:mod:`ltcl.runrecord`): the run
+    card (wall time, peak memory, machine) and the timings ``main`` returned (a dict, or None);
+    ``record`` is False on the ranks of a torchrun other than 0.  And the stage's resume state
+    ``resume`` (``ltcl.train.resume``), spent, is removed; a failed run keeps it, so the rerun
+    resumes."""
+    outputs = [Path(p) for p in outputs] + ([run_record_path(name)] if record else [])
     t0 = time.perf_counter()
     try:
-        main()
+        timings = main()
     except UserError as exc:
         remove_outputs(outputs)
         print(f"ltcl {name}: error: {exc}", file=sys.stderr)
@@ -77,5 +46,8 @@ def run_stage(name: str, main: Callable[[], None], outputs: Iterable[str | Path]
         remove_outputs(outputs)
         raise
     wall = time.perf_counter() - t0
-    _add_run_info(outputs, wall)
+    if record:
+        write_run_record(name, wall, timings)
+    if resume is not None and os.environ.get(KEEP_CHECKPOINTS, "") in ("", "0"):
+        Path(resume).unlink(missing_ok=True)  # spent: the outputs are written
     print(f"ltcl {name}: done in {wall:.1f} s", file=sys.stderr)

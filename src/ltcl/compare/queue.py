@@ -5,6 +5,10 @@ params.yaml with ``dvc exp run --queue -n <name> -S key=value ...``; ``--seeds N
 row with N seeds (each seed also permutes which class gets which count, ``data.split_seed``; on
 SDCLR's community CIFAR splits repeat k also takes split ``data.split_index`` = k + 1, at most 5).
 ``dvc exp run --run-all`` (or ``dvc queue start``) runs them, ``ltcl compare`` tabulates them.
+
+Every row sets the projection head its authors' code builds (``model.proj_layers``: 3 for SDCLR's
+rows, 2 for the others; ``ltcl.released_code``), and the TS row TS's published protocol
+(``pretrain.ts.period_fraction`` 0.2, tau 0.1 .. 1.0).
 """
 
 from __future__ import annotations
@@ -18,28 +22,60 @@ from typing import Any
 import yaml
 
 from ltcl.errors import UserError
+from ltcl.released_code import TS_PROTOCOL, authors_proj_layers
 
 COLT_LOSS = {"pretrain.domain_loss": "colt"}  # COLT's rows: its domain loss as its released code computes it
 T2 = [
     ("simclr", {"pretrain.method": "simclr", "ood.strategy": "none", "distill.enabled": False}),
     ("simclr-colt", {"pretrain.method": "simclr", "ood.strategy": "colt", "distill.enabled": False, **COLT_LOSS}),
-    ("simclr-kdup", {"pretrain.method": "psd", "pretrain.sdclr": False, "ood.strategy": "kdup", "distill.enabled": True}),
+    ("simclr-kdup", {"pretrain.method": "psd", "pretrain.pruned_branch": False, "ood.strategy": "kdup",
+                     "distill.enabled": True}),
     ("sdclr", {"pretrain.method": "sdclr", "ood.strategy": "none", "distill.enabled": False}),
     ("sdclr-colt", {"pretrain.method": "sdclr", "ood.strategy": "colt", "distill.enabled": False, **COLT_LOSS}),
-    ("sdclr-kdup", {"pretrain.method": "psd", "pretrain.sdclr": True, "ood.strategy": "kdup", "distill.enabled": True}),
+    ("sdclr-kdup", {"pretrain.method": "psd", "pretrain.pruned_branch": True, "ood.strategy": "kdup",
+                    "distill.enabled": True}),
 ]
 KDUP = {"pretrain.method": "psd", "ood.strategy": "kdup", "distill.enabled": True}
+# the supervised methods train on the labelled split alone and take no pruned branch (the schema refuses both)
+SUPERVISED_ROW = {"ood.strategy": "none", "pretrain.pruned_branch": False}
 
 
 def _grid(name: str, key: str, values: list, base: dict | None = None) -> list[tuple[str, dict]]:
     return [(f"{name}-{v}", {**(base or KDUP), key: v}) for v in values]
 
 
+def _effective(params: dict, over: dict[str, Any]):
+    """The validated params a row runs with: ``params`` (nested) with the row's flat overrides."""
+    import copy
+
+    from ltcl.params import validate
+
+    tree = copy.deepcopy(params)
+    for key, value in over.items():
+        *parents, leaf = key.split(".")
+        node = tree
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return validate(tree, path="params.yaml with the row's overrides")
+
+
+def with_authors_head(params: dict, rows: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
+    """Each row with ``model.proj_layers`` set to the head its authors' code builds for the method
+    and pruned branch the row runs (its own keys, else ``params``')."""
+    out = []
+    for name, over in rows:
+        pre = _effective(params, over).pretrain
+        out.append((name, {**over, "model.proj_layers": authors_proj_layers(pre.method, pre.pruned_branch)}))
+    return out
+
+
 def presets(params: dict) -> dict[str, list[tuple[str, dict[str, Any]]]]:
-    """Every preset for the current params (grids are centred on the current values)."""
-    ood = params.get("ood", {})
-    nb, t = int(ood.get("budget", 400)), int(ood.get("interval", 10))
-    return {
+    """Every preset for the current params (grids are centred on the current values); every row
+    sets the head its authors' code builds (:func:`with_authors_head`)."""
+    ood = _effective(params, {}).ood
+    nb, t = int(ood.budget), int(ood.interval)
+    table = {
         "table2": T2,
         "table3": [(f"sampling-{s}", {**KDUP, "ood.strategy": s}) for s in ("random", "colt", "kdup")],
         "table5": [
@@ -48,24 +84,27 @@ def presets(params: dict) -> dict[str, list[tuple[str, dict[str, Any]]]]:
             ("ablation-psd-kd", KDUP),
         ],
         "table6": [
-            ("distill-guided", {**KDUP, "distill.guided_sampling": True, "distill.guided_weighting": True}),
-            ("distill-no-weighting", {**KDUP, "distill.guided_sampling": True, "distill.guided_weighting": False}),
-            ("distill-no-sampling", {**KDUP, "distill.guided_sampling": False, "distill.guided_weighting": True}),
-            ("distill-typical", {**KDUP, "distill.guided_sampling": False, "distill.guided_weighting": False}),
+            ("distill-guided", {**KDUP, "distill.kdup.guided_sampling": True, "distill.kdup.guided_weighting": True}),
+            ("distill-no-weighting", {**KDUP, "distill.kdup.guided_sampling": True,
+                                      "distill.kdup.guided_weighting": False}),
+            ("distill-no-sampling", {**KDUP, "distill.kdup.guided_sampling": False,
+                                     "distill.kdup.guided_weighting": True}),
+            ("distill-typical", {**KDUP, "distill.kdup.guided_sampling": False,
+                                 "distill.kdup.guided_weighting": False}),
         ],
-        "table8": [(f"alpha{a}-beta{b}", {**KDUP, "pretrain.alpha": a, "distill.beta": b})
+        "table8": [(f"alpha{a}-beta{b}", {**KDUP, "pretrain.alpha": a, "distill.kdup.beta": b})
                    for a in (0.1, 0.3, 0.5) for b in (0.2, 0.4, 0.6)],
         "table9": _grid("budget", "ood.budget", sorted({max(1, nb // 2), nb, 2 * nb})),
         "table10": _grid("interval", "ood.interval", sorted({max(1, t // 2), t, 2 * t})),
         "table11": [("momentum-on", {**KDUP, "ood.momentum": 0.9}), ("momentum-off", {**KDUP, "ood.momentum": 0.0})],
         "methods": [
             ("m-simclr", T2[0][1]), ("m-sdclr", T2[3][1]),
-            ("m-ts", {"pretrain.method": "ts", "ood.strategy": "none", "distill.enabled": False}),
+            ("m-ts", {"pretrain.method": "ts", "ood.strategy": "none", "distill.enabled": False, **TS_PROTOCOL}),
             ("m-tase", {"pretrain.method": "tase", "ood.strategy": "none", "distill.enabled": False}),
             ("m-colt", T2[1][1]), ("m-kdup", KDUP),
-            ("m-gloco", {"pretrain.method": "gloco", "ood.strategy": "none", "distill.enabled": False}),
-            ("m-gloco-proco", {"pretrain.method": "gloco+proco", "ood.strategy": "none", "distill.enabled": False}),
-            ("m-gml", {"pretrain.method": "gml", "ood.strategy": "none", "distill.enabled": True, "distill.method": "gml"}),
+            ("m-gloco", {**SUPERVISED_ROW, "pretrain.method": "gloco", "distill.enabled": False}),
+            ("m-gloco-proco", {**SUPERVISED_ROW, "pretrain.method": "gloco-proco", "distill.enabled": False}),
+            ("m-gml", {**SUPERVISED_ROW, "pretrain.method": "gml", "distill.enabled": True, "distill.method": "gml"}),
         ],
         "honest": [
             ("honest-simclr", T2[0][1]),
@@ -75,6 +114,7 @@ def presets(params: dict) -> dict[str, list[tuple[str, dict[str, Any]]]]:
             ("honest-simclr-matched", {**T2[0][1], "pretrain.epochs": compute_matched_epochs(params)}),
         ],
     }
+    return {preset: with_authors_head(params, rows) for preset, rows in table.items()}
 
 
 def compute_matched_epochs(params: dict, n_id: int | None = None) -> int:

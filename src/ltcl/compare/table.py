@@ -36,11 +36,14 @@ def row_values(row: Row, protocol: str) -> dict[str, float]:
     for k in ("chi", "dbi"):
         if isinstance(cl.get(k), (int, float)):
             v[k] = float(cl[k])
-    secs = [e.metric("ood", "warmup", "seconds", default=0.0), e.metric("pretrain", "seconds", default=0.0)]
+    if enc.startswith("ext-"):  # an imported encoder was not trained by this run
+        return v
+    # training minutes: the warm-up, pre-training and (for g) distillation seconds of the run records
+    secs = [e.timing("ood-sampling", "warmup", "seconds", default=0.0), e.timing("pretrain", "seconds", default=0.0)]
     if enc == "distill":
-        secs.append(e.metric("distill", "seconds", default=0.0))
+        secs.append(e.timing("distill", "seconds", default=0.0))
     total = sum(float(s or 0.0) for s in secs)
-    if total > 0 and not enc.startswith("ext-"):  # an imported encoder was not trained by this run
+    if total > 0:
         v["minutes"] = total / 60.0
     return v
 

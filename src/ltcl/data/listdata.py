@@ -112,7 +112,7 @@ def check_labels(lists: dict[str, ListFile]) -> int:
 
 
 def decode_list(root: Path, rel_paths: list[str], out: Path, size: int, what: str,
-                on_bad_image: str = "error") -> list[int]:
+                on_bad_image: str) -> list[int]:
     """Decode ``rel_paths`` under ``root`` to ``out`` (uint8 N x size x size x 3) chunk by chunk,
     gray images replicated to 3 channels; returns the rows (indices into ``rel_paths``) that failed
     to decode.  ``on_bad_image="error"``: every file is tried and nothing is logged as skipped (the

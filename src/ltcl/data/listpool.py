@@ -31,7 +31,7 @@ def write_list_pool(list_file: str | os.PathLike, root: str | os.PathLike, size:
     root = Path(root).expanduser()
     check_files_exist(root, paths, f"OOD pool list {entries.path}")
     with atomic_path(out_path) as tmp:
-        bad = decode_list(root, paths, tmp, int(image_size), "OOD pool")
+        bad = decode_list(root, paths, tmp, int(image_size), "OOD pool", "error")  # a pool list must decode whole
         if bad:
             raise UserError(f"OOD pool list {entries.path}: {len(bad)} images could not be decoded (first: "
                             f"{', '.join(paths[i] for i in bad[:5])}); nothing was written")

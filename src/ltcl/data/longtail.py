@@ -56,9 +56,8 @@ def longtail_counts(
     n_max: int,
     num_classes: int,
     ratio: float,
-    profile: str = "exp",
+    profile: str,
     min_count: int | None = None,
-    seed: int = 0,
 ) -> list[int]:
     """Per-class image counts of a long-tailed split, largest first.
 
@@ -69,8 +68,6 @@ def longtail_counts(
             ``min_count = max(1, int(n_max / ratio))`` unless min_count is given.
         profile: ``"exp"`` | ``"pareto"`` | ``"balanced"`` (see module docstring).
         min_count: smallest count for ``pareto`` (ignored by other profiles).
-        seed: accepted for API stability; every profile is deterministic, the
-            randomness of a split lives in the class order and image choice.
 
     Raises:
         ValueError: bad arguments, or a profile that gives some class 0 images.

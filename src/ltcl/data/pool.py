@@ -143,11 +143,12 @@ def _npy_pool(root, size: int | None, image_size: int, channels: int) -> np.ndar
 
 
 def build_pool(
-    source: str = "bundled",
+    source: str,
     size: int | None = None,
-    image_size: int = 32,
+    *,
+    image_size: int,
+    seed: int,
     channels: int = 3,
-    seed: int = 0,
     root: str | os.PathLike | None = None,
     crop_scale: tuple[float, float] | None = None,
 ) -> np.ndarray:
@@ -188,7 +189,8 @@ def build_pool(
         raise UserError("build_pool: the folder pool is ltcl.data.folderpool.folder_pool (or write_folder_pool)")
     if source.startswith("source:"):
         name = source.split(":", 1)[1]
-        raw = load_source(name, root=root, image_size=image_size)
+        # an OOD pool never downloads and has no skip option: every image of the source must decode
+        raw = load_source(name, root=root, image_size=image_size, download=False, on_bad_image="error")
         return to_channels(_subsample(raw.x_train, size, seed, f"source {name} (ood.pool_source)"), channels)
     raise UserError(f"unknown pool source {source!r} (ood.source); known: {', '.join(POOL_SOURCES)}")
 

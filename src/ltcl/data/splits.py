@@ -218,7 +218,7 @@ def make_splits(
     if draw:
         n_max = int(remaining.min()) if max_per_class is None else int(max_per_class)
         ranked = longtail_counts(n_max, num_classes, imbalance_ratio, profile=profile,
-                                 min_count=pareto_min if profile == "pareto" else None, seed=split_seed)
+                                 min_count=pareto_min if profile == "pareto" else None)
         order = _resolve_class_order(class_order, num_classes, split_seed)
         lt_counts = np.empty(num_classes, dtype=np.int64)
         lt_counts[order] = ranked

@@ -42,8 +42,9 @@ def cluster_metrics(
     features: npt.ArrayLike | torch.Tensor,
     labels: npt.ArrayLike | torch.Tensor,
     num_classes: int,
-    seed: int = 0,
-    l2_normalize: bool = False,
+    *,
+    seed: int,
+    l2_normalize: bool,
     n_init: int = 10,
 ) -> dict[str, float]:
     """CHI / DBI with the true labels and NMI / ARI of k-means against the true labels.
@@ -80,7 +81,7 @@ def cluster_metrics(
 
 
 def stratified_subsample(
-    n: int, n_max: int, labels: npt.ArrayLike | None = None, seed: int = 0
+    n: int, n_max: int, labels: npt.ArrayLike | None, seed: int
 ) -> np.ndarray:
     """Sorted indices of at most ``n_max`` of ``n`` samples.
 
@@ -106,8 +107,8 @@ def stratified_subsample(
 
 def tsne_embedding(
     features: npt.ArrayLike | torch.Tensor,
-    n_max: int = 2000,
-    seed: int = 0,
+    n_max: int,
+    seed: int,
     labels: npt.ArrayLike | torch.Tensor | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """2-D t-SNE of at most ``n_max`` samples.

@@ -3,10 +3,11 @@
 Features are the backbone's pooled output (before the projection head), extracted once per
 split without augmentation (or, for the reference rows, the standardised pixels); every protocol
 then trains a linear classifier on them, picks the best epoch on ``val`` and reports on the
-balanced ``test`` split, per Many/Medium/Few group of the manifest's ``group_counts``.
+balanced ``test`` split, per Many/Medium/Few group of the manifest's ``group_counts``.  The record
+goes to ``<encoder>_details.json``, its headline (:func:`probe_headline`) to the DVC metrics file.
 
 Which labels are real decides what runs (docs/data-manifest.md, :func:`ltcl.data.groups.label_facts`):
-without evaluation labels nothing is trained and the metrics say why (:func:`absent_metrics`);
+without evaluation labels nothing is trained and the details say why (:func:`absent_metrics`; no headline);
 without training-split labels the protocols that train on them (``lt``, ``ms``) are skipped with
 their reason; without groups the accuracies are All and per class only.
 """
@@ -19,7 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ltcl.data.groups import LabelFacts, accuracy_report, class_groups
+from ltcl.data.groups import GROUP_NAMES, LabelFacts, accuracy_report, class_groups
 from ltcl.eval.features import extract_features
 from ltcl.eval.knn import knn_predict
 from ltcl.eval.probe import train_linear_probe
@@ -29,6 +30,8 @@ PROTOCOL_SPLITS = {"full": "probe_full", "few_shot": "few_shot", "ms": "ms", "lt
                    "one_percent": "one_percent"}
 # the protocols whose probe trains on the long-tailed split's labels (``ms`` is drawn from it)
 TRAIN_LABEL_PROTOCOLS = ("lt", "ms")
+# a protocol's headline accuracies, in the papers' column order
+HEADLINE_GROUP_KEYS = (*GROUP_NAMES, "std", "all")
 
 NO_EVAL_LABELS = ("no labeled evaluation set: the split has no real class labels for val / test / probe_full "
                   "(labels.eval is false in data/lt/manifest.json), so no accuracy can be measured. To get "
@@ -131,11 +134,29 @@ def probe_representation(featurize: Callable[[np.ndarray], torch.Tensor], lt_dir
     return metrics, per_class
 
 
-def write_probe_outputs(metrics: dict, per_class: pd.DataFrame, metrics_path, per_class_path) -> None:
-    """The probe stage's two files: the metrics JSON and the per-class CSV."""
-    from ltcl.io import atomic_write, write_json
+def probe_headline(metrics: dict) -> dict:
+    """The headline of a probe record (``metrics/probe/<encoder>.json``, a DVC metric): per protocol
+    run, in :data:`PROTOCOL_SPLITS` order, its Many, Medium, Few, STD and All (the keys present:
+    All alone without groups), then ``knn``: the kNN All at each ``probe.knn_k`` (``k1``, ``k10``), by k.
+    Nothing else (best epoch, val accuracy, kNN on Few, the groups' source, a skipped protocol's
+    reason: the details file); a record without evaluation labels has none: ``{}``."""
+    out = {proto: {k: metrics[proto][k] for k in HEADLINE_GROUP_KEYS if k in metrics[proto]}
+           for proto in PROTOCOL_SPLITS if isinstance(metrics.get(proto), dict)}
+    knn = {k: v for k, v in (metrics.get("knn") or {}).items() if k[1:].isdigit()}  # k<k>, not k<k>_few
+    if knn:
+        out["knn"] = dict(sorted(knn.items(), key=lambda kv: int(kv[0][1:])))
+    return out
 
-    write_json(metrics_path, metrics)
+
+def write_probe_outputs(metrics: dict, per_class: pd.DataFrame, metrics_path, per_class_path) -> None:
+    """The probe stage's files: the headline metrics JSON (:func:`probe_headline`: the protocols in
+    :data:`PROTOCOL_SPLITS` order, then kNN; ``dvc exp show`` makes its columns in file order, so
+    ``full.many`` leads), the whole record beside it (``<encoder>_details.json``,
+    :func:`ltcl.headline.write_metrics`) and the per-class CSV."""
+    from ltcl.headline import write_metrics
+    from ltcl.io import atomic_write
+
+    write_metrics(metrics_path, metrics, probe_headline(metrics))
     with atomic_write(per_class_path, "w") as fh:
         per_class.to_csv(fh, index=False, float_format="%.4f")
 

@@ -39,7 +39,7 @@ def _per_anchor_tau(tau: TauLike, n: int, ref: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def adaptive_temperature(class_counts: torch.Tensor, gamma: float, tau_max: float = 1.0) -> torch.Tensor:
+def adaptive_temperature(class_counts: torch.Tensor, gamma: float, tau_max: float) -> torch.Tensor:
     """Adaptive temperature (paper 001, Eq. 13): ``tau_c = gamma + (1 - gamma) * n_c / n_max``.
 
     Head classes get a high temperature (up to 1 for the largest class), tail classes a low one

@@ -54,7 +54,7 @@ def log_prior_from_counts(class_counts: torch.Tensor) -> torch.Tensor:
 
 
 def gml_logits(q: torch.Tensor, contrast: torch.Tensor, contrast_labels: torch.Tensor,
-               log_prior: torch.Tensor, temperature: float, alpha: float = 1.0,
+               log_prior: torch.Tensor, temperature: float, alpha: float,
                contrast_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Per-class logits of Eq. 5 / Eq. 11 (paper 002).
 
@@ -120,7 +120,7 @@ def gml_logits(q: torch.Tensor, contrast: torch.Tensor, contrast_labels: torch.T
 
 
 def gml_loss(q: torch.Tensor, contrast: torch.Tensor, contrast_labels: torch.Tensor, labels: torch.Tensor,
-             log_prior: torch.Tensor, temperature: float, alpha: float = 1.0,
+             log_prior: torch.Tensor, temperature: float, alpha: float,
              contrast_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Gaussian Mixture Likelihood loss L_GML (paper 002, Eq. 5; Eq. 11 with ``alpha``).
 

@@ -26,7 +26,7 @@ def _check_2d(x: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name} must be a floating-point (N, d) tensor, got {getattr(x, 'shape', type(x))}")
 
 
-def kcenter_greedy(features: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
+def kcenter_greedy(features: torch.Tensor, n: int, seed: int) -> torch.Tensor:
     """k-center greedy coreset (Sener & Savarese 2018, Algorithm 1; paper 001 Sec. 3.3).
 
     Starts from one point drawn uniformly at random (``seed``), then repeatedly adds the point
@@ -67,7 +67,7 @@ def kcenter_greedy(features: torch.Tensor, n: int, seed: int = 0) -> torch.Tenso
 
 
 def kcenter_greedy_per_class(features: torch.Tensor, labels: torch.Tensor, fraction: float,
-                             seed: int = 0, min_per_class: int = 1) -> torch.Tensor:
+                             seed: int, min_per_class: int = 1) -> torch.Tensor:
     """k-center greedy run separately inside each class (labels < 0 are ignored).
 
     Class c keeps ``min(n_c, max(min_per_class, round(fraction * n_c)))`` samples, so every

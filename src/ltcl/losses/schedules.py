@@ -21,9 +21,11 @@ def cosine_temperature(epoch: float, tau_min: float, tau_max: float, period: flo
     ``period`` T is the length of one *full* oscillation, in the same unit as ``epoch``
     (epochs; pass a fractional epoch, e.g. ``epoch + step / steps_per_epoch``, for a per-iteration
     schedule): tau_max at e = 0, tau_min at e = T/2, tau_max again at e = T, periodic after.
-    Paper 000 gives no period. The TS reference code writes ``cos(pi * e / t_max)`` with
-    ``t_max`` = half a period (default 200, i.e. T = 400 epochs, with tau_min = 0.1 and
-    tau_max = 0.5 as its defaults); so ``T = 2 * t_max``.
+    Paper 000 gives no period. The TS reference code (annusha/temperature_schedules@3ac1db6,
+    train_simCLR.py:399) writes ``cos(pi * e / t_max)`` with ``t_max`` = half a period, so
+    ``T = 2 * t_max``; its published runs (README.md) use t_max 200 with tau 0.1 .. 1.0 in
+    2,000 epochs (T = 400; the argparse defaults are tau_max 0.5 and 1,000 epochs,
+    train_simCLR.py:32, 60-62). ``ltcl.methods.temperature`` passes TS's epoch numbering (from 1).
 
     Args:
         epoch: current (possibly fractional) epoch e >= 0.

@@ -160,7 +160,7 @@ def tase_progress(epoch: float, start_epoch: float, full_epoch: float) -> float:
 
 def tase_temperatures(cluster_sizes_of_samples: torch.Tensor, tau_min: float, tau_max: float,
                       epoch: float, start_epoch: float, full_epoch: float,
-                      mapping: Literal["linear", "log"] = "linear", *,
+                      mapping: Literal["linear", "log"], *,
                       base_tau: Optional[float] = None,
                       size_range: Optional[Sequence[float]] = None) -> torch.Tensor:
     """Per-sample temperature from the size of the sample's pseudo-class (paper 000, Sec. 3.3, 3.5, Alg. 1).

@@ -104,8 +104,10 @@ class Method:
             cls.supports_ddp = False
 
     def __init__(self, model: nn.Module, data: TrainSet, cfg, runtime: Runtime, augment: nn.Module,
-                 refresh_every: int = 25):
-        self.refresh_every = max(1, int(refresh_every))  # epochs between refreshes of method state
+                 refresh_every: Optional[int] = None):
+        # epochs between refreshes of method state (PSD's neighbours): the pretrain stage passes
+        # ood.interval; None refreshes only when the training set changes (set_data)
+        self.refresh_every = None if refresh_every is None else max(1, int(refresh_every))
         self.model = runtime.maybe_compile(model)
         self.data = data
         self.cfg = cfg

@@ -3,9 +3,9 @@
 * ``simclr``  NT-Xent between two augmented views (Chen et al. 2020).
 * ``sdclr``   SimCLR whose second view goes through a globally magnitude-pruned copy of the
               backbone, re-pruned every epoch (Jiang et al. 2021, "Self-Damaging Contrastive
-              Learning").  ``pretrain.sdclr: true`` adds the same pruned branch to ``psd``.
+              Learning").  ``pretrain.pruned_branch: true`` adds the same pruned branch to ``psd``.
 * ``psd``     KDUP's pre-training loss (paper 003, Sec. 3.1.2, Eq. 8-10): positives of an
-              instance are its other view plus its ``k_pos`` nearest neighbours within its own
+              instance are its other view plus its ``pretrain.psd.k_pos`` nearest neighbours within its own
               domain (ID or OOD), found by cosine on the current embeddings every ``interval``
               epochs and brought into the batch; negatives are the other samples of the batch.
 
@@ -52,7 +52,7 @@ class SimCLR(Method):
 
     @property
     def uses_pruning(self) -> bool:
-        return self.pruned_branch or bool(getattr(self.cfg, "sdclr", False))
+        return self.pruned_branch or self.cfg.pruned_branch
 
     def temperature(self) -> float:
         """Temperature of the contrastive term at the current epoch (TS overrides it)."""
@@ -78,9 +78,9 @@ class SimCLR(Method):
     def add_domain_loss(self, loss, parts, z, domain):
         """loss + alpha * L_DD (``pretrain.domain_loss``) when the rows span more than one domain;
         under DDP ``z`` and ``domain`` are the gathered global batch."""
-        alpha = float(getattr(self.cfg, "alpha", 0.0))
+        alpha = float(self.cfg.alpha)
         if alpha > 0 and bool((domain != domain[0]).any()):
-            dd = DOMAIN_LOSSES[getattr(self.cfg, "domain_loss", "eq9")](z, domain, self.temperature())
+            dd = DOMAIN_LOSSES[self.cfg.domain_loss](z, domain, self.temperature())
             parts["dd"] = float(dd.detach())
             loss = loss + alpha * dd
         return loss
@@ -118,7 +118,8 @@ class PseudoSemanticDiscrimination(SimCLR):
 
     def on_epoch_start(self, epoch: int) -> None:
         super().on_epoch_start(epoch)
-        if self.cfg.k_pos > 0 and (self._stale or epoch % self.refresh_every == 0):
+        due = self.refresh_every is not None and epoch % self.refresh_every == 0
+        if self.cfg.own.k_pos > 0 and (self._stale or due):
             from ltcl.collectives import on_main
 
             # under DDP rank 0 computes the neighbours and every rank uses the same ones
@@ -130,7 +131,7 @@ class PseudoSemanticDiscrimination(SimCLR):
         from ltcl.sampling.neighbours import domain_knn  # local: sampling imports faiss
 
         z = self.embed_all()
-        return domain_knn(z, self.data.domain.cpu(), self.cfg.k_pos).to(self.data.x.device)
+        return domain_knn(z, self.data.domain.cpu(), self.cfg.own.k_pos).to(self.data.x.device)
 
     def positive_mask(self, ids: torch.Tensor) -> torch.Tensor:
         """pos[a, b]: rows a and b show the same image, or one is among the other's K_pos
@@ -145,7 +146,7 @@ class PseudoSemanticDiscrimination(SimCLR):
     def training_step(self, idx: torch.Tensor) -> StepOutput:
         v1, v2 = self.views(idx)
         ids = [idx, idx]
-        if self.neighbours is not None and self.cfg.k_pos > 0:
+        if self.neighbours is not None and self.cfg.own.k_pos > 0:
             nb = self.neighbours[idx].reshape(-1)
             ids.append(nb)
             v1 = torch.cat([v1, self.augment(self.data.x[nb])])

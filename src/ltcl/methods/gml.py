@@ -3,7 +3,7 @@
 
 * ``gml``         (paper 002, Sec. 3.3 "Training procedure", first step): the teacher, a backbone
                   with a cosine classifier trained by the logit-adjusted loss of Eq. 7 alone
-                  (scale 1/tau_s = ``gml_scale``).  The student is trained in the distill stage
+                  (scale 1/tau_s = ``pretrain.gml.scale``).  The student is trained in the distill stage
                   (:class:`GMLStudent`, ``distill.method: gml``).
 
 The student (:class:`ltcl.methods.distill.gml.GMLStudent`) shares the cosine classifier and the
@@ -65,7 +65,7 @@ class GMLTeacher(ClassifierMixin, Method):
         counts = labelled_counts(self.data)
         dev = self.data.x.device
         self.log_prior = log_prior_from_counts(counts.float()).to(dev)
-        self.scale = float(self.cfg.gml_scale)
+        self.scale = float(self.cfg.own.scale)
         gen = torch.Generator().manual_seed(int(self.cfg.seed))
         self.classifier = CosineClassifier(self.data.num_classes, self.model.feature_dim, gen).to(dev)
 

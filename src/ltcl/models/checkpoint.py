@@ -20,7 +20,7 @@ from ltcl.io import load_checkpoint, save_checkpoint, sha256_sidecar, verify_sha
 from ltcl.models.heads import Encoder, build_encoder
 
 # the spec keys that fix the architecture, and the params.yaml key each comes from
-MODEL_KEYS = ("backbone", "width", "stem", "proj_hidden", "proj_dim")
+MODEL_KEYS = ("backbone", "width", "stem", "proj_hidden", "proj_dim", "proj_layers")
 # what a "not an ltcl encoder checkpoint" message offers instead (the formats are
 # ltcl.models.external.FORMATS; a test keeps them equal)
 ACCEPTED_ENCODERS = (
@@ -52,6 +52,7 @@ def encoder_spec(model_cfg, channels: int, image_size: int, mean, std) -> dict:
         "stem": model_cfg.stem,
         "proj_hidden": int(model_cfg.proj_hidden),
         "proj_dim": int(model_cfg.proj_dim),
+        "proj_layers": int(model_cfg.proj_layers),
         "channels": int(channels),
         "image_size": int(image_size),
         "mean": [float(m) for m in mean],
@@ -61,7 +62,10 @@ def encoder_spec(model_cfg, channels: int, image_size: int, mean, std) -> dict:
 
 def build_from_spec(spec: dict) -> Encoder:
     """The encoder ``spec`` describes; ``spec["head"] == "none"`` (an encoder imported from outside
-    ltcl, evaluated on its backbone features only) gets no projection head."""
+    ltcl, evaluated on its backbone features only) gets no projection head.  The head has
+    ``spec["proj_layers"]`` Linears (2 or 3, ``ltcl.models.heads``); a spec written before that key
+    existed is refused (KeyError: :func:`checked_model` names the file), its encoder being rebuilt
+    by rerunning its stage."""
     if spec.get("head") == "none":
         from torch import nn
 
@@ -71,7 +75,8 @@ def build_from_spec(spec: dict) -> Encoder:
                                   image_size=spec["image_size"])
         return Encoder(backbone, nn.Identity())
     return build_encoder(spec["backbone"], spec["channels"], spec["image_size"], width=spec["width"],
-                         proj_hidden=spec["proj_hidden"], proj_dim=spec["proj_dim"], stem=spec["stem"])
+                         proj_hidden=spec["proj_hidden"], proj_dim=spec["proj_dim"],
+                         proj_layers=spec["proj_layers"], stem=spec["stem"])
 
 
 def save_encoder(path: str | Path, model: Encoder, spec: dict, **extra) -> None:

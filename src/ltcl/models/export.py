@@ -144,9 +144,9 @@ def _arch(spec: dict) -> tuple[str, float, str, int]:
     """(backbone, width, resolved stem, input channels) from an ltcl encoder spec."""
     try:
         name = spec["backbone"]
-        width = float(spec.get("width", 1.0))
-        channels = int(spec.get("channels", 3))
-        stem = resolve_stem(spec.get("stem", "auto"), int(spec.get("image_size", 32)))
+        width = float(spec["width"])
+        channels = int(spec["channels"])
+        stem = resolve_stem(spec["stem"], int(spec["image_size"]))
     except (KeyError, TypeError, ValueError) as exc:
         raise UserError(f"invalid encoder spec ({type(exc).__name__}: {exc})") from None
     if name not in BACKBONES:
@@ -509,7 +509,7 @@ def load_export(path: str | Path, device: torch.device | str = "cpu",
 
     path = Path(path)
     spec, card_path = read_export(path)
-    spec = {**spec, "head": "none", "proj_hidden": 0, "proj_dim": 0}
+    spec = {**spec, "head": "none", "proj_hidden": 0, "proj_dim": 0, "proj_layers": 0}
     model = checked_model(spec, path, None, image_shape)
     try:
         model.backbone.load_state_dict(load_file(str(path), device="cpu"), strict=True)

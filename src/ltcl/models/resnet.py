@@ -129,7 +129,7 @@ class _CifarBasicBlock(nn.Module):
 class CifarResNet(nn.Module):
     """He et al. 2016 (Sect. 4.2) CIFAR ResNet with ``6n + 2`` layers, returning pooled features."""
 
-    def __init__(self, n: int, in_channels: int, width: float = 1.0) -> None:
+    def __init__(self, n: int, in_channels: int, width: float) -> None:
         super().__init__()
         widths = [_scaled(c, width) for c in (16, 32, 64)]
         self.conv1 = nn.Conv2d(in_channels, widths[0], 3, stride=1, padding=1, bias=False)
@@ -183,11 +183,15 @@ BACKBONES: dict[str, Callable[[int, float, str], nn.Module]] = {
 def build_backbone(
     name: str,
     in_channels: int,
-    width: float = 1.0,
-    stem: str = "auto",
-    image_size: int = 32,
+    *,
+    width: float,
+    stem: str,
+    image_size: int,
 ) -> nn.Module:
     """Build a backbone mapping ``(N, in_channels, H, W)`` to pooled features ``(N, model.out_dim)``.
+
+    Every argument is required: ``width`` and ``stem`` come from the ``model`` params (their
+    defaults live there), ``image_size`` from the data.
 
     Args:
         name: one of ``BACKBONES`` (resnet8, resnet20, resnet32, resnet10, resnet18, resnet50).

@@ -6,7 +6,10 @@ t-SNE map. With a labeled evaluation set, on the balanced test split as before: 
 true labels, k-means NMI / ARI (paper 003 Table 4, Fig. 3) and, when the manifest defines groups,
 paper 001's class geometry per group; the t-SNE map is then of the test features, with their labels.
 Without one (``labels.eval`` false) the t-SNE map is of the training features (each point with its
-k-means cluster's rank by size, 0 = largest) and the metrics say why the label metrics are absent.
+k-means cluster's rank by size, 0 = largest) and the details say why the label metrics are absent.
+
+The headline (CHI, DBI) goes to metrics/cluster/<encoder>.json, the DVC metric; everything to
+metrics/cluster/<encoder>_details.json beside it (:mod:`ltcl.headline`).
 
 Bounded on 100,000+ images: the k-means clusters a seeded uniform sample of at most
 ``cluster.kmeans_samples`` training images (only those are passed through the encoder), and the
@@ -24,11 +27,23 @@ from ltcl.errors import UserError
 from ltcl.eval.cluster_metrics import cluster_metrics, cluster_sizes, stratified_subsample, tsne_embedding
 from ltcl.eval.geometry import class_geometry
 from ltcl.eval.protocols import encoder_features, load_frozen
-from ltcl.io import atomic_write, write_json
+from ltcl.headline import write_metrics
+from ltcl.io import atomic_write
 
 NO_LABEL_METRICS = ("no labeled evaluation set (labels.eval is false in data/lt/manifest.json): CHI, DBI, NMI, "
                     "ARI and the class geometry need true labels and are absent; the cluster sizes and the t-SNE "
                     "map of the training images need none. Set data.labeled to a labeled set to get them")
+
+
+# the headline of a cluster record (paper 003 Table 4)
+HEADLINE_KEYS = ("chi", "dbi")
+
+
+def cluster_headline(metrics: dict) -> dict:
+    """The headline of a cluster record (``metrics/cluster/<encoder>.json``, a DVC metric): CHI and
+    DBI with the true labels, nothing else (NMI, ARI, the geometry, the cluster sizes: the details
+    file); ``{}`` without a labeled evaluation set."""
+    return {k: metrics[k] for k in HEADLINE_KEYS if k in metrics}
 
 
 def training_cluster_sizes(model, spec, x_train, cfg, device, amp) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
@@ -66,7 +81,7 @@ def run(params, ckpt_path, lt_dir, metrics_path, tsne_path) -> dict:
             metrics["geometry"] = class_geometry(feats, y, groups)
             df["group"] = groups[y[idx]]
     metrics["group_source"] = facts.group_source
-    write_json(metrics_path, metrics)
+    write_metrics(metrics_path, metrics, cluster_headline(metrics))
     with atomic_write(tsne_path, "w") as fh:
         df.to_csv(fh, index=False, float_format="%.4f")
     return metrics

@@ -15,8 +15,9 @@ Writes ``export/<encoder>/``:
   layers differ from torchvision's ResNet, and code that loads the weights and embeds image files
   without ltcl installed (its first line names the packages it imports).
 
-Nothing in these files depends on the host or the time of the run (the stage's run card goes to
-no file here), so re-exporting the same checkpoint gives the same bytes.
+Nothing in these files depends on the host or the time of the run (the metrics files it reads hold
+no timings, and the stage's run card goes to runs/export-<encoder>.json), so re-exporting the same
+checkpoint gives the same bytes.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import ltcl
+from ltcl.headline import details_path
 from ltcl.io import read_json, sha256_file, write_json, write_text
 from ltcl.models.checkpoint import load_encoder
 from ltcl.models.export import (CARD_JSON, WEIGHTS, export_metadata, layer_differences, load_snippet, preprocessing,
@@ -45,7 +47,8 @@ def method_name(pre: dict, dist: dict | None) -> str:
     return name
 
 
-REFERENCES = {"raw pixels": "ref-pixels", "random-init encoder": "ref-random"}  # metrics/probe/<file>.json
+# the reference rows: their probe records are metrics/probe/<name>_details.json (ltcl.headline)
+REFERENCES = {"raw pixels": "ref-pixels", "random-init encoder": "ref-random"}
 GROUP_KEYS = ("many", "medium", "few", "all")
 
 
@@ -54,7 +57,7 @@ def _accuracies(metrics: dict) -> dict:
     or ``{"absent": reason}`` when the data set has no labeled evaluation set."""
     if metrics.get("labels") == "absent":
         return {"absent": metrics.get("reason", "no labeled evaluation set")}
-    return {k: v for k, v in metrics.items() if k != "run"}
+    return dict(metrics)
 
 
 def reference_gaps(probe: dict, refs: dict[str, dict]) -> dict:
@@ -196,8 +199,8 @@ def run(encoder: str, ckpt_path: str | Path, probe_path: str | Path, metrics_dir
     probe = read_json(probe_path) if Path(probe_path).is_file() else {}
     pre = read_json(Path(metrics_dir) / "pretrain.json")
     dist = read_json(Path(metrics_dir) / "distill.json") if encoder == "distill" else None
-    refs = {name: read_json(Path(metrics_dir) / "probe" / f"{f}.json") for name, f in REFERENCES.items()
-            if (Path(metrics_dir) / "probe" / f"{f}.json").is_file()}
+    ref_files = {name: details_path(Path(metrics_dir) / "probe" / f"{f}.json") for name, f in REFERENCES.items()}
+    refs = {name: read_json(p) for name, p in ref_files.items() if p.is_file()}
     c = card(encoder, spec, ckpt, Path(lt_dir), probe, pre, dist, sha256_file(ckpt_path), model.feature_dim, refs)
     meta = {**export_metadata(spec), "encoder": encoder, "method": c["method"]}
     save_backbone(out / WEIGHTS, model, meta)

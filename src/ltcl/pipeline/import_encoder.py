@@ -62,7 +62,7 @@ def run(params, name: str, lt_dir: str | Path, out_path: str | Path) -> dict:
         raise UserError(f"external.{name}: the normalisation from {norm_from} has {len(mean)} values but the images "
                         f"have {c} channel(s); set external.{name}.mean and .std")
     spec = {"backbone": ext.backbone, "width": float(ext.width), "stem": ext.stem, "proj_hidden": 0, "proj_dim": 0,
-            "head": "none", "channels": int(c), "image_size": int(h), "mean": mean, "std": std}
+            "proj_layers": 0, "head": "none", "channels": int(c), "image_size": int(h), "mean": mean, "std": std}
     report = {**backbone.import_report, "sha256": sha256_file(ext.path), "normalisation_from": norm_from}
     save_encoder(out_path, Encoder(backbone, nn.Identity()), spec, external=report)
     return report

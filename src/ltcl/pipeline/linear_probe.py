@@ -4,8 +4,10 @@ protocols and kNN (SDCLR / KDUP Sec. 4.1), per Many/Medium/Few group of the mani
 
 Features are the backbone's pooled output, extracted once per split without augmentation; each
 protocol in ``probe.protocols`` trains a linear classifier on its split (``ltcl.eval.protocols``).
+The headline (Many ... All per protocol, kNN) goes to metrics/probe/<encoder>.json, the DVC metric;
+everything (best epoch, val accuracy, kNN on Few, ...) to metrics/probe/<encoder>_details.json.
 Without a labeled evaluation set (``labels.eval`` false in the manifest) nothing is trained: the
-metrics say why accuracy is absent and the per-class CSV has its header only.
+details say why accuracy is absent, the headline is empty and the per-class CSV has its header only.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """reference-probe-<pixels | random>: the reference rows of every probe table, on the same splits with
 the same protocols, probe params and kNN as linear-probe@<encoder> (``ltcl.eval.reference``).
 
-Writes metrics/probe/ref-<reference>.json and its per-class CSV in an encoder's probe schema, plus
-``reference`` and ``feature_dim``. Without a labeled evaluation set it writes the same "absent"
-metrics as the probe stage.
+Writes metrics/probe/ref-<reference>.json (the headline), ref-<reference>_details.json and the per-class
+CSV in an encoder's probe schema, the details plus ``reference`` and ``feature_dim``. Without a labeled
+evaluation set it writes the same "absent" metrics as the probe stage.
 """
 
 from __future__ import annotations

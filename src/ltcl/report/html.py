@@ -14,7 +14,9 @@ import numpy as np
 import pandas as pd
 
 from ltcl.data.groups import label_facts
+from ltcl.headline import details_path, is_details
 from ltcl.report import plots
+from ltcl.runrecord import read_run_record
 
 ENCODER_LABELS = {"pretrain": "f (pre-trained)", "distill": "g (distilled)"}
 ENCODER_SHORT = {"pretrain": "f", "distill": "g"}
@@ -110,6 +112,12 @@ def _read_json(p: Path):
     return json.loads(p.read_text()) if p.exists() else None
 
 
+def _read_details(root: Path, headline: str):
+    """The whole record of a stage whose DVC metric is the headline file ``headline``
+    (``metrics/probe/pretrain.json``): its details file beside it (:mod:`ltcl.headline`), or None."""
+    return _read_json(details_path(root / headline))
+
+
 def encoder_labels(root: Path, encoders) -> dict[str, str]:
     """"f (pre-trained): gml [supervised]" etc.: which method made each encoder, and whether it
     read the labels of the long-tailed split (supervised rows are not comparable with
@@ -130,10 +138,16 @@ def encoder_labels(root: Path, encoders) -> dict[str, str]:
     return out
 
 
-STAGE_METRICS = {"make-lt-dataset": "dataset", "ood-sampling": "ood", "pretrain": "pretrain", "distill": "distill",
-                 "linear-probe@pretrain": "probe/pretrain", "linear-probe@distill": "probe/distill",
-                 "cluster@pretrain": "cluster/pretrain", "cluster@distill": "cluster/distill",
-                 "reference-probe-pixels": "probe/ref-pixels", "reference-probe-random": "probe/ref-random"}
+# the stages whose run records (runs/<stage>.json, ltcl.runrecord) the run card shows: the report
+# stage's upstream stages (dvc.yaml lists their records in its deps)
+RUN_STAGES = ("make-lt-dataset", "ood-pool", "ood-sampling", "pretrain", "distill", "linear-probe@pretrain",
+              "linear-probe@distill", "reference-probe-pixels", "reference-probe-random", "cluster@pretrain",
+              "cluster@distill")
+
+
+def timings(root: Path, stage: str) -> dict:
+    """The timings of ``stage``'s run record ({} when it has none)."""
+    return read_run_record(root, stage).get("timings") or {}
 
 
 def split_fact(ds: dict, manifest: dict) -> str:
@@ -147,19 +161,16 @@ def split_fact(ds: dict, manifest: dict) -> str:
     return f"{name} (community lists): {listed}"
 
 
-def run_card(root: Path) -> tuple[str, str] | None:
-    """Dataset, split sizes, seeds, machine, wall time and peak memory per stage, and the time
-    table of paper 003 (Tables 13-15) measured on this run."""
-    runs = {st: (_read_json(root / f"metrics/{f}.json") or {}).get("run") for st, f in STAGE_METRICS.items()}
+def run_card(root: Path, params: dict | None = None) -> tuple[str, str] | None:
+    """Dataset, split sizes, seeds (from ``params``, the params the run's stages read), machine,
+    wall time and peak memory per stage (the stages' run records), and the time table of paper 003
+    (Tables 13-15) measured on this run."""
+    runs = {st: read_run_record(root, st).get("run") for st in RUN_STAGES}
     runs = {st: r for st, r in runs.items() if r}
     ds = _read_json(root / "metrics/dataset.json") or {}
     if not runs and not ds:
         return None
-    params = {}
-    if (root / "params.yaml").exists():
-        import yaml
-
-        params = yaml.safe_load((root / "params.yaml").read_text()) or {}
+    params = params or {}
     first = next(iter(runs.values()), {})
     seeds = {f"{sec}.seed": (params.get(sec) or {}).get("seed") for sec in ("pretrain", "ood", "distill", "probe")}
     seeds["data.split_seed"] = (params.get("data") or {}).get("split_seed")
@@ -192,13 +203,13 @@ def run_card(root: Path) -> tuple[str, str] | None:
                               ("precision", "precision")], first=("name", "stage"))
         h += "<p>Wall time and peak resident memory per stage (this run):</p>" + th
         m += "Wall time and peak resident memory per stage (this run):\n\n" + tm
-    pre = _read_json(root / "metrics/pretrain.json") or {}
-    dis = _read_json(root / "metrics/distill.json") or {}
-    ood = _read_json(root / "metrics/ood.json") or {}
-    secs = ood.get("seconds") or {}
+    pre = timings(root, "pretrain")
+    dis = timings(root, "distill")
+    distilled = (_read_json(root / "metrics/distill.json") or {}).get("enabled", True)
+    secs = timings(root, "ood-sampling").get("seconds") or {}
     trow = [{"name": "this run",
              "pre": pre.get("seconds_per_epoch"),
-             "dis": dis.get("seconds_per_epoch") if dis.get("enabled", True) else None,
+             "dis": dis.get("seconds_per_epoch") if distilled else None,
              "clu": pre.get("ood_update_clustering_s", secs.get("clustering")),
              "tail": pre.get("ood_update_tailness_s", secs.get("tailness")),
              "samp": pre.get("ood_update_sampling_s", secs.get("sampling")),
@@ -215,7 +226,7 @@ def run_card(root: Path) -> tuple[str, str] | None:
 
 def external_encoders(root: Path) -> tuple[str, ...]:
     """``ext-<name>`` of every imported encoder whose probe ran (``metrics/probe/ext-<name>.json``)."""
-    return tuple(sorted(p.stem for p in (root / "metrics/probe").glob("ext-*.json")))
+    return tuple(sorted(p.stem for p in (root / "metrics/probe").glob("ext-*.json") if not is_details(p)))
 
 
 def short_name(encoder: str) -> str:
@@ -383,7 +394,7 @@ def ood_section(root: Path, manifest: dict) -> tuple[str, str] | None:
     """OOD sampling (paper 003 Sec. 3.1.1): the first selection, its clusters and budgets; with
     real training labels how tailness tracks rarity, without them why that is absent; the
     pictures of the updates (:func:`ood_pictures`); seconds per update."""
-    ood = _read_json(root / "metrics/ood.json")
+    ood = _read_details(root, "metrics/ood.json")
     if not ood or ood.get("strategy", "none") == "none":
         return None
     names = manifest.get("class_names") or []
@@ -431,11 +442,12 @@ def ood_section(root: Path, manifest: dict) -> tuple[str, str] | None:
         m += dm + tm + "\n" + bb[1]
     ph, pm = ood_pictures(root)
     h, m = h + ph, m + "\n" + pm
-    secs = ood.get("seconds", {})
-    pre = _read_json(root / "metrics/pretrain.json") or {}
+    secs = timings(root, "ood-sampling").get("seconds") or {}
+    pre = timings(root, "pretrain")
     trow = [{"name": "first update (ood-sampling)", **secs}]
-    if pre.get("ood_updates"):
-        trow.append({"name": f"mean of {pre['ood_updates']} updates in pretrain",
+    n_updates = len(pre.get("ood_update_history") or [])
+    if n_updates:
+        trow.append({"name": f"mean of {n_updates} updates in pretrain",
                      **{k: pre.get(f"ood_update_{k}_s") for k in secs}})
     keys = [k for k in ("embedding", "clustering", "tailness", "budget", "sampling", "total") if k in secs]
     th, tm = table(trow, [(k, k + " (s)") for k in keys], first=("name", "OOD update"))
@@ -443,7 +455,11 @@ def ood_section(root: Path, manifest: dict) -> tuple[str, str] | None:
             m + "Seconds per update (paper 003 Table 15):\n\n" + tm)
 
 
-def build_report(root: str | Path = ".", title: str = "ltcl report", encoders=("pretrain", "distill")) -> Report:
+def build_report(root: str | Path = ".", *, title: str, encoders=("pretrain", "distill"),
+                 params: dict | None = None) -> Report:
+    """The report of the run in ``root``; ``params`` (the params its stages read, nested as in
+    params.yaml: ``ltcl.params.stage_view`` of ``STAGE_PARAMS["report"]``) give the seeds of the run
+    card and the Parameters section."""
     root = Path(root)
     encoders = tuple(encoders) + tuple(e for e in external_encoders(root) if e not in encoders)
     rep = Report(title)
@@ -455,12 +471,12 @@ def build_report(root: str | Path = ".", title: str = "ltcl report", encoders=("
     dataset = _read_json(root / "metrics/dataset.json") or {}
 
     # ---- summary
-    probe = {e: _read_json(root / f"metrics/probe/{e}.json") for e in encoders}
+    probe = {e: _read_details(root, f"metrics/probe/{e}.json") for e in encoders}
     probe = {e: m for e, m in probe.items() if m}
     # without a labeled evaluation set the probe metrics say why accuracy is absent (no numbers)
     absent = {e: m for e, m in probe.items() if m.get("labels") == "absent"}
     probe = {e: m for e, m in probe.items() if e not in absent}
-    refs = {r: _read_json(root / f"metrics/probe/{r}.json") for r in REFERENCE_LABELS}
+    refs = {r: _read_details(root, f"metrics/probe/{r}.json") for r in REFERENCE_LABELS}
     refs = {r: m for r, m in refs.items() if m and m.get("labels") != "absent"}
     per_class = {e: pd.read_csv(root / f"metrics/probe/{e}_per_class.csv") for e in probe
                  if (root / f"metrics/probe/{e}_per_class.csv").exists()}
@@ -474,7 +490,7 @@ def build_report(root: str | Path = ".", title: str = "ltcl report", encoders=("
     rep.add("Dataset", h + cc[0], m + "\n" + cc[1])
 
     # ---- run card
-    card = run_card(root)
+    card = run_card(root, params)
     if card:
         rep.add("Run card", *card)
 
@@ -545,7 +561,7 @@ def build_report(root: str | Path = ".", title: str = "ltcl report", encoders=("
         rep.add("OOD sampling", *section)
 
     # ---- cluster quality (paper 003 Table 4, Fig. 3; paper 001 Sec. 4) and the label-free cluster sizes
-    clusters = {e: _read_json(root / f"metrics/cluster/{e}.json") for e in encoders}
+    clusters = {e: _read_details(root, f"metrics/cluster/{e}.json") for e in encoders}
     clusters = {e: c for e, c in clusters.items() if c}
     if clusters:
         labeled = {e: c for e, c in clusters.items() if c.get("labels") != "absent"}
@@ -606,20 +622,27 @@ def build_report(root: str | Path = ".", title: str = "ltcl report", encoders=("
     # ---- training
     stage_metrics = {s: _read_json(root / f"metrics/{s}.json") for s in ("pretrain", "distill")}
     stage_metrics = {s: mt for s, mt in stage_metrics.items() if mt and mt.get("enabled", True)}
-    rows = [{"name": s, **{k: v for k, v in mt.items() if isinstance(v, (int, float))}}
+    rows = [{"name": s, **{k: v for k, v in {**mt, **timings(root, s)}.items() if isinstance(v, (int, float))}}
             for s, mt in stage_metrics.items() if mt]
     if rows:
         keys = ["epochs", "steps", "final_loss", "seconds", "seconds_per_epoch", "images_per_s"]
         h, m = table(rows, [(k, k) for k in keys], first=("name", "stage"))
-        curves = {s: plots.read_live_curves(root / "dvclive" / s) for s in ("ood-warmup", "pretrain", "distill")}
+        # loss, lr and the loss terms from dvclive's curves; images/s per epoch from the run records
+        sessions = {"ood-warmup": timings(root, "ood-sampling").get("warmup") or {},
+                    "pretrain": timings(root, "pretrain"), "distill": timings(root, "distill")}
+        curves = {s: {**plots.read_live_curves(root / "dvclive" / s),
+                      **plots.throughput_curve(t.get("per_epoch") or [])} for s, t in sessions.items()}
         c = img(plots.training_curves(curves), "training curves")
         rep.add("Training", h + c[0], m + "\n" + c[1])
 
     # ---- params
-    params_path = root / "params.yaml"
-    if params_path.exists():
-        text = params_path.read_text()
-        rep.add("Parameters", f"<pre>{html.escape(text)}</pre>", f"```yaml\n{text}```")
+    if params:
+        import yaml
+
+        text = yaml.safe_dump(params, sort_keys=False)
+        rep.add("Parameters", "<p>The params this run's stages read (other methods' keys left out):</p>"
+                f"<pre>{html.escape(text)}</pre>",
+                f"The params this run's stages read (other methods' keys left out):\n\n```yaml\n{text}```")
     return rep
 
 

@@ -41,6 +41,16 @@ def read_live_curves(directory: str | Path) -> dict[str, pd.DataFrame]:
     return {p.stem: pd.read_csv(p, sep="\t") for p in sorted(d.glob("*.tsv"))} if d.exists() else {}
 
 
+def throughput_curve(per_epoch: list[dict]) -> dict[str, pd.DataFrame]:
+    """``{"images_per_s": <step, images_per_s>}`` of a session's epochs (a run record's
+    ``per_epoch``, ``ltcl.train.session.train_timings``), in dvclive's curve layout (step 0 = the
+    session's first epoch); {} for a session without epochs."""
+    if not per_epoch:
+        return {}
+    return {"images_per_s": pd.DataFrame({"step": range(len(per_epoch)),
+                                          "images_per_s": [e["images_per_s"] for e in per_epoch]})}
+
+
 def training_curves(curves: dict[str, dict[str, pd.DataFrame]]) -> str | None:
     """One panel per metric (loss, lr, images/s), one line per training stage."""
     names = ["loss", "lr", "images_per_s"]

@@ -49,7 +49,7 @@ def largest_remainder(weights: np.ndarray, total: int) -> np.ndarray:
     return base
 
 
-def allocate_budget(cluster_tailness: Any, total: int, temperature: float = 1.0) -> np.ndarray:
+def allocate_budget(cluster_tailness: Any, total: int, temperature: float) -> np.ndarray:
     """Per-cluster budgets u_k = N_b * S(s_hat^tail / tau)_k, KDUP (paper 003, Eq. 7), as integers.
 
     Returns an int64 array (K,) of non-negative budgets summing exactly to ``total``

@@ -181,13 +181,14 @@ def _kl_step_full(z: torch.Tensor, zz: torch.Tensor, mu: torch.Tensor, dof: floa
 def kl_refine(
     z: Any,
     centroids: Any,
-    tol: float = 0.001,
-    max_iter: int = 200,
-    lr: float = 1e-3,
+    *,
+    tol: float,
+    max_iter: int,
+    lr: float,
+    seed: int,
+    patience: int,
     dof: float = 1.0,
     batch_size: int | None = None,
-    seed: int = 0,
-    patience: int = 3,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Refine centroids by minimising Eq. 3 w.r.t. the centroids, KDUP (paper 003, Sec. 3.1.1).
 
@@ -288,15 +289,21 @@ def cluster_embeddings(
     z: Any,
     k: int,
     seed: int,
-    tol: float = 0.001,
-    max_iter: int = 200,
-    refine: bool = True,
-    lr: float = 1e-3,
+    *,
+    tol: float,
+    max_iter: int,
+    refine: bool,
+    lr: float,
+    patience: int,
     dof: float = 1.0,
     batch_size: int | None = None,
-    patience: int = 3,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Cluster ID embeddings, KDUP (paper 003, Sec. 3.1.1): k-means init, then KL refinement (Eq. 1-3).
+
+    ``tol``, ``max_iter``, ``refine``, ``lr`` and ``patience`` are ``ood.cluster_tol``,
+    ``ood.cluster_max_iter``, ``ood.refine``, ``ood.cluster_lr`` and ``ood.cluster_patience`` (the
+    sampling and, on f's embeddings, the distillation's clustering: paper 003 Sec. 3.2 applies "the
+    clustering method in Section 3.1"); their defaults live in the schema.
 
     ``refine=False`` gives plain k-means (COLT, Bai et al. 2023).  Labels are always the
     closest centroid by L2 distance.  Returns (centroids float32 (k, d), labels int64 (N,), info);

@@ -289,8 +289,9 @@ def sample_ood(
     """Run one OOD sampling update (KDUP paper 003, Sec. 3.1.1, or a baseline; see module doc).
 
     ``config`` is the ``ood`` params section (``ltcl.params.OODParams``: strategy, N_c, K of Eq. 4,
-    rho of Eq. 5, N_b and tau of Eq. 7, the clustering's stopping rule, COLT's top-k and momentum,
-    the seed); ``colt_batch_size`` is the pre-training batch size, in which COLT scores tailness.
+    rho of Eq. 5, N_b and tau of Eq. 7, the clustering's stopping rule, the seed; COLT's top-k and
+    momentum in its subsection ``ood.colt``, read as ``config.own``); ``colt_batch_size`` is the
+    pre-training batch size, in which COLT scores tailness.
 
     ``id_emb`` (N_id, d) and ``pool_emb`` (N_pool, d) are L2-normalised float32 embeddings
     (torch or numpy); ``pool_emb`` may be None for "augment"/"none".  ``prev_tailness`` is the
@@ -348,9 +349,9 @@ def sample_ood(
     )
     t1 = time.perf_counter()
     if strategy == "colt":
-        tail = colt_tailness(z, colt_batch_size, config.colt_topk,
+        tail = colt_tailness(z, colt_batch_size, config.own.topk,
                              seed=_round_seed(config.seed, round_index, 2),
-                             prev=prev_tailness, momentum=config.colt_momentum)
+                             prev=prev_tailness, momentum=config.own.momentum)
     else:
         tail = momentum_update(prev_tailness, tailness_scores(z, config.knn_k, exact_max=config.knn_exact_max,
                                                               nprobe=config.knn_nprobe), config.momentum)

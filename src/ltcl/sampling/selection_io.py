@@ -1,7 +1,8 @@
 """The OOD selection outside memory, in one place: its file (``data/ood/selection.npz``, written by
 ood-sampling, read by pretrain), its checkpoint state (resume), and its metrics (budgets,
-cluster sizes, seconds per step, and the tailness diagnostics that need real labels, computed
-only when the split manifest says the training labels are real)."""
+cluster sizes, and the tailness diagnostics that need real labels, computed only when the split
+manifest says the training labels are real) apart from its seconds per step (for the run record),
+with their headline (:func:`ood_headline`, the DVC metric metrics/ood.json)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ltcl.data.groups import GROUP_NAMES
 from ltcl.io import save_npz
 from ltcl.sampling.select import OODSelection, tailness_diagnostics
 
@@ -71,14 +73,19 @@ def sample_groups(manifest: dict, y_id: np.ndarray) -> np.ndarray | None:
     return np.asarray(manifest["groups"])[np.asarray(y_id, dtype=np.int64)]
 
 
+def selection_timings(sel: OODSelection) -> dict[str, float]:
+    """The seconds of each step of the update (embedding, clustering, tailness, budget, sampling,
+    total: paper 003 Table 15), for the run record, never a metrics file."""
+    return {k: float(v) for k, v in sel.timings.items()}
+
+
 def selection_metrics(sel: OODSelection, manifest: dict, y_id: np.ndarray) -> dict:
-    """Budgets, cluster sizes, cluster tailness, seconds per step (paper 003 Table 15) and, when
+    """Budgets, cluster sizes, cluster tailness (no timings: :func:`selection_timings`) and, when
     the long-tailed split's labels are real and define groups, how well tailness tracks true
     rarity (the diagnostics a user cannot get from the paper: Spearman correlation, share of the
     budget given to Few-class clusters).  Without real labels ``diagnostics`` is
     ``{"absent": <why>}`` and holds no number: ``y_id`` then holds placeholders, never read."""
-    out: dict = {"strategy": sel.strategy, "selected": int(len(sel.cluster_of_each)),
-                 "seconds": {k: round(float(v), 4) for k, v in sel.timings.items()}}
+    out: dict = {"strategy": sel.strategy, "selected": int(len(sel.cluster_of_each))}
     if sel.budgets is not None:
         out["budgets"] = [int(b) for b in sel.budgets]
         out["cluster_sizes"] = np.bincount(sel.id_labels, minlength=len(sel.budgets)).tolist()
@@ -93,4 +100,22 @@ def selection_metrics(sel: OODSelection, manifest: dict, y_id: np.ndarray) -> di
         diag = tailness_diagnostics(sel.sample_tailness, y_id, counts, sel.id_labels, sel.budgets, few, groups)
         diag["cluster_majority_group"] = [groups[c] if c >= 0 else "empty" for c in diag["cluster_majority_class"]]
         out["diagnostics"] = diag
+    return out
+
+
+def ood_headline(metrics: dict) -> dict:
+    """The headline of an OOD selection record (``metrics/ood.json``, a DVC metric; the record of
+    :func:`selection_metrics` is its details file): the selected images and, when the training labels
+    are real (the record's diagnostics are not ``absent``), the budget per image of each group
+    (Many, Medium, Few: those present) and the share of the budget given to Few-majority clusters.
+    Without real labels nothing computed from labels: ``selected`` alone."""
+    out = {"selected": metrics["selected"]}
+    diag = metrics.get("diagnostics") or {}
+    if "absent" in diag:
+        return out
+    per_image = diag.get("budget_per_image") or {}
+    if per_image:
+        out["budget_per_image"] = {g: per_image[g] for g in GROUP_NAMES if g in per_image}
+    if "few_budget_share" in diag:
+        out["few_budget_share"] = diag["few_budget_share"]
     return out

@@ -144,10 +144,11 @@ def cluster_tailness(scores: Any, labels: Any, n_clusters: int) -> torch.Tensor:
 def colt_tailness(
     z: Any,
     batch_size: int,
-    topk: int = 10,
-    seed: int = 0,
+    topk: int,
+    *,
+    seed: int,
+    momentum: float,
     prev: torch.Tensor | None = None,
-    momentum: float = 0.97,
 ) -> torch.Tensor:
     """COLT's in-batch tailness (Bai et al. 2023), simulated over one pass of the ID set.
 

@@ -5,7 +5,7 @@ numpy only, so that the report reads it without torch.
 Layout: ``updates`` (how many), then per update ``i`` the arrays of
 :func:`ltcl.sampling.update_pictures.update_record` under ``u<i>.<key>``.  The records hold only
 functions of the inputs and params (no timings), so the file is a byte-stable DVC output
-(``np.savez`` stamps its members with a fixed date).
+(:func:`ltcl.io.save_npz` gives its members a fixed date).
 """
 
 from __future__ import annotations

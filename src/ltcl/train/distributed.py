@@ -41,11 +41,12 @@ from ltcl.errors import UserError
 from ltcl.registry import get_method
 
 
-def init_from_env(runtime_cfg=None) -> tuple[int, int]:
+def init_from_env(runtime_cfg) -> tuple[int, int]:
     """Join the process group torchrun describes in the environment (WORLD_SIZE, RANK,
     LOCAL_RANK, MASTER_ADDR, MASTER_PORT); returns ``(rank, world_size)``, ``(0, 1)`` when not
-    launched by torchrun.  NCCL when the runtime device is CUDA (each rank then takes the GPU
-    of its LOCAL_RANK), gloo otherwise.  Idempotent."""
+    launched by torchrun.  NCCL when the runtime device (``runtime_cfg.device``, the params'
+    ``runtime.device``) is CUDA (each rank then takes the GPU of its LOCAL_RANK), gloo otherwise.
+    Idempotent."""
     if is_initialized():
         return rank(), world_size()
     world = env_world_size()
@@ -53,7 +54,7 @@ def init_from_env(runtime_cfg=None) -> tuple[int, int]:
         return 0, 1
     from ltcl.runtime import resolve_device
 
-    name = getattr(runtime_cfg, "device", "auto") if runtime_cfg is not None else "auto"
+    name = runtime_cfg.device
     device = resolve_device(name)
     backend = "gloo"
     if device.type == "cuda":
@@ -132,7 +133,7 @@ def check_stage(stage: str, params, world: int) -> None:
     if stage == "pretrain":
         cfg, name = params.pretrain, params.pretrain.method
     elif stage == "distill":
-        cfg, name = params.distill, params.distill_method
+        cfg, name = params.distill, params.distill.method
         if not cfg.enabled:
             return
     else:

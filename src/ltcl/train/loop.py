@@ -147,13 +147,14 @@ def fit(method: Method, cfg, runtime: Runtime, *, start_epoch: int = 0, end_epoc
         optimizer=None, scaler=None,
         before_epoch: Optional[Callable[[int], None]] = None,
         after_epoch: Optional[Callable[[EpochLog], None]] = None,
-        desc: str = "train", seed: int = 0) -> list[EpochLog]:
+        desc: str = "train", seed: Optional[int] = None) -> list[EpochLog]:
     """Train ``method`` from ``start_epoch`` to ``end_epoch`` (default ``cfg.epochs``); the
     learning-rate schedule always spans ``cfg.epochs`` (a warm-up phase is its first part), the
     progress bar counts to the end of the range (``ood warm-up 1/3`` for a 3-epoch warm-up).
 
     ``before_epoch(epoch)`` runs before the method's own ``on_epoch_start`` (the OOD sampler
     re-samples there); ``after_epoch(log)`` receives each epoch's log (dvclive, checkpoints).
+    ``seed`` seeds each epoch's batch order (None: the stage's ``cfg.seed``).
 
     In a process group of several ranks (torchrun) the method's step runs through
     DistributedDataParallel for the duration of the call (``ltcl.train.distributed.prepare``).
@@ -166,6 +167,7 @@ def fit(method: Method, cfg, runtime: Runtime, *, start_epoch: int = 0, end_epoc
         distributed.prepare(method, cfg, runtime)
     logs = []
     end = cfg.epochs if end_epoch is None else end_epoch
+    seed = cfg.seed if seed is None else seed
     try:
         for epoch in range(start_epoch, end):
             gen = torch.Generator().manual_seed(seed * 100_003 + epoch)

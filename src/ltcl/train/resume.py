@@ -1,6 +1,5 @@
-"""Resumable training: a checkpoint every ``checkpoint_every`` epochs, written atomically to a
-persistent DVC output (``data/checkpoints/<stage>.pt``), holding everything the next epoch
-depends on: model, optimiser (and grad scaler), the method's own state and random generators,
+"""Resumable training: a checkpoint every ``checkpoint_every`` epochs, written atomically to
+``data/checkpoints/<stage>.pt`` (:func:`resume_file`), holding everything the next epoch depends on: model, optimiser (and grad scaler), the method's own state and random generators,
 the OOD sampler and current selection, the RNG states of torch / numpy / python, the epoch, and
 the logs so far.  Rerunning a killed stage continues from the last checkpoint and ends with the
 same weights as an uninterrupted run (bit for bit on CPU in deterministic mode: tested).
@@ -9,6 +8,14 @@ A checkpoint is used only when its *fingerprint* matches the current run (the st
 the library's source and the hashes of its inputs); otherwise it is ignored with a message and training starts over.
 Checkpoints load with ``torch.load(weights_only=True)``: numpy / python RNG states are stored
 as tensors and lists, never as pickled objects.
+
+The resume state is not a DVC output: DVC neither hashes nor caches it (``data/checkpoints/`` is
+gitignored and named nowhere in dvc.yaml), so a teammate's ``dvc pull`` is complete without it,
+``dvc exp apply`` leaves nothing behind and DVC's run cache serves the training stages (DVC skips
+the run cache for any stage with a persistent output).  The stage finds it by convention
+(:func:`resume_file`) and ``ltcl.stage.run_stage`` removes it once the outputs are written; a killed
+run leaves it, and the rerun DVC starts resumes from it.  ``LTCL_KEEP_CHECKPOINTS=1`` keeps it
+after success (to inspect it).
 """
 
 from __future__ import annotations
@@ -24,6 +31,13 @@ import numpy as np
 import torch
 
 from ltcl.io import load_checkpoint, save_checkpoint, sha256_file
+
+RESUME_DIR = Path("data/checkpoints")  # relative to the project root (a stage's working directory)
+
+
+def resume_file(stage: str) -> Path:
+    """Where ``stage`` (``ood-warmup``, ``pretrain``, ``distill``) keeps its resume state."""
+    return RESUME_DIR / f"{stage}.pt"
 
 
 def code_hash() -> str:

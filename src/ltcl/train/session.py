@@ -43,7 +43,9 @@ def new_encoder(model_cfg, x_train: np.ndarray, runtime: Runtime) -> tuple[Encod
 
 
 class LiveLogger:
-    """Per-epoch curves with dvclive (``dvc plots`` and the report read them)."""
+    """Per-epoch curves with dvclive (``dvc plots`` and the report read them): loss, learning rate
+    and the loss terms, functions of the inputs and params only (a declared plots output stays
+    byte-stable; the images/s of each epoch go to the run record, :func:`train_timings`)."""
 
     def __init__(self, directory: str | Path):
         from dvclive import Live
@@ -53,7 +55,6 @@ class LiveLogger:
     def __call__(self, log: EpochLog) -> None:
         self.live.log_metric("loss", log.loss)
         self.live.log_metric("lr", log.lr)
-        self.live.log_metric("images_per_s", log.images_per_s)
         for k, v in log.parts.items():
             self.live.log_metric(f"loss_{k}", v)
         self.live.next_step()
@@ -69,40 +70,46 @@ def empty_curves(live_dir) -> None:
         (Path(live_dir) / "plots" / "metrics").mkdir(parents=True, exist_ok=True)
 
 
-def no_training_state(resume_path, why: str) -> None:
-    """A stage that trains nothing still writes its (persistent) checkpoint output, as DVC
-    requires every declared output to exist."""
-    if resume_path is not None:
-        from ltcl.io import save_checkpoint
-
-        save_checkpoint(resume_path, {"fingerprint": None, "epoch": 0, "note": why})
-
-
-def train_summary(logs: list[EpochLog], seconds: float) -> dict:
+def train_summary(logs: list[EpochLog]) -> dict:
+    """The session's metrics: epochs, optimiser steps, the last epoch's loss (no timings)."""
     last = logs[-1] if logs else None
-    steps = sum(l.steps for l in logs)
+    return {"epochs": len(logs), "steps": sum(l.steps for l in logs),
+            "final_loss": None if last is None else last.loss}
+
+
+def train_timings(logs: list[EpochLog], seconds: float) -> dict:
+    """The session's timings, for the stage's run record (``ltcl.runrecord``): its wall seconds,
+    seconds per epoch, the mean of the epochs' images/s, and each epoch's seconds and images/s."""
     return {
-        "epochs": len(logs),
-        "steps": steps,
-        "final_loss": None if last is None else last.loss,
         "seconds": seconds,
         "seconds_per_epoch": seconds / max(len(logs), 1),
         "images_per_s": float(np.mean([l.images_per_s for l in logs])) if logs else 0.0,
+        "per_epoch": [{"epoch": l.epoch, "seconds": l.seconds, "images_per_s": l.images_per_s} for l in logs],
     }
 
 
 def history(logs: list[EpochLog]) -> list[dict]:
+    """Every field of each epoch's log, timings included: the resume state's (a resumed run's
+    timings count the epochs before the stop)."""
     return [asdict(l) for l in logs]
+
+
+def weights_history(logs: list[EpochLog]) -> list[dict]:
+    """Each epoch's log without its timings (epoch, loss, lr, steps, loss terms): the ``history``
+    a model file stores, so that the same training gives the same bytes."""
+    return [{k: v for k, v in asdict(l).items() if k not in ("seconds", "images_per_s")} for l in logs]
 
 
 def run_session(method: Method, cfg, runtime: Runtime, live_dir: Optional[str | Path],
                  before_epoch: Optional[Callable[[int], None]] = None, desc: str = "pretrain",
                  start_epoch: int = 0, after_epoch: Optional[Callable[[EpochLog], None]] = None,
                  end_epoch: Optional[int] = None, optimizer=None, resumer=None,
-                 resume_state: Optional[dict] = None) -> tuple[list[EpochLog], dict]:
+                 resume_state: Optional[dict] = None) -> tuple[list[EpochLog], dict, dict]:
     """Train with the shared loop; with a ``resumer`` save a checkpoint every
     ``checkpoint_every`` epochs (and at the end), and with ``resume_state`` (from
-    ``resumer.load()``) continue where it stopped.  Returns all epoch logs and a summary.
+    ``resumer.load()``) continue where it stopped.  Returns all epoch logs, the summary
+    (:func:`train_summary`, for the metrics) and the timings (:func:`train_timings`, for the
+    run record).
 
     Under torchrun (a process group of more than one rank) the method's step runs through
     DistributedDataParallel (see ``fit``), and rank 0 alone writes curves and checkpoints."""
@@ -142,7 +149,7 @@ def run_session(method: Method, cfg, runtime: Runtime, live_dir: Optional[str | 
     if resumer is not None and done:
         resumer.save(done[-1].epoch, method, optimizer, history(done), scaler, force=True)
     seconds = time.perf_counter() - t0 + sum(l.seconds for l in prev)
-    return done, train_summary(done, seconds)
+    return done, train_summary(done), train_timings(done, seconds)
 
 
 def load_train_split(lt_dir: str | Path):
@@ -160,9 +167,11 @@ def check_batch_size(cfg, n: int, what: str = "the training set", section: str =
                          f"lower it to at most {n}")
 
 
-def stage_resumer(stage: str, params, sections: tuple[str, ...], inputs: list, resume_path, every: int, extra=None):
-    from ltcl.params import params_dict
+def stage_resumer(stage: str, params, entries: tuple[str, ...], inputs: list, resume_path, every: int, extra=None):
+    """The stage's resumer, fingerprinted by the params it reads (``entries``: its
+    ``ltcl.params.STAGE_PARAMS``, the view its model file stores) and the runtime section."""
+    from ltcl.params import stage_view
     from ltcl.train.resume import Resumer, fingerprint
 
-    fp = fingerprint(stage, params_dict(params, *sections, "runtime"), inputs)
+    fp = fingerprint(stage, stage_view(params, (*entries, "runtime")), inputs)
     return Resumer(resume_path, fp, every, extra)

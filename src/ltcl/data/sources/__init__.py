@@ -66,11 +66,15 @@ SOURCES: dict[str, Loader] = {
 def load_source(
     name: str,
     root: str | os.PathLike | None = None,
-    download: bool = False,
+    *,
+    download: bool,
     image_size: int | None = None,
-    on_bad_image: str = "error",
+    on_bad_image: str,
 ) -> RawDataset:
     """Load data set ``name`` (a key of :data:`SOURCES`), resize to ``image_size``, validate.
+
+    ``download`` and ``on_bad_image`` are ``data.download`` / ``data.on_bad_image`` for the data set
+    (their defaults live in the schema); an OOD pool drawn from a source passes its own policy.
 
     Raises ValueError for unknown names (listing the known ones), bad
     arguments and invalid data; FileNotFoundError (naming every path looked in

@@ -170,11 +170,11 @@ def _load_cifar(name: str, root: Path | None, download: bool) -> RawDataset:
     return RawDataset(name, x_tr, y_tr, x_te, y_te, class_names)
 
 
-def load_cifar10_source(root: Path | None = None, download: bool = False, **_: Any) -> RawDataset:
+def load_cifar10_source(root: Path | None, download: bool, **_: Any) -> RawDataset:
     """CIFAR-10 from cifar-10-batches-py/ or cifar-10-python.tar.gz (read in place)."""
     return _load_cifar("cifar10", root, download)
 
 
-def load_cifar100_source(root: Path | None = None, download: bool = False, **_: Any) -> RawDataset:
+def load_cifar100_source(root: Path | None, download: bool, **_: Any) -> RawDataset:
     """CIFAR-100 (fine labels) from cifar-100-python/ or cifar-100-python.tar.gz."""
     return _load_cifar("cifar100", root, download)

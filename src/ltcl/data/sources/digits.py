@@ -10,7 +10,7 @@ import numpy as np
 from ltcl.data.sources.raw import RawDataset
 
 
-def load_digits_source(root: Path | None = None, download: bool = False, **_: Any) -> RawDataset:
+def load_digits_source(root: Path | None, download: bool, **_: Any) -> RawDataset:
     """scikit-learn's bundled 8x8 digits (1,797 images, values 0..16 -> 0..255).
 
     No official test split: a deterministic stratified split with

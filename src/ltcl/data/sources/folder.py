@@ -148,8 +148,7 @@ def stack_images(images: Sequence[np.ndarray], what: str, force_rgb: bool | None
 
 
 def load_folder_source(
-    root: Path | None = None, download: bool = False, image_size: int | None = None,
-    on_bad_image: str = "error", **_: Any,
+    root: Path | None, download: bool, image_size: int | None, on_bad_image: str, **_: Any,
 ) -> RawDataset:
     """ImageFolder layout: root/train/<class>/**/*.{png,jpg,jpeg,bmp,gif,webp}, root/test/<class>/...
 

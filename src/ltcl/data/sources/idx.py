@@ -159,11 +159,11 @@ def _load_idx_source(name: str, root: Path | None, download: bool, class_names: 
     )
 
 
-def load_mnist_source(root: Path | None = None, download: bool = False, **_: Any) -> RawDataset:
+def load_mnist_source(root: Path | None, download: bool, **_: Any) -> RawDataset:
     """MNIST from IDX files under ``root`` (also root/mnist[/raw], root/MNIST/raw)."""
     return _load_idx_source("mnist", root, download, [str(i) for i in range(10)])
 
 
-def load_fashion_mnist_source(root: Path | None = None, download: bool = False, **_: Any) -> RawDataset:
+def load_fashion_mnist_source(root: Path | None, download: bool, **_: Any) -> RawDataset:
     """Fashion-MNIST from IDX files under ``root`` or Debian's /usr/share/datasets/fashion-mnist."""
     return _load_idx_source("fashion-mnist", root, download, FASHION_MNIST_CLASSES)

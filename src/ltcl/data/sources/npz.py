@@ -12,7 +12,7 @@ from ltcl.data.sources.raw import RawDataset
 from ltcl.errors import MissingInputError, UserError
 
 
-def load_npz_source(root: Path | None = None, download: bool = False, **_: Any) -> RawDataset:
+def load_npz_source(root: Path | None, download: bool, **_: Any) -> RawDataset:
     """An ``.npz`` with x_train, y_train, x_test, y_test (and optionally class_names).
 
     ``root`` is the file itself or a directory containing ``data.npz``. Without

@@ -1,10 +1,10 @@
 """GML's student (paper 002), a distillation: Sec. 3.2-3.3): a new network with a cosine classifier trained by
-gamma L_cls (Eq. 7) + beta L_GML (Eq. 5, or Eq. 11 with ``gml_alpha``).  Contrast features come
+gamma L_cls (Eq. 7) + beta L_GML (Eq. 5, or Eq. 11 with ``distill.gml.alpha``).  Contrast features come
 from the frozen teacher and wait in class-wise queues of lengths k_m + (k - k_m |C|) p(c) (Eq. 6).
 Choice (the paper leaves it open: its teacher has no trained MLP): the queues hold the teacher's
 *backbone* features and the student's projection MLP is applied to the whole queue at every step,
 so z_x and z_y share one MLP (Eq. 8) and no queued feature is stale (the staleness the paper's
-teacher exists to avoid).  With ``gml_train_tau`` tau_g is a trained parameter, fitted by the
+teacher exists to avoid).  With ``distill.gml.train_tau`` tau_g is a trained parameter, fitted by the
 same loss on detached features with each query's own-sample contrast features left out (Sec. 3.3,
 "Trainable temperature"; the encoder is trained at the current tau_g, detached).
 """
@@ -24,7 +24,8 @@ from ltcl.methods.gml import ClassifierMixin, CosineClassifier
 
 class GMLStudent(ClassifierMixin, Method):
     """GML student (paper 002, Sec. 3.2-3.3): gamma L_cls (Eq. 7) + beta L_GML (Eq. 5 / Eq. 11)
-    with teacher contrast features in class-wise queues (Eq. 6).  ``cfg`` is the distill section."""
+    with teacher contrast features in class-wise queues (Eq. 6).  ``cfg`` is the distill section; its
+    own keys are ``cfg.own`` (``distill.gml``)."""
 
     name = "gml-student"
     supervised = True
@@ -40,14 +41,15 @@ class GMLStudent(ClassifierMixin, Method):
             raise UserError(f"the GML teacher's features have {teacher.feature_dim} dimensions, the student's "
                              f"{model.feature_dim}; the student's MLP reads both")
         self.log_prior = log_prior_from_counts(counts.float()).to(dev)
-        self.scale = float(cfg.gml_scale)
+        own = cfg.own
+        self.scale = float(own.scale)
         gen = torch.Generator().manual_seed(int(cfg.seed))
         self.classifier = CosineClassifier(data.num_classes, model.feature_dim, gen).to(dev)
-        lengths = gml_queue_lengths(counts.double(), int(cfg.gml_k), int(cfg.gml_km))
+        lengths = gml_queue_lengths(counts.double(), int(own.k), int(own.km))
         self.queue = ClassQueues(lengths, model.feature_dim, device=dev)
         self.queue_ids = ClassQueues(lengths, 1, device=dev)  # which image each slot came from
-        self.log_tau = nn.Parameter(torch.tensor(math.log(cfg.gml_temperature), device=dev),
-                                    requires_grad=bool(cfg.gml_train_tau))
+        self.log_tau = nn.Parameter(torch.tensor(math.log(own.temperature), device=dev),
+                                    requires_grad=bool(own.train_tau))
 
     def parameters(self):
         yield from self.model.parameters()
@@ -60,7 +62,7 @@ class GMLStudent(ClassifierMixin, Method):
         return float(self.log_tau.detach().exp())
 
     def training_step(self, idx: torch.Tensor) -> StepOutput:
-        cfg, b = self.cfg, len(idx)
+        own, b = self.cfg.own, len(idx)
         y = self.data.labels[idx]
         v1, v2 = self.views(idx)
         v = torch.cat([v1, v2])
@@ -79,14 +81,14 @@ class GMLStudent(ClassifierMixin, Method):
             contrast = self.model.head(feats)  # the student's MLP on the teacher's features (Eq. 8)
         contrast, z = contrast.float(), z.float()
         tau = self.log_tau.detach().exp()
-        l_gml = gml_loss(z, contrast, labels, yy, self.log_prior, float(tau), alpha=float(cfg.gml_alpha))
-        loss = cfg.gml_cls_weight * l_cls + cfg.gml_weight * l_gml
+        l_gml = gml_loss(z, contrast, labels, yy, self.log_prior, float(tau), alpha=float(own.alpha))
+        loss = own.cls_weight * l_cls + own.weight * l_gml
         parts = {"cls": float(l_cls.detach()), "gml": float(l_gml.detach()), "tau_g": float(tau)}
         if self.log_tau.requires_grad:
             ids, _ = self.queue_ids.contents()
             other = ids[:, 0].long()[None, :] != torch.cat([idx, idx])[:, None]  # own-sample slots left out
             l_tau = gml_loss(z.detach(), contrast.detach(), labels, yy, self.log_prior, self.log_tau.exp(),
-                             alpha=float(cfg.gml_alpha), contrast_mask=self.tau_mask(labels, yy, other))
+                             alpha=float(own.alpha), contrast_mask=self.tau_mask(labels, yy, other))
             loss = loss + l_tau
             parts["tau_loss"] = float(l_tau.detach())
         return StepOutput(loss=loss, parts=parts, images=4 * b)

@@ -6,7 +6,7 @@ embedding space) and negative (a random member of the cluster whose centroid is 
 the anchor's cluster; clusters by the KL-refined clustering of Sec. 3.1, computed once since f
 is frozen), and weights the attraction / repulsion by its own cosine similarities.
 
-Table 6 ablations: ``guided_sampling: false`` takes the positive and negative as a typical
+Table 6 ablations (``distill.kdup``): ``guided_sampling: false`` takes the positive and negative as a typical
 contrastive loss does (another augmented view of the anchor, a random other sample of the
 batch); ``guided_weighting: false`` sets all weights to 1.
 """
@@ -79,7 +79,7 @@ class GuidedDistillation(Method):
         # anchor with every other of the global batch).  In one process gidx is idx.
         gidx = self.gather_ids(idx)
         mine = slice(rank() * b, rank() * b + b) if len(gidx) > b else slice(0, b)
-        if self.cfg.guided_sampling:
+        if self.cfg.own.guided_sampling:
             pos, neg = self.pick(gidx)
             pos, neg = pos[mine], neg[mine]
             views = self.augment(torch.cat([x[idx], x[pos], x[neg]]))
@@ -92,5 +92,5 @@ class GuidedDistillation(Method):
             z = self.embed(views, forward=lambda v: self.teacher(v)[1])
         ys = [self.gather(y[i * b:(i + 1) * b]) for i in range(3)]
         zs = [self.gather_ids(z[i * b:(i + 1) * b]) for i in range(3)]
-        loss, parts = guided_learning_loss(*ys, *zs, self.cfg.beta, weighted=self.cfg.guided_weighting)
+        loss, parts = guided_learning_loss(*ys, *zs, self.cfg.own.beta, weighted=self.cfg.own.guided_weighting)
         return StepOutput(loss=loss, parts={k: float(v) for k, v in parts.items()}, images=3 * b)

@@ -1,1 +1,0 @@
-../../../src/ltcl/losses/__init__.py

@@ -1,1 +1,0 @@
-../../../src/ltcl/methods/distill/__init__.py

@@ -1,1 +1,0 @@
-../../../src/ltcl/methods/gml.py
