@@ -70,9 +70,10 @@ def with_authors_head(params: dict, rows: list[tuple[str, dict[str, Any]]]) -> l
     return out
 
 
-def presets(params: dict) -> dict[str, list[tuple[str, dict[str, Any]]]]:
+def presets(params: dict, n_id: int | None = None) -> dict[str, list[tuple[str, dict[str, Any]]]]:
     """Every preset for the current params (grids are centred on the current values); every row
-    sets the head its authors' code builds (:func:`with_authors_head`)."""
+    sets the head its authors' code builds (:func:`with_authors_head`).  ``n_id``: the size of the
+    long-tailed split for the compute-matched row (None: read from metrics/dataset.json)."""
     ood = _effective(params, {}).ood
     nb, t = int(ood.budget), int(ood.interval)
     table = {
@@ -111,7 +112,7 @@ def presets(params: dict) -> dict[str, list[tuple[str, dict[str, Any]]]]:
             ("honest-simclr-balanced", {**T2[0][1], "data.subset": "balanced-subset"}),
             ("honest-kdup", KDUP),
             ("honest-kdup-balanced", {**KDUP, "data.subset": "balanced-subset"}),
-            ("honest-simclr-matched", {**T2[0][1], "pretrain.epochs": compute_matched_epochs(params)}),
+            ("honest-simclr-matched", {**T2[0][1], "pretrain.epochs": compute_matched_epochs(params, n_id)}),
         ],
     }
     return {preset: with_authors_head(params, rows) for preset, rows in table.items()}
@@ -184,8 +185,8 @@ def repeats(params: dict, seeds: int) -> list[dict[str, int]]:
     return [seed_overrides(s, community) for s in range(seeds)]
 
 
-def queue_commands(preset: str, params: dict, seeds: int = 1) -> list[list[str]]:
-    table = presets(params)
+def queue_commands(preset: str, params: dict, seeds: int = 1, n_id: int | None = None) -> list[list[str]]:
+    table = presets(params, n_id)
     if preset not in table:
         raise UserError(f"unknown preset {preset!r}; known: {', '.join(table)}")
     reps = repeats(params, seeds) if seeds != 1 else [{}]
