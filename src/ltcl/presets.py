@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from ltcl.compare.experiments import flatten
-from ltcl.compare.queue import repeats, set_param_args
+from ltcl.compare.queue import merged, repeats, set_param_args
 from ltcl.errors import UserError
 
 
@@ -24,21 +24,6 @@ def load_preset(path: str | Path) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise UserError(f"{path}: a preset is a mapping of params sections")
     return flatten(raw)
-
-
-def merged(params: dict, overrides: dict[str, Any]) -> dict:
-    """``params`` (nested) with flat overrides applied; unknown sections are created (and then
-    refused by validation)."""
-    import copy
-
-    out = copy.deepcopy(params)
-    for key, v in overrides.items():
-        node = out
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = v
-    return out
 
 
 def validated(path: str | Path, user: dict[str, Any] | None = None,

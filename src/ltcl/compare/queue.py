@@ -44,20 +44,26 @@ def _grid(name: str, key: str, values: list, base: dict | None = None) -> list[t
     return [(f"{name}-{v}", {**(base or KDUP), key: v}) for v in values]
 
 
-def _effective(params: dict, over: dict[str, Any]):
-    """The validated params a row runs with: ``params`` (nested) with the row's flat overrides."""
+def merged(params: dict, overrides: dict[str, Any]) -> dict:
+    """``params`` (nested) with flat overrides applied; unknown sections are created (and then
+    refused by validation)."""
     import copy
 
+    out = copy.deepcopy(params)
+    for key, v in overrides.items():
+        node = out
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = v
+    return out
+
+
+def _effective(params: dict, over: dict[str, Any]):
+    """The validated params a row runs with: ``params`` (nested) with the row's flat overrides."""
     from ltcl.params import validate
 
-    tree = copy.deepcopy(params)
-    for key, value in over.items():
-        *parents, leaf = key.split(".")
-        node = tree
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return validate(tree, path="params.yaml with the row's overrides")
+    return validate(merged(params, over), path="params.yaml with the row's overrides")
 
 
 def with_authors_head(params: dict, rows: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
