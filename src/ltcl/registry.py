@@ -1,47 +1,129 @@
-"""The one registry of training methods: params name -> ``module:Class``.
+"""The registries: every training method and every OOD sampling strategy, one entry each.
 
-``pretrain.method`` picks a pre-training method, ``distill.method`` a distillation; each name is
-also the name of the method's own params subsection (``pretrain.<name>``, ``ltcl.method_params``).  The table
-holds import paths, not classes, so that validating params imports no torch and a stage imports
-only the module of the method it runs: DVC's cache then reruns a stage only when the code of the
-configured method changes (``dvc.yaml`` lists each method's own files under
-``deps/<section>.method/<name>/``; ``ltcl deps --check`` keeps them exact).
+An entry carries everything about its method (strategy): where its code is, its own params model
+(the subsection ``pretrain.<name>``, ``distill.<name>`` or ``ood.<name>`` of params.yaml,
+:mod:`ltcl.method_params`), the name the comparison tables and the report print, and what it needs.
+Params validation, the stages, ``ltcl compare``, the report, the queue and the presets read these
+tables; nothing restates them.  Adding a method is one module plus one entry here (README "Add a
+method"); adding a sampling strategy likewise (README "Add a sampling strategy").
+
+The tables hold import paths, not classes, so that validating params imports no torch and a stage
+imports only the code of the method (strategy) it runs: DVC then reruns a stage only when the code
+of the configured one changes (dvc.yaml depends on ``deps/<section>.<choice>/${...}``, the links
+to each entry's own import closure; ``ltcl deps --check`` keeps them exact).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from importlib import import_module
 
 from ltcl.errors import UserError
+from ltcl.method_params import (
+    COLTParams,
+    GloCoParams,
+    GloCoProCoParams,
+    GMLStudentParams,
+    GMLTeacherParams,
+    GuidedDistillParams,
+    NoKeys,
+    PSDParams,
+    Subsection,
+    TASEParams,
+    TSParams,
+)
 
-PRETRAIN = {
-    "simclr": "ltcl.methods.contrastive:SimCLR",
-    "sdclr": "ltcl.methods.contrastive:SDCLR",
-    "psd": "ltcl.methods.contrastive:PseudoSemanticDiscrimination",  # KDUP's pre-training (PSD)
-    "ts": "ltcl.methods.temperature:TemperatureSchedule",
-    "tase": "ltcl.methods.temperature:TASE",
-    "gloco": "ltcl.methods.gloco:GloCo",
-    "gloco-proco": "ltcl.methods.gloco:GloCoProCo",  # a DVC -S key names it (pretrain.gloco-proco.k): no '+'
-    "gml": "ltcl.methods.gml:GMLTeacher",
+
+@dataclass(frozen=True)
+class MethodEntry:
+    """One training method of ``pretrain.method`` or ``distill.method``."""
+
+    target: str  # "module:Class", a ltcl.methods.base.Method
+    params: type[Subsection]  # its own keys: the subsection pretrain.<name> / distill.<name>
+    display: str  # its name in comparison tables and the report ("SimCLR", "GloCo + ProCo")
+    about: str  # one line: what it is and its paper (params reference, `ltcl queue methods`)
+    supervised: bool = False  # reads the long-tailed split's labels (so: no OOD images, no unlabeled data)
+    ddp: bool = False  # its step computes the global batch's loss under torchrun (gathered embeddings)
+    teacher: bool = False  # distillation: trains from the frozen pre-trained encoder f
+    classifier: bool = False  # has its own classifier, whose test accuracy the stage reports
+
+
+@dataclass(frozen=True)
+class StrategyEntry:
+    """One OOD sampling strategy of ``ood.strategy``."""
+
+    target: str  # "module:Class", a ltcl.sampling.strategies.base.Strategy
+    params: type[Subsection]  # its own keys: the subsection ood.<name>
+    display: str  # how a comparison row names it ("SimCLR + COLT"); "" for none
+    about: str
+    reads_pool: bool = False  # selects from the OOD pool (ood-pool's pool.npy)
+    reads_embeddings: bool = False  # embeds the ID images (and the pool) with the current encoder
+
+
+PRETRAIN: dict[str, MethodEntry] = {
+    "simclr": MethodEntry("ltcl.methods.contrastive:SimCLR", NoKeys, "SimCLR",
+                          "SimCLR (Chen et al. 2020): NT-Xent on two views", ddp=True),
+    "sdclr": MethodEntry("ltcl.methods.contrastive:SDCLR", NoKeys, "SDCLR",
+                         "SDCLR (Jiang et al. 2021): SimCLR against its pruned self", ddp=True),
+    # KDUP's pre-training: a SimCLR row of paper 003 ("SimCLR + KDUP")
+    "psd": MethodEntry("ltcl.methods.contrastive:PseudoSemanticDiscrimination", PSDParams, "SimCLR",
+                       "KDUP's pseudo semantic discrimination (paper 003 Sec. 3.1.2)", ddp=True),
+    "ts": MethodEntry("ltcl.methods.temperature:TemperatureSchedule", TSParams, "TS",
+                      "TS (Kukleva et al. 2023): SimCLR with a cosine temperature schedule", ddp=True),
+    "tase": MethodEntry("ltcl.methods.temperature:TASE", TASEParams, "TASE",
+                        "TASE (paper 000): temperatures from pseudo-class sizes"),
+    "gloco": MethodEntry("ltcl.methods.gloco:GloCo", GloCoParams, "GloCo",
+                         "GloCo (paper 001 Sec. 3.1-3.2), supervised", supervised=True),
+    # a DVC -S key names it (pretrain.gloco-proco.k): no '+'
+    "gloco-proco": MethodEntry("ltcl.methods.gloco:GloCoProCo", GloCoProCoParams, "GloCo + ProCo",
+                               "GloCo + ProCo (paper 001 Sec. 3.3), supervised", supervised=True),
+    "gml": MethodEntry("ltcl.methods.gml:GMLTeacher", GMLTeacherParams, "GML",
+                       "GML's teacher (paper 002), supervised", supervised=True, classifier=True),
 }
-DISTILL = {
-    "kdup": "ltcl.methods.distill.guided:GuidedDistillation",  # KDUP's guided distillation
-    "gml": "ltcl.methods.distill.gml:GMLStudent",
+DISTILL: dict[str, MethodEntry] = {
+    "kdup": MethodEntry("ltcl.methods.distill.guided:GuidedDistillation", GuidedDistillParams, "KDUP",
+                        "KDUP's guided distillation (paper 003 Sec. 3.2)", ddp=True, teacher=True),
+    "gml": MethodEntry("ltcl.methods.distill.gml:GMLStudent", GMLStudentParams, "GML",
+                       "GML's student (paper 002 Sec. 3.3), supervised", supervised=True, teacher=True,
+                       classifier=True),
 }
-# pre-training methods that read the long-tailed split's labels (need ood.strategy: none)
-SUPERVISED = ("gloco", "gloco-proco", "gml")
-TABLES = {"pretrain": PRETRAIN, "distill": DISTILL}
+STRATEGIES: dict[str, StrategyEntry] = {
+    "kdup": StrategyEntry("ltcl.sampling.strategies.kdup:KDUP", NoKeys, "KDUP",
+                          "KDUP's sampling (paper 003 Sec. 3.1.1): its keys are the ood section's",
+                          reads_pool=True, reads_embeddings=True),
+    "colt": StrategyEntry("ltcl.sampling.strategies.colt:COLT", COLTParams, "COLT",
+                          "COLT's sampling (Bai et al. 2023)", reads_pool=True, reads_embeddings=True),
+    "random": StrategyEntry("ltcl.sampling.strategies.random:Random", NoKeys, "random OOD",
+                            "ood.budget pool images drawn uniformly", reads_pool=True),
+    "augment": StrategyEntry("ltcl.sampling.strategies.augment:Augment", NoKeys, "augmented ID",
+                             "augmented ID copies by KDUP's budgets (paper 003 Table 12)", reads_embeddings=True),
+    "none": StrategyEntry("ltcl.sampling.strategies.none:NoOOD", NoKeys, "", "no OOD images"),
+}
+# params section -> (the key that chooses, its table)
+TABLES: dict[str, dict] = {"pretrain": PRETRAIN, "distill": DISTILL, "ood": STRATEGIES}
+CHOICE = {"pretrain": "method", "distill": "method", "ood": "strategy"}
+SUPERVISED = tuple(n for n, e in PRETRAIN.items() if e.supervised)  # pre-training methods that read labels
+
+
+def entry(section: str, name: str) -> MethodEntry | StrategyEntry:
+    """The entry of ``name`` in ``section`` ("pretrain", "distill" or "ood")."""
+    table = TABLES[section]
+    if name not in table:
+        raise UserError(f"unknown {section}.{CHOICE[section]} {name!r}; known: {', '.join(table)}")
+    return table[name]
 
 
 def module_of(section: str, name: str) -> str:
-    """The module that holds method ``name`` of ``section`` ("pretrain" or "distill")."""
-    return TABLES[section][name].split(":")[0]
+    """The module that holds method (strategy) ``name`` of ``section``."""
+    return entry(section, name).target.split(":")[0]
+
+
+def load(section: str, name: str):
+    """The class registered as ``name`` in ``section`` (imports its module on first use)."""
+    module, cls = entry(section, name).target.split(":")
+    return getattr(import_module(module), cls)
 
 
 def get_method(name: str, section: str = "pretrain"):
     """The method class registered as ``name`` (imports its module on first use)."""
-    table = TABLES[section]
-    if name not in table:
-        raise UserError(f"unknown {section} method {name!r}; known: {', '.join(table)}")
-    module, cls = table[name].split(":")
-    return getattr(import_module(module), cls)
+    return load(section, name)
