@@ -217,6 +217,11 @@ def test_team_promises(dvc_project, tmp_path):
     params_text = p.path("params.yaml").read_text()
     p.set_params({"pretrain": {"gml": {"scale": 20.0}, "tase": {"warmup": 3}}, "distill": {"gml": {"k": 512}}})
     assert stale(p) == {}
+    # a key psd reads: pretrain is stale (and the report, which prints it); `dvc status` names the
+    # stages whose own deps changed, the rest follow pretrain's outputs when it reruns
+    p.set_params({"pretrain": {"psd": {"k_pos": 2}}})
+    assert set(stale(p)) == {"pretrain", "report"}
+    assert "pretrain.psd.k_pos" in json.dumps(stale(p)["pretrain"])
     p.path("params.yaml").write_text(params_text)
 
     # the runtime stage of a machine that resolves another precision (an AVX2 CPU with amp: auto)

@@ -3,31 +3,40 @@ closure of ltcl's modules it runs, so that ``dvc repro`` reruns a stage exactly 
 executes changed (and never for code it cannot reach, such as another method's loss).
 
 Imports are read from the source with ``ast`` (top-level and function-local ones alike; importing
-``a.b.c`` also runs ``a/__init__.py`` and ``a/b/__init__.py``).  The methods a stage runs are
-chosen by params through ``ltcl.registry``, which imports them by name at run time; their code is
-listed per method name in ``deps/<section>.method/<name>/`` as symlinks to the files of the
-method's own import closure (DVC hashes a symlink's target), and dvc.yaml depends on
-``deps/<section>.method/${<section>.method}``, so a stage depends on the code of the configured
-method only.
+``a.b.c`` also runs ``a/__init__.py`` and ``a/b/__init__.py``).  dvc.yaml names the code of a stage
+by two kinds of folders of symlinks (DVC hashes a symlink's target), so that it reads as the
+pipeline rather than as import lists:
 
-``ltcl deps`` prints the difference between dvc.yaml and the code; ``ltcl deps --write`` rewrites
-the code entries of every stage's deps (other entries and comments are kept) and the symlinks.
-``tests/test_codedeps.py`` fails while they differ.  Standard library and ruamel.yaml only (DVC
-depends on it): no torch is imported here.
+* ``deps/stage/<script>/``: the src files of the stage script's own import closure;
+* ``deps/<section>.<choice>/<name>/``: the code of a method (strategy) chosen by params through
+  ``ltcl.registry``, which imports it by name at run time; dvc.yaml depends on
+  ``deps/pretrain.method/${pretrain.method}``, so a stage depends on the configured one's code only.
+
+The ``params`` of the training stages and the report are :data:`ltcl.params.STAGE_PARAMS` (the
+shared keys and the configured method's subsection, ``pretrain.${pretrain.method}``), written on
+one line each; ``runtime`` is added where the stage runs torch.
+
+``ltcl deps`` prints the difference between dvc.yaml / deps/ and the code; ``ltcl deps --write``
+rewrites the code entries of every stage's deps (other entries and comments are kept), those
+params lists and the symlinks.  ``tests/test_codedeps.py`` fails while they differ.  Standard library and ruamel.yaml
+only (DVC depends on it): no torch is imported here.
 """
 
 from __future__ import annotations
 
 import ast
+import io
 import os
 import re
 import shutil
 from pathlib import Path
 
-from ltcl.registry import TABLES, module_of
+from ltcl.params import STAGE_PARAMS
+from ltcl.registry import CHOICE, TABLES, module_of
 
-# stages whose code picks a method through the registry by params: stage -> params section
-METHOD_STAGES = {"pretrain": "pretrain", "distill": "distill"}
+# stages whose code picks a method (strategy) through the registry by params: stage -> params sections
+METHOD_STAGES = {"pretrain": ("pretrain",), "distill": ("distill",)}
+STAGE_DIR = "deps/stage"
 CODE_PREFIXES = ("stages/", "src/ltcl/", "deps/")
 # package data a module reads: a stage that imports the module depends on the data too
 DATA_DEPS = {"src/ltcl/data/lists.py": ["src/ltcl/data/lists"]}
@@ -92,7 +101,12 @@ def script_closure(repo: Path, script: str, graph: dict[str, set[str]]) -> set[s
 
 
 def method_dir(section: str, name: str) -> str:
-    return f"deps/{section}.method/{name}"
+    return f"deps/{section}.{CHOICE[section]}/{name}"
+
+
+def stage_dir(script: str) -> str:
+    """The folder of links to the src files ``script`` imports (``stages/pretrain.py`` -> deps/stage/pretrain)."""
+    return f"{STAGE_DIR}/{Path(script).stem}"
 
 
 def method_links(repo: Path) -> dict[str, list[str]]:
@@ -102,11 +116,24 @@ def method_links(repo: Path) -> dict[str, list[str]]:
     modules = module_files(repo)
     stage_code = {s: script_closure(repo, f"stages/{s}.py", graph) for s in METHOD_STAGES}
     out = {}
-    for stage, section in METHOD_STAGES.items():
-        for name in TABLES[section]:
-            own = closure({module_of(section, name)}, graph) - stage_code[stage]
-            out[method_dir(section, name)] = sorted(rel(repo, modules[m]) for m in own)
+    for stage, sections in METHOD_STAGES.items():
+        for section in sections:
+            for name in TABLES[section]:
+                own = closure({module_of(section, name)}, graph) - stage_code[stage]
+                out[method_dir(section, name)] = sorted(rel(repo, modules[m]) for m in own)
     return out
+
+
+def stage_links(repo: Path, dvc_yaml: dict, graph=None) -> dict[str, list[str]]:
+    """``deps/stage/<script>`` -> the src files of the script's import closure, for every stage script."""
+    graph = graph or import_graph(repo)
+    modules = module_files(repo)
+    return {stage_dir(script): sorted(rel(repo, modules[m]) for m in script_closure(repo, script, graph))
+            for script, _ in stage_scripts(dvc_yaml).values()}
+
+
+def all_links(repo: Path, dvc_yaml: dict, graph=None) -> dict[str, list[str]]:
+    return {**stage_links(repo, dvc_yaml, graph), **method_links(repo)}
 
 
 def stage_scripts(dvc_yaml: dict) -> dict[str, tuple[str, dict]]:
@@ -121,17 +148,59 @@ def stage_scripts(dvc_yaml: dict) -> dict[str, tuple[str, dict]]:
 
 
 def expected_code_deps(repo: Path, script: str, stage: str, graph=None) -> list[str]:
-    """The code entries a stage's deps must hold: its script, the src files it imports, the
-    package data they read (:data:`DATA_DEPS`), and the method directory when it runs a method
-    chosen by params."""
+    """The code entries a stage's deps must hold: its script, the folder of links to the src
+    files it imports, the package data they read (:data:`DATA_DEPS`), and the method (strategy)
+    folder of each choice its code makes by params."""
     graph = graph or import_graph(repo)
     modules = module_files(repo)
     files = sorted(rel(repo, modules[m]) for m in script_closure(repo, script, graph))
-    out = [script, *files, *(d for f in files for d in DATA_DEPS.get(f, []))]
-    if stage in METHOD_STAGES:
-        section = METHOD_STAGES[stage]
-        out.append(f"deps/{section}.method/${{{section}.method}}")
+    out = [script, stage_dir(script), *(d for f in files for d in DATA_DEPS.get(f, []))]
+    for section in METHOD_STAGES.get(stage, ()):
+        out.append(f"deps/{section}.{CHOICE[section]}/${{{section}.{CHOICE[section]}}}")
     return out
+
+
+def expected_params(stage: str, body: dict) -> list[str] | None:
+    """The params list of a stage whose params :data:`STAGE_PARAMS` states (None for the others):
+    ``runtime`` (when dvc.yaml's entry has it: every torch stage reads it) and the stage's view."""
+    if stage not in STAGE_PARAMS:
+        return None
+    runtime = ["runtime"] if "runtime" in (body.get("params") or []) else []
+    entries = [*runtime, *STAGE_PARAMS[stage]]
+    whole = {e for e in entries if "." not in e}
+    groups: dict[str, list[str]] = {}  # by section, in the order of first appearance
+    for e in dict.fromkeys(entries):
+        if "." not in e or e.split(".")[0] not in whole:  # a whole section covers its keys
+            groups.setdefault(e.split(".")[0], []).append(e)
+    return [e for g in groups.values() for e in g]
+
+
+PLACEHOLDER = "__ltcl_params__"
+
+
+def _flow_params(text: str, generated: dict[str, list[str]]) -> str:
+    """Write each generated params list as a flow sequence, one line per params section, so that
+    the stage stays short and a reader sees which sections it reads."""
+
+    def lines(m: re.Match) -> str:
+        indent, stage = m.group(1), m.group(2)
+        params = generated[stage]
+        groups: dict[str, list[str]] = {}
+        for e in params:
+            groups.setdefault(e.split(".")[0], []).append(f"'{e}'" if "$" in e else e)
+        pad = indent + "  "
+        rows, line = [], ""
+        for g in groups.values():  # a section per line (several whole sections share one), wrapped
+            for i, e in enumerate(g):
+                if line and (i == 0 and "." in e or len(pad) + len(line) + len(e) > 108):
+                    rows.append(line)
+                    line = ""
+                line += (", " if line else "") + e
+        rows.append(line)
+        head = f"{indent}params:  # ltcl.params.STAGE_PARAMS[{stage!r}] (+ runtime), written by `ltcl deps --write`\n"
+        return head + f"{pad}[" + f",\n{pad} ".join(rows) + "]"
+
+    return re.sub(rf"^( +)params: {PLACEHOLDER}([\w-]+)(?: +#.*)?$", lines, text, flags=re.M)
 
 
 def _load_dvc_yaml(path: Path):
@@ -156,15 +225,24 @@ def differences(repo: Path) -> list[str]:
             out.append(f"{stage}: missing dep {d}")
         for d in sorted(set(have) - set(want)):
             out.append(f"{stage}: dep {d} is not code the stage runs")
-    links = method_links(repo)
+        params = expected_params(stage, body)
+        if params is not None and list(body.get("params") or []) != params:
+            out.append(f"{stage}: params {list(body.get('params') or [])}, ltcl.params.STAGE_PARAMS says {params}")
+    links = all_links(repo, doc, graph)
     for d, files in links.items():
         have = sorted(_link_targets(repo / d))
         if have != files:
-            out.append(f"{d}: links {have}, the method's code is {files}")
-    for sub in sorted((repo / "deps").glob("*.method/*")):
+            what = "the stage's code" if d.startswith(STAGE_DIR) else "the method's code"
+            out.append(f"{d}: links {have}, {what} is {files}")
+    for sub in sorted(_link_dirs(repo)):
         if rel(repo, sub) not in links:
-            out.append(f"{rel(repo, sub)}: no such method in ltcl.registry")
+            out.append(f"{rel(repo, sub)}: no such stage script in dvc.yaml or method in ltcl.registry")
     return out
+
+
+def _link_dirs(repo: Path) -> list[Path]:
+    """Every folder of links under deps/ (deps/stage/* and deps/<section>.<choice>/*)."""
+    return [p for p in (repo / "deps").glob("*/*") if p.is_dir()]
 
 
 def _link_targets(d: Path) -> list[str]:
@@ -175,11 +253,17 @@ def _link_targets(d: Path) -> list[str]:
     return [(d / os.readlink(p)).resolve().relative_to(repo).as_posix() for p in sorted(d.iterdir()) if p.is_symlink()]
 
 
+def _link_name(f: str) -> str:
+    """``src/ltcl/losses/kdup.py`` -> ``ltcl.losses.kdup.py`` (a package's ``__init__`` keeps its name)."""
+    return f.removeprefix("src/").removesuffix(".py").replace("/", ".") + ".py"
+
+
 def write(repo: Path) -> list[str]:
     """Rewrite the code entries of dvc.yaml's deps and the method directories; returns what changed."""
     changes = differences(repo)
     y, doc = _load_dvc_yaml(repo / "dvc.yaml")
     graph = import_graph(repo)
+    generated: dict[str, list[str]] = {}
     for stage, (script, body) in stage_scripts(doc).items():
         deps = body.get("deps", [])
         rest = [d for d in deps if not (isinstance(d, str) and d.startswith(CODE_PREFIXES))]
@@ -187,17 +271,21 @@ def write(repo: Path) -> list[str]:
         if list(deps) != new:
             deps.clear()
             deps.extend(new)
-    with open(repo / "dvc.yaml", "w") as fh:
-        y.dump(doc, fh)
-    links = method_links(repo)
+        params = expected_params(stage, body)
+        if params is not None:
+            generated[stage] = params
+            body["params"] = f"{PLACEHOLDER}{stage}"  # written by _flow_params after the dump
+    buf = io.StringIO()
+    y.dump(doc, buf)
+    (repo / "dvc.yaml").write_text(_flow_params(buf.getvalue(), generated))
+    links = all_links(repo, doc, graph)
     for d, files in links.items():
         path = repo / d
         shutil.rmtree(path, ignore_errors=True)
         path.mkdir(parents=True)
         for f in files:
-            name = f.removeprefix("src/").removesuffix(".py").replace("/", ".") + ".py"
-            os.symlink(os.path.relpath(repo / f, path), path / name)
-    for sub in (repo / "deps").glob("*.method/*"):
+            os.symlink(os.path.relpath(repo / f, path), path / _link_name(f))
+    for sub in _link_dirs(repo):
         if rel(repo, sub) not in links:
             shutil.rmtree(sub)
     return changes

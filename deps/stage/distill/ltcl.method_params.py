@@ -1,0 +1,1 @@
+../../../src/ltcl/method_params.py

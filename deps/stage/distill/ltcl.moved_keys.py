@@ -1,0 +1,1 @@
+../../../src/ltcl/moved_keys.py

@@ -1,0 +1,1 @@
+../../../src/ltcl/pipeline/__init__.py

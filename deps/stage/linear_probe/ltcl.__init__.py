@@ -1,0 +1,1 @@
+../../../src/ltcl/__init__.py

@@ -1,0 +1,1 @@
+../../../src/ltcl/pipeline/make_lt_dataset.py

@@ -1,0 +1,1 @@
+../../../src/ltcl/data/__init__.py

@@ -1,0 +1,1 @@
+../../../src/ltcl/methods/__init__.py

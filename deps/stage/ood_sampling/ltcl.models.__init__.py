@@ -1,0 +1,1 @@
+../../../src/ltcl/models/__init__.py

@@ -1,0 +1,1 @@
+../../../src/ltcl/pipeline/ood_sampling.py

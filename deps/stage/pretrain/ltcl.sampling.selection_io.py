@@ -1,0 +1,1 @@
+../../../src/ltcl/sampling/selection_io.py

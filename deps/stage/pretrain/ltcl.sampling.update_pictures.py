@@ -1,0 +1,1 @@
+../../../src/ltcl/sampling/update_pictures.py

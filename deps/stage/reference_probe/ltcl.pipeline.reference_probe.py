@@ -1,0 +1,1 @@
+../../../src/ltcl/pipeline/reference_probe.py

@@ -1,0 +1,1 @@
+../../../src/ltcl/report/__init__.py
