@@ -176,3 +176,23 @@ def test_compiled_model_trains_like_eager(method):
     on = Params.model_validate({"runtime": {"compile": True}}).runtime
     assert setup_runtime(on, 0).compile_backend == "inductor"
     assert setup_runtime(Params().runtime, 0).compile_backend is None
+
+
+def test_registry_entries_state_what_the_classes_do():
+    """The registry is the one place a method's flags are stated: each entry's ddp / supervised /
+    classifier flags are what its class does (DDP opt-in, labels read, a classifier of its own), its
+    params model is the one its params subsection validates with, and compare's names come from it."""
+    from ltcl import registry
+    from ltcl.compare.experiments import METHOD_NAMES, SUPERVISED
+    from ltcl.params import DistillParams, PretrainParams
+
+    for section, table, model in (("pretrain", registry.PRETRAIN, PretrainParams),
+                                  ("distill", registry.DISTILL, DistillParams)):
+        fields = {f.alias or n: f.annotation for n, f in model.model_fields.items()}
+        for name, e in table.items():
+            cls = registry.load(section, name)
+            assert (cls.supports_ddp, bool(cls.supervised), hasattr(cls, "predict")) == (
+                e.ddp, e.supervised, e.classifier), (section, name)
+            assert fields[name] is e.params, (section, name)
+    assert METHOD_NAMES == {n: e.display for n, e in registry.PRETRAIN.items()}
+    assert SUPERVISED == registry.SUPERVISED

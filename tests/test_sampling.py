@@ -572,3 +572,25 @@ def test_empty_cluster_gets_no_budget(monkeypatch):
     sel, _ = sample_ood(id_emb, pool, OODParams(strategy="kdup", budget=100, clusters=4, knn_k=5), colt_batch_size=64)
     assert sel.budgets[2] == 0 and sel.budgets.sum() == 100
     assert (sel.cluster_of_each != 2).all()
+
+
+# --------------------------------------------------------------------------- the strategies registry
+def test_ood_subsections_and_strategy_names_follow_the_registry():
+    """ood.<name> subsections are exactly ltcl.registry.STRATEGIES' params models, one to one,
+    and ood.strategy accepts exactly the registry's names."""
+    import pydantic
+
+    from ltcl.params import OODParams
+    from ltcl.registry import STRATEGIES as TABLE
+
+    own = {n: f.annotation for n, f in OODParams.model_fields.items() if n in TABLE}
+    assert own == {n: e.params for n, e in TABLE.items()}
+    for name in TABLE:
+        assert OODParams(strategy=name, budget=0 if name == "none" else 10, pool_size=100).strategy == name
+    with pytest.raises(pydantic.ValidationError, match="known: " + ", ".join(TABLE)):
+        OODParams(strategy="nope")
+
+
+def test_ood_selection_optional_fields_default():
+    sel = OODSelection(strategy="none", pool_indices=np.empty(0, np.int64), cluster_of_each=np.empty(0, np.int64))
+    assert sel.budgets is None and sel.sample_tailness is None and sel.timings == {} and sel.id_indices is None

@@ -33,7 +33,7 @@ from ltcl.method_params import (
     TSParams,
 )
 from ltcl.moved_keys import moved_messages
-from ltcl.registry import PRETRAIN, SUPERVISED
+from ltcl.registry import PRETRAIN, STRATEGIES, SUPERVISED
 
 PARAMS_FILE = "params.yaml"
 
@@ -339,7 +339,7 @@ class OODParams(_Subsectioned):
 
     SECTION: ClassVar[str] = "ood"
     CHOICE: ClassVar[str] = "strategy"
-    strategy: Literal["kdup", "colt", "random", "augment", "none"] = "kdup"
+    strategy: str = Field("kdup", description="the sampling strategy: a name of ltcl.registry.STRATEGIES")
     # pool
     source: Literal["bundled", "folder", "npy", "source", "list"] = "bundled"
     path: Optional[str] = Field(None, description="folder or .npy file for source folder/npy; for source list a "
@@ -381,6 +381,13 @@ class OODParams(_Subsectioned):
     augment: NoKeys = _own(NoKeys, "augmented ID copies by KDUP's budgets (paper 003 Table 12): no keys of its own")
     none: NoKeys = _own(NoKeys, "no OOD images")
 
+    @field_validator("strategy")
+    @classmethod
+    def _strategy(cls, v: str) -> str:
+        if v not in STRATEGIES:
+            raise ValueError(f"unknown ood.strategy {v!r}; known: {', '.join(STRATEGIES)}")
+        return v
+
     @field_validator("pool_source")
     @classmethod
     def _pool_source(cls, v: Optional[str]) -> Optional[str]:
@@ -403,7 +410,7 @@ class OODParams(_Subsectioned):
                              "use strategy: none to train without OOD data")
         # bundled / folder / source pools hold exactly pool_size images (an npy pool: its rows,
         # checked when the pool is opened); kdup, colt and random draw the budget from the pool
-        if (self.strategy in ("kdup", "colt", "random") and self.source != "npy"
+        if (STRATEGIES[self.strategy].reads_pool and self.source != "npy"
                 and self.pool_size < self.budget):
             raise ValueError(f"ood.pool_size ({self.pool_size}) is smaller than ood.budget ({self.budget}): "
                              f"strategy {self.strategy!r} selects ood.budget distinct pool images; "

@@ -20,16 +20,17 @@ import yaml
 from ltcl.errors import UserError
 from ltcl.headline import is_details
 from ltcl.moved_keys import upgrade_flat
+from ltcl.registry import DISTILL, PRETRAIN, STRATEGIES
 from ltcl.runrecord import RUNS_DIR, read_run_record, run_record_path
 
 # params that only choose a seed / split: runs differing only in these are repeats of one row
 # (data.split_index: which of SDCLR's five published splits, the papers' repeats)
 SEED_KEYS = ("data.split_seed", "data.split_index", "pretrain.seed", "distill.seed", "ood.seed", "ood.pool_seed",
              "probe.seed", "cluster.seed")
-METHOD_NAMES = {"simclr": "SimCLR", "sdclr": "SDCLR", "psd": "SimCLR", "ts": "TS", "tase": "TASE",
-                "gloco": "GloCo", "gloco-proco": "GloCo + ProCo", "gml": "GML"}
-OOD_NAMES = {"kdup": "KDUP", "colt": "COLT", "random": "random OOD", "augment": "augmented ID"}
-SUPERVISED = ("gloco", "gloco-proco", "gml")
+# the registry's names ("psd" is a SimCLR row; "none" names no OOD strategy) and supervised methods
+METHOD_NAMES = {name: e.display for name, e in PRETRAIN.items()}
+OOD_NAMES = {name: e.display for name, e in STRATEGIES.items() if e.display}
+SUPERVISED = tuple(name for name, e in PRETRAIN.items() if e.supervised)
 
 
 @dataclass
@@ -191,7 +192,7 @@ def rows_of(exp: Experiment) -> list[Row]:
         if kind in (None, "auto"):
             kind = "gml" if method == "gml" else "kdup"
         suffix = " student" if kind == "gml" else " (g)"
-        rows.append(Row(label + suffix, exp, "distill", sup or kind == "gml"))
+        rows.append(Row(label + suffix, exp, "distill", sup or (kind in DISTILL and DISTILL[kind].supervised)))
     for key in sorted(k for k in exp.metrics if k.startswith("probe/ext-") and not k.endswith("_per_class")):
         enc = key[len("probe/"):]
         ext = {k.split(".", 2)[2]: v for k, v in p.items() if k.startswith(f"external.{enc[4:]}.")}

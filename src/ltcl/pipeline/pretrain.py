@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ltcl import registry
 from ltcl.collectives import barrier, is_distributed, is_main, on_main, world_size
 from ltcl.errors import UserError
 from ltcl.eval.classifier import classifier_report
@@ -18,7 +19,6 @@ from ltcl.io import load_checkpoint, write_json
 from ltcl.methods.base import TrainSet
 from ltcl.models.checkpoint import save_encoder
 from ltcl.params import STAGE_PARAMS, stage_view
-from ltcl.registry import get_method
 from ltcl.runtime import setup_runtime
 from ltcl.sampling.refresh import open_sampler
 from ltcl.sampling.selection_io import (
@@ -61,111 +61,145 @@ def run(params, lt_dir: str | Path, ckpt_path: str | Path, metrics_path: str | P
     steps (``ood_update_<step>_s``) and each update's (``ood_update_history``)."""
     init_from_env(params.runtime)
     check_stage("pretrain", params, world_size())
-    cfg = params.pretrain
+    cfg, ood = params.pretrain, params.ood
     x, y, manifest = load_train_split(lt_dir)
     check_batch_size(cfg, len(x))
     runtime = setup_runtime(params.runtime, cfg.seed)
     model, spec = new_encoder(params.model, x, runtime)
     augment = build_augment(params.augment, spec, runtime.device)
-    data = TrainSet.from_numpy(x, y, len(manifest["class_names"]), runtime.device)
-    ood = params.ood
-    use_ood = ood.strategy != "none"
-    start_epoch, optimizer, sampler, updates, pictures, update_seconds = 0, None, None, [], [], []
-    groups_of_samples = sample_groups(manifest, y)  # None unless the training labels are real
-    id_data = data
-    if use_ood:
-        ood_dir = Path(ood_dir)
-        warm = load_checkpoint(ood_dir / "warmup.pt")
+    id_data = TrainSet.from_numpy(x, y, len(manifest["class_names"]), runtime.device)
+    rounds = OODRounds(ood, Path(ood_dir), manifest, y) if ood.strategy != "none" else None
+    start_epoch, data = (rounds.warm_start(model, spec, id_data, cfg) if rounds else (0, id_data))
+    method = registry.load("pretrain", cfg.method)(model, data, cfg, runtime, augment, refresh_every=ood.interval)
+    optimizer = rounds.continue_warmup(method, cfg) if rounds else None
+
+    inputs = [Path(lt_dir) / "manifest.json", *(rounds.inputs() if rounds else [])]
+    resumer = stage_resumer("pretrain", params, STAGE_PARAMS["pretrain"], inputs, resume_path, cfg.checkpoint_every,
+                            extra=rounds.resume_state if rounds else dict)
+    state = resumer.load()
+    if state is not None and rounds:  # the OOD images of the last update before the stop
+        rounds.restore(state["extra"], method)
+
+    def before_epoch(epoch: int) -> None:
+        since = epoch - start_epoch
+        if rounds and since > 0 and since % ood.interval == 0:
+            rounds.update(epoch, method, model, runtime)
+
+    logs, summary, timings = run_session(method, cfg, runtime, live_dir, desc="pretrain", start_epoch=start_epoch,
+                                         before_epoch=before_epoch, optimizer=optimizer, resumer=resumer,
+                                         resume_state=state)
+    entry = registry.entry("pretrain", cfg.method)
+    metrics = {"method": cfg.method, "supervised": entry.supervised, "ood_strategy": ood.strategy,
+               **summary, "train_images": len(x), "ood_images": len(data) - len(x), "start_epoch": start_epoch,
+               "ood_updates": len(rounds.updates) if rounds else 0}
+    if is_distributed():
+        metrics["processes"] = world_size()
+    if rounds:
+        timings.update(rounds.timings())
+    if not is_main():  # rank 0 alone writes the outputs
+        barrier()
+        return timings
+    save_encoder(ckpt_path, model, spec, params=stage_view(params, STAGE_PARAMS["pretrain"]),
+                 history=weights_history(logs), method_state=method.state_dict())
+    if entry.classifier:  # a method with its own classifier (GML's teacher)
+        metrics["classifier"] = classifier_report(method, lt_dir, manifest, params.data.group_rule)
+    save_updates(diagnostics_path, rounds.pictures if rounds else [])
+    if rounds and rounds.updates:
+        metrics["ood_update_history"] = rounds.updates  # per update: epoch, tailness diagnostics
+    write_json(metrics_path, metrics)
+    barrier()
+    return timings
+
+
+class OODRounds:
+    """The OOD side of a pre-training run (paper 003 Sec. 3.1): the warm start from ood-sampling's
+    warm-up and first selection, an update every ``ood.interval`` epochs (rank 0 samples, every
+    rank gets its result), the record of each update and the pictures of the first and the last,
+    and their part of the resume state."""
+
+    STEPS = ("embedding", "clustering", "tailness", "budget", "sampling", "total")
+
+    def __init__(self, ood, ood_dir: Path, manifest: dict, y):
+        self.ood, self.dir, self.manifest, self.y = ood, ood_dir, manifest, y
+        self.groups = sample_groups(manifest, y)  # None unless the training labels are real
+        self.updates, self.pictures, self.update_seconds = [], [], []
+        self.sampler = self.current = self.warm = self.id_data = None
+
+    def inputs(self) -> list[Path]:
+        return [self.dir / "warmup.pt", self.dir / "selection.npz", self.dir / "pool.npy"]
+
+    def warm_start(self, model, spec: dict, id_data, cfg):
+        """Load the warm-up into ``model``, open the sampler; returns (start epoch, ID + first selection)."""
+        ood, self.id_data = self.ood, id_data
+        warm = self.warm = load_checkpoint(self.dir / "warmup.pt")
         if warm.get("spec") != spec:
-            raise UserError(f"{ood_dir / 'warmup.pt'} was made for another model or data set "
+            raise UserError(f"{self.dir / 'warmup.pt'} was made for another model or data set "
                              f"({warm.get('spec', {}).get('backbone')}); rerun ood-sampling")
         model.load_state_dict(warm["model"])
-        sampler = open_sampler(ood, ood_dir / "pool.npy", data, spec, cfg.batch_size)
-        sampler.load_state_dict(warm["sampler"])
-        first = load_selection(ood_dir / "selection.npz")
-        current = {"selection": selection_state(first), "seed": ood.seed}
-        data = id_data.with_extra(sampler.extra_images(first, seed=ood.seed))
-        start_epoch = int(warm["epoch"])
-    method = get_method(cfg.method)(model, data, cfg, runtime, augment, refresh_every=ood.interval)
-    if use_ood:
+        self.sampler = open_sampler(ood, self.dir / "pool.npy", id_data, spec, cfg.batch_size)
+        self.sampler.load_state_dict(warm["sampler"])
+        first = load_selection(self.dir / "selection.npz")
+        self.current = {"selection": selection_state(first), "seed": ood.seed}
+        return int(warm["epoch"]), id_data.with_extra(self.sampler.extra_images(first, seed=ood.seed))
+
+    def continue_warmup(self, method, cfg):
+        """The warm-up's pruned-branch BatchNorms and SGD momentum for ``method``; returns the optimizer."""
+        warm, path = self.warm, self.dir / "warmup.pt"
         had, has = warm.get("pruned_norms") is not None, getattr(method, "pruned_norms", None) is not None
         if had != has:
-            raise UserError(f"{ood_dir / 'warmup.pt'} was made {'with' if had else 'without'} SDCLR's pruned branch, "
+            raise UserError(f"{path} was made {'with' if had else 'without'} SDCLR's pruned branch, "
                             f"this run trains {'with' if has else 'without'} it; rerun ood-sampling")
-        if warm.get("pruned_norms") is not None:  # the warm-up's pruned-branch BatchNorms, not fresh copies
+        if had:  # the warm-up's pruned-branch BatchNorms, not fresh copies
             method.pruned_norms.load_state_dict(warm["pruned_norms"])
         optimizer = build_optimizer(method.parameters(), cfg)
         try:  # continue the warm-up's SGD momentum buffers
             optimizer.load_state_dict(warm["optimizer"])
         except ValueError:  # the method has other parameters than the warm-up: fresh momentum
             pass
+        return optimizer
 
-    inputs = [Path(lt_dir) / "manifest.json"]
-    if use_ood:
-        inputs += [ood_dir / "warmup.pt", ood_dir / "selection.npz", ood_dir / "pool.npy"]
-    resumer = stage_resumer("pretrain", params, STAGE_PARAMS["pretrain"], inputs, resume_path,
-                            cfg.checkpoint_every,
-                            extra=lambda: {"sampler": sampler.state_dict(), **current, "updates": updates,
-                                           "update_seconds": update_seconds,
-                                           "pictures": [record_state(r) for r in pictures]}
-                            if use_ood else {})
-    state = resumer.load()
-    if state is not None and use_ood:  # the OOD images of the last update before the stop
-        ex = state["extra"]
-        sampler.load_state_dict(ex["sampler"])
-        current.update(selection=ex["selection"], seed=ex["seed"])
-        updates.extend(ex["updates"])
-        update_seconds.extend(ex.get("update_seconds", []))  # a state saved before ltcl kept them apart has none
-        pictures.extend(record_from_state(t) for t in ex["pictures"])
-        method.set_data(id_data.with_extra(sampler.extra_images(selection_from_state(ex["selection"]), ex["seed"])))
+    def resume_state(self) -> dict:
+        return {"sampler": self.sampler.state_dict(), **self.current, "updates": self.updates,
+                "update_seconds": self.update_seconds, "pictures": [record_state(r) for r in self.pictures]}
 
-    def before_epoch(epoch: int) -> None:
-        since = epoch - start_epoch
-        if use_ood and since > 0 and since % ood.interval == 0:
-            def update():
-                return sampler.update(model, runtime), sampler.state_dict()
+    def restore(self, ex: dict, method) -> None:
+        self.sampler.load_state_dict(ex["sampler"])
+        self.current.update(selection=ex["selection"], seed=ex["seed"])
+        self.updates.extend(ex["updates"])
+        self.update_seconds.extend(ex.get("update_seconds", []))  # a state saved before ltcl kept them apart has none
+        self.pictures.extend(record_from_state(t) for t in ex["pictures"])
+        method.set_data(self.id_data.with_extra(self.sampler.extra_images(selection_from_state(ex["selection"]),
+                                                                          ex["seed"])))
 
-            sel, sampler_state = on_main(update)  # rank 0 samples, every rank gets its result
-            if not is_main():
-                sampler.load_state_dict(sampler_state)
-            current.update(selection=selection_state(sel), seed=ood.seed + sampler.rounds)
-            method.set_data(id_data.with_extra(sampler.extra_images(sel, seed=ood.seed + sampler.rounds)))
-            update_seconds.append({"epoch": epoch, **selection_timings(sel)})
-            upd = {"epoch": epoch}
-            if sel.budgets is not None:
-                diag = selection_metrics(sel, manifest, y)["diagnostics"]
-                if "absent" in diag:  # no real labels: say why, print no number
-                    upd["diagnostics"] = diag
-                else:
-                    upd.update(spearman_rarity=diag["spearman_rarity"], few_budget_share=diag["few_budget_share"])
-            updates.append(upd)
-            if is_main():  # rank 0 alone writes the pictures
-                pictures.append(update_record(sel, sampler.id_images, sampler.pool, epoch, ood.embedding,
-                                              groups_of_samples))
-                pictures[:] = keep_first_and_last(pictures)
+    def update(self, epoch: int, method, model, runtime) -> None:
+        ood, sampler = self.ood, self.sampler
 
-    logs, summary, timings = run_session(method, cfg, runtime, live_dir, desc="pretrain", start_epoch=start_epoch,
-                                         before_epoch=before_epoch, optimizer=optimizer, resumer=resumer,
-                                         resume_state=state)
-    metrics = {"method": cfg.method, "supervised": bool(method.supervised), "ood_strategy": ood.strategy,
-               **summary, "train_images": len(x), "ood_images": len(data) - len(x), "start_epoch": start_epoch,
-               "ood_updates": len(updates)}
-    if is_distributed():
-        metrics["processes"] = world_size()
-    if update_seconds:
-        for key in ("embedding", "clustering", "tailness", "budget", "sampling", "total"):
-            timings[f"ood_update_{key}_s"] = float(np.mean([u[key] for u in update_seconds]))
-        timings["ood_update_history"] = update_seconds  # per update of this run: epoch, seconds per step
-    if not is_main():  # rank 0 alone writes the outputs
-        barrier()
-        return timings
-    save_encoder(ckpt_path, model, spec, params=stage_view(params, STAGE_PARAMS["pretrain"]),
-                 history=weights_history(logs), method_state=method.state_dict())
-    if hasattr(method, "predict"):  # a method with its own classifier (GML's teacher)
-        metrics["classifier"] = classifier_report(method, lt_dir, manifest, params.data.group_rule)
-    save_updates(diagnostics_path, pictures)
-    if updates:
-        metrics["ood_update_history"] = updates  # per update: epoch, tailness diagnostics
-    write_json(metrics_path, metrics)
-    barrier()
-    return timings
+        def sample():
+            return sampler.update(model, runtime), sampler.state_dict()
+
+        sel, sampler_state = on_main(sample)  # rank 0 samples, every rank gets its result
+        if not is_main():
+            sampler.load_state_dict(sampler_state)
+        self.current.update(selection=selection_state(sel), seed=ood.seed + sampler.rounds)
+        method.set_data(self.id_data.with_extra(sampler.extra_images(sel, seed=ood.seed + sampler.rounds)))
+        self.update_seconds.append({"epoch": epoch, **selection_timings(sel)})
+        upd = {"epoch": epoch}
+        if sel.budgets is not None:
+            diag = selection_metrics(sel, self.manifest, self.y)["diagnostics"]
+            if "absent" in diag:  # no real labels: say why, print no number
+                upd["diagnostics"] = diag
+            else:
+                upd.update(spearman_rarity=diag["spearman_rarity"], few_budget_share=diag["few_budget_share"])
+        self.updates.append(upd)
+        if is_main():  # rank 0 alone writes the pictures
+            self.pictures.append(update_record(sel, sampler.id_images, sampler.pool, epoch, ood.embedding,
+                                               self.groups))
+            self.pictures[:] = keep_first_and_last(self.pictures)
+
+    def timings(self) -> dict:
+        """The mean seconds of each step of this run's updates, and each update's."""
+        if not self.update_seconds:
+            return {}
+        out = {f"ood_update_{k}_s": float(np.mean([u[k] for u in self.update_seconds])) for k in self.STEPS}
+        out["ood_update_history"] = self.update_seconds  # per update of this run: epoch, seconds per step
+        return out

@@ -538,7 +538,7 @@ def build_report(root: str | Path = ".", *, title: str, encoders=("pretrain", "d
             pvc = ("", "")
         note = ("One run cannot separate what rarity costs a class from how hard the class is: the seed decides "
                 "which classes are rare. Run at least 3 seeds with permuted class orders and read the rarity "
-                "penalty in `ltcl compare` (README: The rarity penalty).") if pvc[0] else ""
+                "penalty in `ltcl compare` (docs/comparing.md: The rarity penalty).") if pvc[0] else ""
         rep.add(PROTOCOL_LABELS[proto], h + bars[0] + pcb[0] + pvc[0] + (f"<p class='note'>{html.escape(note)}</p>"
                                                                          if note else ""),
                 m + "\n" + bars[1] + "\n" + pcb[1] + "\n" + pvc[1] + ("\n\n" + note if note else ""))

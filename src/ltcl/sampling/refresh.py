@@ -20,6 +20,7 @@ import torch
 
 from ltcl.data.augment import to_float_normalised
 from ltcl.errors import UserError
+from ltcl.registry import STRATEGIES
 from ltcl.sampling.select import OODSelection, nearest_to_centre, sample_ood
 from ltcl.sampling.update_pictures import THUMBNAILS
 
@@ -68,9 +69,12 @@ class OODSampler:
         t0 = time.perf_counter()
         space, bs = self.cfg.embedding, self.cfg.embed_batch_size
         id_emb = embed_images(model, self.id_images, self.mean, self.std, runtime, bs, space)
-        needs_pool = self.cfg.strategy in ("kdup", "colt")
-        pool_emb = (embed_images(model, self.pool, self.mean, self.std, runtime, bs, space)
-                    if needs_pool else (self.pool_placeholder() if self.cfg.strategy == "random" else None))
+        entry = STRATEGIES[self.cfg.strategy]
+        # the pool is embedded when the strategy selects from it by embedding (kdup, colt); one
+        # that selects from it without embeddings (random) gets a placeholder of its size
+        pool_emb = (None if not entry.reads_pool
+                    else embed_images(model, self.pool, self.mean, self.std, runtime, bs, space)
+                    if entry.reads_embeddings else self.pool_placeholder())
         t_embed = time.perf_counter() - t0
         sel, self.tailness = sample_ood(id_emb, pool_emb, self.cfg, self.tailness, round_index=self.rounds,
                                         colt_batch_size=self.batch_size)
@@ -139,7 +143,7 @@ def open_sampler(ood_cfg, pool_path, data, spec: dict, batch_size: int) -> OODSa
     and the run's ID images (``data``, a ``TrainSet``; domain 0 rows)."""
     from ltcl.data.pool import open_pool
 
-    pool = open_pool(pool_path) if ood_cfg.strategy in ("kdup", "colt", "random") else None
+    pool = open_pool(pool_path) if STRATEGIES[ood_cfg.strategy].reads_pool else None
     if pool is not None and len(pool) < ood_cfg.budget:
         raise UserError(f"the OOD pool {pool_path} has {len(pool)} images, fewer than ood.budget="
                         f"{ood_cfg.budget}; raise ood.pool_size or lower ood.budget")

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ltcl.errors import UserError
+from ltcl.registry import STRATEGIES as _REGISTRY
 from ltcl.sampling.budget import allocate_budget
 from ltcl.sampling.clustering import as_float32_numpy, cluster_embeddings
 from ltcl.sampling.tailness import (
@@ -34,7 +35,7 @@ from ltcl.sampling.tailness import (
     tailness_scores,
 )
 
-STRATEGIES = ("kdup", "colt", "random", "augment", "none")
+STRATEGIES = tuple(_REGISTRY)  # ltcl.registry.STRATEGIES is the one list
 TIMING_KEYS = ("clustering", "tailness", "budget", "sampling")
 
 
@@ -258,12 +259,12 @@ class OODSelection:
     strategy: str
     pool_indices: np.ndarray
     cluster_of_each: np.ndarray
-    budgets: np.ndarray | None
-    id_labels: np.ndarray | None
-    centroids: np.ndarray | None
-    sample_tailness: torch.Tensor | None
-    cluster_tailness: torch.Tensor | None
-    timings: dict[str, float]
+    budgets: np.ndarray | None = None
+    id_labels: np.ndarray | None = None
+    centroids: np.ndarray | None = None
+    sample_tailness: torch.Tensor | None = None
+    cluster_tailness: torch.Tensor | None = None
+    timings: dict[str, float] = field(default_factory=dict)
     id_indices: np.ndarray | None = None
     cluster_info: dict[str, Any] = field(default_factory=dict)
     id_nearest: np.ndarray | None = None  # (N_c, n) ID rows nearest each centroid (nearest_to_centre), -1 padded
@@ -304,14 +305,13 @@ def sample_ood(
         raise UserError(f"ood.strategy must be one of {STRATEGIES}; got {strategy!r}")
     timings = {key: 0.0 for key in TIMING_KEYS}
     if strategy == "none":
-        sel = OODSelection(strategy, _empty(), _empty(), None, None, None, None, None, timings)
+        sel = OODSelection(strategy=strategy, pool_indices=_empty(), cluster_of_each=_empty(), timings=timings)
         return sel, prev_tailness
     if config.budget <= 0:
         raise UserError(f"ood.budget must be > 0 for strategy {strategy!r}; got {config.budget}")
 
-    needs_pool = strategy in ("kdup", "colt", "random")
     pool = None
-    if needs_pool:
+    if _REGISTRY[strategy].reads_pool:
         if pool_emb is None:
             raise UserError(f"pool_emb is required for strategy {strategy!r}")
         pool = as_float32_numpy(pool_emb, "pool_emb")
@@ -322,8 +322,8 @@ def sample_ood(
         t0 = time.perf_counter()
         idx = select_random(pool.shape[0], config.budget, _round_seed(config.seed, round_index, 0))
         timings["sampling"] = time.perf_counter() - t0
-        sel = OODSelection(strategy, idx, np.full(idx.size, -1, dtype=np.int64), None, None, None,
-                           prev_tailness, None, timings)
+        sel = OODSelection(strategy=strategy, pool_indices=idx, cluster_of_each=np.full(idx.size, -1, dtype=np.int64),
+                           sample_tailness=prev_tailness, timings=timings)
         return sel, prev_tailness
 
     z = as_float32_numpy(id_emb, "id_emb")
@@ -372,8 +372,9 @@ def sample_ood(
         pool_idx, cluster_of_each = select_nearest(pool, centroids, budgets)
     t4 = time.perf_counter()
     timings.update(clustering=t1 - t0, tailness=t2 - t1, budget=t3 - t2, sampling=t4 - t3)
-    sel = OODSelection(strategy, pool_idx, cluster_of_each, budgets, labels, centroids, tail, cl_tail,
-                       timings, id_indices=id_indices, cluster_info=info)
+    sel = OODSelection(strategy=strategy, pool_indices=pool_idx, cluster_of_each=cluster_of_each, budgets=budgets,
+                       id_labels=labels, centroids=centroids, sample_tailness=tail, cluster_tailness=cl_tail,
+                       timings=timings, id_indices=id_indices, cluster_info=info)
     return sel, tail
 
 

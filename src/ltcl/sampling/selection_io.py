@@ -36,8 +36,8 @@ def load_selection(path: str | Path) -> OODSelection:
     """The selection :func:`save_selection` wrote: what pretrain needs to rebuild its OOD images
     (strategy, pool indices, cluster of each, ID indices of the ``augment`` strategy)."""
     f = np.load(path)
-    return OODSelection(str(f["strategy"]), f["pool_indices"], f["cluster_of_each"], None, None, None,
-                        None, None, {}, id_indices=f["id_indices"])
+    return OODSelection(strategy=str(f["strategy"]), pool_indices=f["pool_indices"],
+                        cluster_of_each=f["cluster_of_each"], id_indices=f["id_indices"])
 
 
 def selection_state(sel: OODSelection) -> dict:
@@ -49,8 +49,8 @@ def selection_state(sel: OODSelection) -> dict:
 
 def selection_from_state(st: dict) -> OODSelection:
     as_np = lambda t: None if t is None else t.numpy()  # noqa: E731
-    return OODSelection(st["strategy"], as_np(st["pool_indices"]), as_np(st["cluster_of_each"]), None, None, None,
-                        None, None, {}, id_indices=as_np(st["id_indices"]))
+    return OODSelection(strategy=st["strategy"], pool_indices=as_np(st["pool_indices"]),
+                        cluster_of_each=as_np(st["cluster_of_each"]), id_indices=as_np(st["id_indices"]))
 
 
 def label_diagnostics_absent(manifest: dict) -> str | None:

@@ -38,7 +38,7 @@ from torch import nn
 
 from ltcl.collectives import env_world_size, is_distributed, is_initialized, rank, world_size
 from ltcl.errors import UserError
-from ltcl.registry import get_method
+from ltcl.registry import entry
 
 
 def init_from_env(runtime_cfg) -> tuple[int, int]:
@@ -138,7 +138,7 @@ def check_stage(stage: str, params, world: int) -> None:
             return
     else:
         return
-    if not get_method(name, stage).supports_ddp:
+    if not entry(stage, name).ddp:
         raise UserError(unsupported(name))
     if cfg.batch_size % world:
         raise UserError(f"{stage}.batch_size={cfg.batch_size} must be a multiple of the number of processes "

@@ -30,6 +30,25 @@ class GMLStudent(ClassifierMixin, Method):
     name = "gml-student"
     supervised = True
 
+    @classmethod
+    def from_stage(cls, ctx) -> "GMLStudent":
+        """A freshly initialised network of the teacher's architecture (ltcl.methods.context)."""
+        from ltcl.methods.base import TrainSet
+        from ltcl.models.checkpoint import build_from_spec
+
+        own, n_classes = ctx.cfg.own, len(ctx.manifest["class_names"])
+        if own.k < own.km * n_classes:
+            raise UserError(f"distill.gml.k={own.k} must be >= distill.gml.km * classes = {own.km * n_classes} (Eq. 6)")
+        runtime = ctx.runtime
+        student = build_from_spec(ctx.spec).to(runtime.device, memory_format=runtime.memory_format()).train()
+        teacher = ctx.teacher.to(memory_format=runtime.memory_format())
+        data = TrainSet.from_numpy(ctx.x, ctx.y, n_classes, runtime.device)
+        return cls(student, data, ctx.cfg, runtime, ctx.make_augment(), teacher=teacher)
+
+    def stage_metrics(self) -> dict:
+        """What the distill stage reports of this run besides the session's summary."""
+        return {"supervised": True, "tau_g": self.tau}
+
     def __init__(self, model, data, cfg, runtime, augment, *, teacher, **kwargs):
         super().__init__(model, data, cfg, runtime, augment, **kwargs)
         counts = labelled_counts(data)

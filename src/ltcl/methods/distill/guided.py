@@ -16,8 +16,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ltcl.errors import UserError
 from ltcl.losses.kdup import guided_learning_loss
-from ltcl.methods.base import Method, StepOutput
+from ltcl.methods.base import Method, StepOutput, TrainSet
 
 
 def farthest_clusters(centroids: np.ndarray) -> np.ndarray:
@@ -30,6 +31,54 @@ def farthest_clusters(centroids: np.ndarray) -> np.ndarray:
 class GuidedDistillation(Method):
     name = "kdup-distill"
     supports_ddp = True
+
+    @classmethod
+    def from_stage(cls, ctx) -> "GuidedDistillation":
+        """g starts as a copy of f; f's clusters and nearest neighbours guide it (paper 003 Sec. 3.2).
+        Under DDP rank 0 computes them and every rank uses the same ones."""
+        import copy
+        import time
+
+        from ltcl.collectives import on_main
+        from ltcl.sampling.clustering import cluster_embeddings
+        from ltcl.sampling.neighbours import knn_indices
+        from ltcl.sampling.refresh import embed_images
+
+        cfg, own, runtime, x = ctx.cfg, ctx.cfg.own, ctx.runtime, ctx.x
+        if own.k_kd >= len(x):
+            raise UserError(f"distill.kdup.k_kd={own.k_kd} needs more than {own.k_kd} ID images, got {len(x)}")
+        if own.clusters > len(x):
+            raise UserError(f"distill.kdup.clusters={own.clusters} is larger than the ID set ({len(x)} images)")
+        teacher = ctx.teacher.to(memory_format=runtime.memory_format())
+        data = TrainSet.from_numpy(x, ctx.y, len(ctx.manifest["class_names"]), runtime.device)
+        t0 = time.perf_counter()
+
+        def guidance():
+            z_f = embed_images(teacher, data.x, ctx.spec["mean"], ctx.spec["std"], runtime)
+            # paper 003 Sec. 3.2: "the clustering method in Section 3.1", with its ood.* keys
+            ood = ctx.params.ood
+            centroids, clusters, info = cluster_embeddings(z_f, own.clusters, seed=cfg.seed, tol=ood.cluster_tol,
+                                                           max_iter=ood.cluster_max_iter, refine=ood.refine,
+                                                           lr=ood.cluster_lr, patience=ood.cluster_patience)
+            return centroids, clusters, info, knn_indices(z_f, own.k_kd)
+
+        centroids, clusters, info, neighbours = on_main(guidance)
+        setup_s = time.perf_counter() - t0
+        student = copy.deepcopy(teacher).train()
+        for p in student.parameters():
+            p.requires_grad_(True)
+        method = cls(student, data, cfg, runtime, ctx.make_augment(), teacher=teacher, neighbours=neighbours,
+                     clusters=clusters, centroids=centroids)
+        labels = np.asarray(ctx.y)
+        # how often f's neighbour positives share the true class: what guided sampling relies on
+        method._report = {"neighbour_precision": float(np.mean(labels[neighbours] == labels[:, None])),
+                          "clusters_converged": bool(info.get("converged", False))}
+        method.setup_seconds = setup_s
+        return method
+
+    def stage_metrics(self) -> dict:
+        """What the distill stage reports of this run besides the session's summary."""
+        return dict(self._report)
 
     def __init__(self, model, data, cfg, runtime, augment, *, teacher, neighbours, clusters, centroids,
                  **kwargs):
