@@ -166,13 +166,18 @@ def expected_params(stage: str, body: dict) -> list[str] | None:
     if stage not in STAGE_PARAMS:
         return None
     runtime = ["runtime"] if "runtime" in (body.get("params") or []) else []
-    entries = [*runtime, *STAGE_PARAMS[stage]]
+    entries = list(dict.fromkeys([*runtime, *STAGE_PARAMS[stage]]))
     whole = {e for e in entries if "." not in e}
-    groups: dict[str, list[str]] = {}  # by section, in the order of first appearance
-    for e in dict.fromkeys(entries):
-        if "." not in e or e.split(".")[0] not in whole:  # a whole section covers its keys
-            groups.setdefault(e.split(".")[0], []).append(e)
-    return [e for g in groups.values() for e in g]
+    kept = [e for e in entries if "." not in e or e.split(".")[0] not in whole]  # a whole section covers its keys
+    return [e for g in _by_section(kept).values() for e in g]
+
+
+def _by_section(entries: list[str]) -> dict[str, list[str]]:
+    """Params entries grouped by their section, in the order of first appearance."""
+    groups: dict[str, list[str]] = {}
+    for e in entries:
+        groups.setdefault(e.split(".")[0], []).append(e)
+    return groups
 
 
 PLACEHOLDER = "__ltcl_params__"
@@ -184,14 +189,10 @@ def _flow_params(text: str, generated: dict[str, list[str]]) -> str:
 
     def lines(m: re.Match) -> str:
         indent, stage = m.group(1), m.group(2)
-        params = generated[stage]
-        groups: dict[str, list[str]] = {}
-        for e in params:
-            groups.setdefault(e.split(".")[0], []).append(f"'{e}'" if "$" in e else e)
         pad = indent + "  "
         rows, line = [], ""
-        for g in groups.values():  # a section per line (several whole sections share one), wrapped
-            for i, e in enumerate(g):
+        for g in _by_section(generated[stage]).values():  # a section per line (whole sections share one), wrapped
+            for i, e in enumerate(f"'{e}'" if "$" in e else e for e in g):
                 if line and (i == 0 and "." in e or len(pad) + len(line) + len(e) > 108):
                     rows.append(line)
                     line = ""
@@ -225,9 +226,9 @@ def differences(repo: Path) -> list[str]:
             out.append(f"{stage}: missing dep {d}")
         for d in sorted(set(have) - set(want)):
             out.append(f"{stage}: dep {d} is not code the stage runs")
-        params = expected_params(stage, body)
-        if params is not None and list(body.get("params") or []) != params:
-            out.append(f"{stage}: params {list(body.get('params') or [])}, ltcl.params.STAGE_PARAMS says {params}")
+        params, listed = expected_params(stage, body), list(body.get("params") or [])
+        if params is not None and listed != params:
+            out.append(f"{stage}: params {listed}, ltcl.params.STAGE_PARAMS says {params}")
     links = all_links(repo, doc, graph)
     for d, files in links.items():
         have = sorted(_link_targets(repo / d))

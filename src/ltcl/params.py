@@ -38,6 +38,13 @@ from ltcl.registry import PRETRAIN, STRATEGIES, SUPERVISED
 PARAMS_FILE = "params.yaml"
 
 
+def _known(v: str, names, what: str) -> str:
+    """``v`` if it is one of ``names``, else the error a validator raises: what is allowed."""
+    if v not in names:
+        raise ValueError(f"unknown {what} {v!r}; known: {', '.join(names)}")
+    return v
+
+
 class ParamsError(UserError):
     """A params.yaml problem, phrased for the user (key, value, what is allowed)."""
 
@@ -320,9 +327,7 @@ class PretrainParams(OptimParams, _Subsectioned):
     @field_validator("method")
     @classmethod
     def _method(cls, v: str) -> str:
-        if v not in PRETRAIN_METHODS:
-            raise ValueError(f"unknown method {v!r}; known: {', '.join(PRETRAIN_METHODS)}")
-        return v
+        return _known(v, PRETRAIN_METHODS, "method")
 
     @model_validator(mode="after")
     def _pruned(self) -> "PretrainParams":
@@ -384,16 +389,12 @@ class OODParams(_Subsectioned):
     @field_validator("strategy")
     @classmethod
     def _strategy(cls, v: str) -> str:
-        if v not in STRATEGIES:
-            raise ValueError(f"unknown ood.strategy {v!r}; known: {', '.join(STRATEGIES)}")
-        return v
+        return _known(v, STRATEGIES, "ood.strategy")
 
     @field_validator("pool_source")
     @classmethod
     def _pool_source(cls, v: Optional[str]) -> Optional[str]:
-        if v is not None and v not in DATA_SOURCES:
-            raise ValueError(f"unknown data source {v!r}; known: {', '.join(DATA_SOURCES)}")
-        return v
+        return v if v is None else _known(v, DATA_SOURCES, "data source")
 
     @field_validator("crop_scale")
     @classmethod

@@ -20,17 +20,16 @@ import yaml
 from ltcl.errors import UserError
 from ltcl.headline import is_details
 from ltcl.moved_keys import upgrade_flat
-from ltcl.registry import DISTILL, PRETRAIN, STRATEGIES
+from ltcl.registry import DISTILL, PRETRAIN, STRATEGIES, SUPERVISED
 from ltcl.runrecord import RUNS_DIR, read_run_record, run_record_path
 
 # params that only choose a seed / split: runs differing only in these are repeats of one row
 # (data.split_index: which of SDCLR's five published splits, the papers' repeats)
 SEED_KEYS = ("data.split_seed", "data.split_index", "pretrain.seed", "distill.seed", "ood.seed", "ood.pool_seed",
              "probe.seed", "cluster.seed")
-# the registry's names ("psd" is a SimCLR row; "none" names no OOD strategy) and supervised methods
+# the registry's names ("psd" is a SimCLR row; "none" names no OOD strategy); SUPERVISED is the registry's
 METHOD_NAMES = {name: e.display for name, e in PRETRAIN.items()}
 OOD_NAMES = {name: e.display for name, e in STRATEGIES.items() if e.display}
-SUPERVISED = tuple(name for name, e in PRETRAIN.items() if e.supervised)
 
 
 @dataclass

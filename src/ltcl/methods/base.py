@@ -156,6 +156,13 @@ class Method:
     def state_dict(self) -> dict:
         return {}
 
+    # -- what a stage reports of the method (ltcl.pipeline.distill) -----------
+    setup_seconds: Optional[float] = None  # seconds its from_stage spent preparing (KDUP: f's guidance)
+
+    def stage_metrics(self) -> dict:
+        """What the stage's metrics report of this run besides the session's summary."""
+        return {}
+
     def load_state_dict(self, state: dict) -> None:
         return None
 

@@ -71,7 +71,8 @@ def run(params, lt_dir, teacher_path, ckpt_path, metrics_path, live_dir=None,
     method = registry.load("distill", cfg.method).from_stage(ctx)
     logs, summary, timings = run_session(method, cfg, runtime, live_dir, desc=f"distill ({cfg.method})", resumer=resumer,
                                          resume_state=resumer.load())
-    metrics = {"enabled": True, "method": cfg.method, **summary, **method.stage_metrics()}
+    metrics = {"enabled": True, "method": cfg.method, **({"supervised": True} if entry.supervised else {}), **summary,
+               **method.stage_metrics()}
     if entry.classifier:  # its own classifier's test accuracy, beside the probe
         metrics["classifier"] = classifier_report(method, lt_dir, manifest, params.data.group_rule)
     if is_distributed():
@@ -82,5 +83,5 @@ def run(params, lt_dir, teacher_path, ckpt_path, metrics_path, live_dir=None,
                      history=weights_history(logs), distilled=True, **({"method_state": state} if state else {}))
         write_json(metrics_path, metrics)
     barrier()
-    setup = getattr(method, "setup_seconds", None)  # KDUP: f's clusters and neighbours
+    setup = method.setup_seconds  # KDUP: f's clusters and neighbours
     return {**timings, **({"setup_seconds": setup} if setup is not None else {})}

@@ -22,6 +22,7 @@ from ltcl.params import STAGE_PARAMS, stage_view
 from ltcl.runtime import setup_runtime
 from ltcl.sampling.refresh import open_sampler
 from ltcl.sampling.selection_io import (
+    UPDATE_STEPS,
     load_selection,
     sample_groups,
     selection_from_state,
@@ -117,8 +118,6 @@ class OODRounds:
     rank gets its result), the record of each update and the pictures of the first and the last,
     and their part of the resume state."""
 
-    STEPS = ("embedding", "clustering", "tailness", "budget", "sampling", "total")
-
     def __init__(self, ood, ood_dir: Path, manifest: dict, y):
         self.ood, self.dir, self.manifest, self.y = ood, ood_dir, manifest, y
         self.groups = sample_groups(manifest, y)  # None unless the training labels are real
@@ -200,6 +199,6 @@ class OODRounds:
         """The mean seconds of each step of this run's updates, and each update's."""
         if not self.update_seconds:
             return {}
-        out = {f"ood_update_{k}_s": float(np.mean([u[k] for u in self.update_seconds])) for k in self.STEPS}
+        out = {f"ood_update_{k}_s": float(np.mean([u[k] for u in self.update_seconds])) for k in UPDATE_STEPS}
         out["ood_update_history"] = self.update_seconds  # per update of this run: epoch, seconds per step
         return out

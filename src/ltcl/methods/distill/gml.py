@@ -46,8 +46,7 @@ class GMLStudent(ClassifierMixin, Method):
         return cls(student, data, ctx.cfg, runtime, ctx.make_augment(), teacher=teacher)
 
     def stage_metrics(self) -> dict:
-        """What the distill stage reports of this run besides the session's summary."""
-        return {"supervised": True, "tau_g": self.tau}
+        return {"tau_g": self.tau}
 
     def __init__(self, model, data, cfg, runtime, augment, *, teacher, **kwargs):
         super().__init__(model, data, cfg, runtime, augment, **kwargs)

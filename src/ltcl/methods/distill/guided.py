@@ -71,14 +71,15 @@ class GuidedDistillation(Method):
                      clusters=clusters, centroids=centroids)
         labels = np.asarray(ctx.y)
         # how often f's neighbour positives share the true class: what guided sampling relies on
-        method._report = {"neighbour_precision": float(np.mean(labels[neighbours] == labels[:, None])),
-                          "clusters_converged": bool(info.get("converged", False))}
+        method.report = {"neighbour_precision": float(np.mean(labels[neighbours] == labels[:, None])),
+                         "clusters_converged": bool(info.get("converged", False))}
         method.setup_seconds = setup_s
         return method
 
+    report: dict = {}  # set by from_stage: how good f's guidance is
+
     def stage_metrics(self) -> dict:
-        """What the distill stage reports of this run besides the session's summary."""
-        return dict(self._report)
+        return dict(self.report)
 
     def __init__(self, model, data, cfg, runtime, augment, *, teacher, neighbours, clusters, centroids,
                  **kwargs):
