@@ -1,6 +1,6 @@
 """Benchmark 3: one OOD sampling update of the ``kdup`` strategy, encoder forward excluded.
 
-ours: ``ltcl.sampling.select.sample_ood`` (faiss k-means + KL refinement with its step halved on
+ours: ``ltcl.sampling.strategies.sample_ood`` (faiss k-means + KL refinement with its step halved on
 plateaus, ~20 iterations; global exact kNN tailness with K = 10 (faiss.knn); Eq. 7 budgets;
 exact nearest-to-centroid selection streamed over the pool in blocks) on 12,406 ID x
 300,000 pool L2-normalised float32 embeddings, d = 128, budget 10,000, 10 clusters.
@@ -18,7 +18,7 @@ Also timed: ``select_nearest`` alone (the sampling step: for each cluster the po
 its centroid, none taken twice) on 300,000 x 128 random unit vectors, budget 10,000, with 10 and
 100 clusters (moved here from tests/test_sampling.py, where it was a timing without a limit).
 
-Also timed: the encoder forward over the pool (``ltcl.sampling.refresh.embed_images``, CIFAR
+Also timed: the encoder forward over the pool (``ltcl.models.features.embed_images``, CIFAR
 ResNet-18, channels_last) on a subset, extrapolated linearly to 300,000 images and set beside
 paper 003 Table 14's 9.65 s per update on GPUs.
 """
@@ -33,7 +33,8 @@ from sklearn.cluster import KMeans
 
 from ltcl.params import ModelParams, OODParams
 from ltcl.sampling.budget import allocate_budget
-from ltcl.sampling.select import sample_ood, select_nearest
+from ltcl.sampling.select import select_nearest
+from ltcl.sampling.strategies import sample_ood
 
 try:
     from _util import cprofile_top
@@ -182,7 +183,7 @@ def measure_embedding(n_images: int, n_full: int = 300_000, amp: bool = False, b
     ``n_images`` random 32x32x3 uint8 images, extrapolated linearly to ``n_full``."""
     from ltcl.models.heads import encoder_for
     from ltcl.runtime import Runtime
-    from ltcl.sampling.refresh import embed_images
+    from ltcl.models.features import embed_images
 
     runtime = Runtime(device=torch.device("cpu"), amp_dtype=torch.bfloat16 if amp else None, channels_last=True)
     torch.manual_seed(seed)

@@ -5,7 +5,7 @@
    drawn from a bank and shifted per chunk to keep generation cheap); it is deleted afterwards.
 2. A fresh child process (so its peak-memory counters see only the update) opens it with
    ``ltcl.data.pool.open_pool`` (memory-mapped), embeds the 12,406 ID images and the pool with
-   ``ltcl.sampling.refresh.embed_images`` (batches streamed from the memory map) and runs
+   ``ltcl.models.features.embed_images`` (batches streamed from the memory map) and runs
    ``sample_ood(strategy="kdup")``.
 
 The encoder is a cheap STAND-IN for ResNet-18, so the benchmark fits the time budget: a 4x4
@@ -103,8 +103,8 @@ def child(pool_path: str, d: int, batch_size: int, threads: int, budget: int = 1
     from ltcl.data.pool import open_pool
     from ltcl.params import OODParams
     from ltcl.runtime import Runtime
-    from ltcl.sampling.refresh import embed_images
-    from ltcl.sampling.select import sample_ood
+    from ltcl.models.features import embed_images
+    from ltcl.sampling.strategies import sample_ood
 
     set_threads(threads)
     runtime = Runtime(device=torch.device("cpu"), amp_dtype=None, channels_last=True)

@@ -13,7 +13,7 @@ from ltcl import codedeps
 
 # lowest first; a module may import its own layer and the layers below it, never one above
 LAYERS = [
-    {"ltcl", "errors", "registry", "io", "runtime", "collectives", "params", "method_params", "moved_keys", "codedeps",
+    {"ltcl", "errors", "registry", "io", "runtime", "collectives", "params", "method_params", "moved_keys", "codedeps", "params_doc",
      "runrecord", "headline"},
     {"data"}, {"models"}, {"losses"}, {"sampling"}, {"eval"}, {"methods"}, {"train"}, {"report"},
     {"pipeline"},
@@ -42,6 +42,8 @@ def _copy(tmp: Path) -> Path:
     for d in ("src", "stages", "deps"):
         shutil.copytree(REPO / d, tmp / d, symlinks=True, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     shutil.copy(REPO / "dvc.yaml", tmp / "dvc.yaml")
+    (tmp / "docs").mkdir()
+    shutil.copy(REPO / "docs/params.md", tmp / "docs/params.md")
     return tmp
 
 
@@ -54,7 +56,10 @@ def test_a_new_import_or_a_new_method_is_caught_and_written(tmp_path):
     dvc_yaml = repo / "dvc.yaml"
     assert "distill.seed, " in dvc_yaml.read_text()
     dvc_yaml.write_text(dvc_yaml.read_text().replace("distill.seed, ", ""))  # a hand edit of a generated list
+    page = repo / "docs/params.md"
+    page.write_text(page.read_text().replace("`ood.budget` | int (>= 0) | `10000`", "`ood.budget` | int | `5000`"))
     diff = codedeps.differences(repo)
+    assert "docs/params.md: not the params schema's reference (ltcl.params_doc)" in diff
     assert any(d.startswith("distill: params [") and "distill.seed" in d.split("says")[1]
                and "distill.seed" not in d.split("says")[0] for d in diff)
     (line,) = [d for d in diff if d.startswith("deps/stage/ood_sampling:")]
@@ -70,6 +75,7 @@ def test_a_new_import_or_a_new_method_is_caught_and_written(tmp_path):
     assert "deps/stage/ood_sampling" in deps and "data/ood/pool.npy" in deps  # non-code deps kept
     assert (repo / "deps/stage/ood_sampling/ltcl.losses.gml.py").resolve() == (repo / "src/ltcl/losses/gml.py")
     assert (repo / "deps/pretrain.method/psd/ltcl.losses.tase.py").resolve() == (repo / "src/ltcl/losses/tase.py")
+    assert "`ood.budget` | int (>= 0) | `10000`" in page.read_text()
 
 
 def resolved_code(stage: str, params: dict) -> set[str]:
@@ -80,6 +86,7 @@ def resolved_code(stage: str, params: dict) -> set[str]:
     for d in st["deps"]:
         for section in ("pretrain", "distill"):
             d = d.replace(f"${{{section}.method}}", params[section]["method"])
+        d = d.replace("${ood.strategy}", params["ood"]["strategy"])
         p = REPO / d
         if p.is_dir():
             out.update((q.resolve().relative_to(REPO.resolve())).as_posix() for q in p.iterdir())
@@ -103,3 +110,23 @@ def test_only_the_configured_methods_code_is_a_dep():
     assert "src/ltcl/losses/gml.py" in resolved_code("distill", gml)
     # one directory per registered method: no "auto" (distill.method names the method it runs)
     assert sorted(p.name for p in (REPO / "deps/distill.method").iterdir()) == ["gml", "kdup"]
+
+
+def test_only_the_configured_strategys_code_is_a_dep():
+    """ood-sampling and pretrain hash the configured OOD strategy's module (and what it alone
+    imports), not another's: COLT's module is no dep of the KDUP default, KDUP's clustering is no
+    dep of random sampling."""
+    kdup = yaml.safe_load((REPO / "params.yaml").read_text())
+    colt = {**kdup, "ood": {"strategy": "colt"}}
+    rand = {**kdup, "ood": {"strategy": "random"}}
+    for stage in ("ood-sampling", "pretrain"):
+        assert "src/ltcl/sampling/strategies/kdup.py" in resolved_code(stage, kdup)
+        assert "src/ltcl/sampling/strategies/colt.py" not in resolved_code(stage, kdup)
+        assert "src/ltcl/sampling/strategies/colt.py" in resolved_code(stage, colt)
+        assert "src/ltcl/sampling/strategies/kdup.py" not in resolved_code(stage, colt)
+        random_code = resolved_code(stage, rand)
+        assert "src/ltcl/sampling/strategies/random.py" in random_code
+        assert not {"src/ltcl/sampling/strategies/clustered.py", "src/ltcl/sampling/budget.py"} & random_code
+    from ltcl.registry import STRATEGIES
+
+    assert sorted(p.name for p in (REPO / "deps/ood.strategy").iterdir()) == sorted(STRATEGIES)

@@ -54,9 +54,7 @@ class RecordingSGD(torch.optim.SGD):
 def _eval_bn(cls):
     """``cls`` whose step runs the encoder's BatchNorms on running statistics (see docstring)."""
 
-    class EvalBN(cls):
-        supports_ddp = cls.supports_ddp
-
+    class EvalBN(cls):  # prepare() finds cls's registry entry through the MRO
         def training_step(self, idx):
             self.model.eval()
             return super().training_step(idx)
@@ -220,13 +218,22 @@ def test_shard_splits_the_global_batch():
         shard(torch.arange(7), 0, 2)
 
 
-def test_ddp_support_is_not_inherited():
-    from ltcl.registry import get_method
+def test_ddp_support_is_each_entrys_own():
+    """A registered subclass of a method with DDP support does not inherit it: its own entry says
+    (TASE subclasses TS, GloCo SimCLR); an unregistered class has none."""
+    from ltcl.methods.contrastive import SimCLR
+    from ltcl.registry import PRETRAIN, entry_of, get_method
 
-    assert get_method("simclr").supports_ddp and get_method("psd").supports_ddp
-    assert get_method("sdclr").supports_ddp and get_method("ts").supports_ddp
-    for name in ("tase", "gloco", "gloco-proco", "gml"):  # subclasses that change the step
-        assert not get_method(name).supports_ddp, name
+    for name in ("simclr", "psd", "sdclr", "ts"):
+        assert entry_of(get_method(name)) is PRETRAIN[name] and PRETRAIN[name].ddp, name
+    for name in ("tase", "gloco", "gloco-proco"):  # subclasses that change the step
+        assert issubclass(get_method(name), SimCLR) and not entry_of(get_method(name)).ddp, name
+    assert not entry_of(get_method("gml")).ddp
+
+    class Unregistered:
+        pass
+
+    assert entry_of(Unregistered) is None
 
 
 def test_params_that_cannot_run_distributed_stop_before_any_work(tmp_path, monkeypatch, capsys):

@@ -21,7 +21,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from ltcl.data.augment import SimCLRAugment, two_views
-from ltcl.eval.features import extract_features
+from ltcl.models.features import extract_features
 from ltcl.methods.base import TrainSet
 from ltcl.params import OODParams, Params
 from ltcl.registry import get_method
@@ -196,7 +196,7 @@ FP32_ATOL = 1e-5 if DEVICE.type == "cpu" else 2e-2
 
 @pytest.mark.parametrize("space", ["backbone", "projection"])
 def test_embed_images_of_a_memmap_pool_match_cpu(pool, space):
-    from ltcl.sampling.refresh import embed_images
+    from ltcl.models.features import embed_images
 
     model_dev, model_cpu = small_model(DEVICE), small_model(CPU)
     emb_cpu = embed_images(model_cpu, pool, MEAN, STD, runtime(False, CPU), 32, space)
@@ -229,10 +229,10 @@ def test_ood_update_with_the_model_on_the_device(pool, strategy, monkeypatch):
     reach faiss as host float32 arrays, the pool's exactly once (no second copy); the selection
     comes back as images on the training device."""
     import ltcl.sampling.refresh as refresh
-    import ltcl.sampling.select as select
+    import ltcl.sampling.strategies.kdup as kdup
 
     seen: dict = {"embedded": []}
-    real_embed, real_sample, real_nearest = refresh.embed_images, refresh.sample_ood, select.select_nearest
+    real_embed, real_sample, real_nearest = refresh.embed_images, refresh.sample_ood, kdup.select_nearest
 
     def embed(*a, **k):
         out = real_embed(*a, **k)
@@ -249,7 +249,7 @@ def test_ood_update_with_the_model_on_the_device(pool, strategy, monkeypatch):
 
     monkeypatch.setattr(refresh, "embed_images", embed)
     monkeypatch.setattr(refresh, "sample_ood", sample)
-    monkeypatch.setattr(select, "select_nearest", nearest)
+    monkeypatch.setattr(kdup, "select_nearest", nearest)
 
     cfg = OODParams(strategy=strategy, budget=30, clusters=3, knn_k=3, pool_size=len(pool), embed_batch_size=32)
     data = TrainSet.from_numpy(images(40), np.repeat(np.arange(4), 10), 4, DEVICE)

@@ -18,7 +18,7 @@ from ltcl.data.sources.folder import read_image_file
 from ltcl.data.splits import load_manifest, load_split
 from ltcl.embed import embed
 from ltcl.errors import UserError
-from ltcl.eval.features import extract_features
+from ltcl.models.features import extract_features
 from ltcl.eval.protocols import encoder_features
 from ltcl.models.checkpoint import load_encoder
 

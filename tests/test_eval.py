@@ -11,7 +11,7 @@ from torch import nn
 
 from ltcl.data.groups import accuracy_report, class_groups, group_summary, per_class_accuracy
 from ltcl.eval.cluster_metrics import cluster_metrics, stratified_subsample, tsne_embedding
-from ltcl.eval.features import extract_features
+from ltcl.models.features import extract_features
 from ltcl.eval.knn import knn_accuracy, knn_predict
 from ltcl.eval.probe import train_linear_probe
 from ltcl.params import ProbeParams

@@ -23,8 +23,10 @@ from ltcl.models.checkpoint import load_encoder
 from ltcl.params import Params
 from ltcl.runtime import Runtime
 from ltcl.sampling import refresh
-from ltcl.sampling.refresh import OODSampler, embed_images
+from ltcl.models.features import embed_images
+from ltcl.sampling.refresh import OODSampler
 from ltcl.sampling.select import OODSelection
+from ltcl.sampling.strategies import augment as augment_strategy
 from ltcl.train import loop
 from ltcl.train.session import load_train_split, new_encoder
 
@@ -253,7 +255,7 @@ def _refresh_run(lt_project, tmp_path, monkeypatch, strategy, epochs):
                                                      "pretrain": {"method": "psd", "epochs": epochs}})
     proj.stage("ood_sampling.py")
     events: list = []
-    update, run_epoch, augment_copies = OODSampler.update, loop.run_epoch, refresh.augment_copies
+    update, run_epoch, augment_copies = OODSampler.update, loop.run_epoch, augment_strategy.augment_copies
 
     def rec_update(self, model, runtime):
         sel = update(self, model, runtime)
@@ -272,7 +274,7 @@ def _refresh_run(lt_project, tmp_path, monkeypatch, strategy, epochs):
 
     monkeypatch.setattr(OODSampler, "update", rec_update)
     monkeypatch.setattr(loop, "run_epoch", rec_run_epoch)
-    monkeypatch.setattr(refresh, "augment_copies", rec_augment)
+    monkeypatch.setattr(augment_strategy, "augment_copies", rec_augment)
     proj.stage("pretrain.py")
     return proj, events
 
@@ -384,7 +386,7 @@ def test_augment_copies_of_id_indices(monkeypatch):
     assert all(not torch.equal(a[i], src[i]) for i in range(len(ids)))
     # the copies are made from exactly the rows ids of the ID images, with the given seed
     seen = []
-    monkeypatch.setattr(refresh, "augment_copies", lambda x, seed: seen.append((x.clone(), seed)) or x + 1)
+    monkeypatch.setattr(augment_strategy, "augment_copies", lambda x, seed: seen.append((x.clone(), seed)) or x + 1)
     assert torch.equal(sampler.extra_images(sel, seed=9), src + 1)
     assert len(seen) == 1 and torch.equal(seen[0][0], src) and seen[0][1] == 9
 

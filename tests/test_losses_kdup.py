@@ -16,7 +16,6 @@ from ltcl.losses.kdup import (
     domain_loss,
     guided_contrastive_loss,
     guided_learning_loss,
-    kdup_pretrain_loss,
     psd_loss,
     similarity_distillation_loss,
 )
@@ -318,17 +317,8 @@ def test_domain_loss_edge_cases():
         domain_loss(z, torch.zeros(4, dtype=torch.long), 0.2)
 
 
-# ----------------------------------------------------------------------------- L_CPT (Eq. 10)
-def test_kdup_pretrain_loss_is_psd_plus_alpha_dd():
-    gen = torch.Generator().manual_seed(31)
-    z = _randn(gen, 10, 6)
-    mask = _random_pos_mask(gen, 10, p=0.3)
-    dom = torch.tensor([0] * 7 + [1] * 3)
-    total, parts = kdup_pretrain_loss(z, mask, dom, 0.2, 0.3)
-    assert set(parts) == {"psd", "dd"}
-    assert parts["psd"].item() == pytest.approx(ref_psd(z, mask, 0.2), rel=1e-9)
-    assert parts["dd"].item() == pytest.approx(ref_domain(z, dom, 0.2), rel=1e-9)
-    assert total.item() == pytest.approx(parts["psd"].item() + 0.3 * parts["dd"].item(), rel=1e-12)
+# L_CPT (Eq. 10) = L_PSD + alpha * L_DD is the PSD method's step: tests/test_losses_colt.py::
+# test_psd_step_uses_the_configured_domain_loss checks it against the two terms verified above.
 
 
 # ----------------------------------------------------------------------------- L_GCL (Eq. 11)
@@ -413,7 +403,7 @@ def test_float32_low_temperature_finite():
     mask = _random_pos_mask(gen, 12, p=0.25)
     dom = torch.tensor([0] * 9 + [1] * 2 + [2])
     z2 = torch.randn(12, 8, generator=gen)
-    total = nt_xent(z, z2, 0.01) + kdup_pretrain_loss(z, mask, dom, 0.01, 0.3)[0]
+    total = nt_xent(z, z2, 0.01) + psd_loss(z, mask, 0.01) + 0.3 * domain_loss(z, dom, 0.01)
     assert total.dtype == torch.float32 and torch.isfinite(total)
     total.backward()
     assert torch.isfinite(z.grad).all()

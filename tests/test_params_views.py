@@ -18,8 +18,7 @@ import yaml
 from conftest import REPO
 from ltcl.moved_keys import MOVED, upgrade_flat
 from ltcl.params import STAGE_PARAMS, Params, ParamsError, stage_view, validate
-from ltcl.registry import DISTILL, PRETRAIN, get_method
-from ltcl.sampling.select import STRATEGIES
+from ltcl.registry import DISTILL, PRETRAIN, STRATEGIES, get_method, load
 
 SECTIONS = {"pretrain": PRETRAIN, "distill": DISTILL, "ood": dict.fromkeys(STRATEGIES)}
 
@@ -122,6 +121,7 @@ def _subsection_reads(source: str, names: set[str]) -> list[str]:
             for n in ast.walk(ast.parse(textwrap.dedent(source)))
             if isinstance(n, ast.Attribute) and n.attr in names
             and ((isinstance(n.value, ast.Attribute) and n.value.attr == "cfg")
+                 or (isinstance(n.value, ast.Attribute) and n.value.attr == "config")
                  or (isinstance(n.value, ast.Name) and n.value.id in ("cfg", "config")))]
 
 
@@ -150,35 +150,30 @@ def test_the_ast_check_sees_a_method_reading_another_methods_key():
     assert _subsection_reads("def f(cfg):\n    return cfg.tase.warmup\n", {"tase"}) == ["cfg.tase"]
 
 
-def _strategy_of(node: ast.AST, parents: dict) -> set[str]:
-    """The strategies an enclosing ``if strategy == "..."`` (or ``in (...)``) restricts ``node`` to."""
-    while node in parents:
-        child, node = node, parents[node]
-        if isinstance(node, ast.If) and child in node.body and isinstance(node.test, ast.Compare):
-            consts = [c for c in ast.walk(node.test) if isinstance(c, ast.Constant) and isinstance(c.value, str)]
-            if consts:
-                return {c.value for c in consts}
-    return set()
-
-
-def test_sampling_reads_a_strategys_own_keys_only_in_that_strategys_branch():
+@pytest.mark.parametrize("name", list(STRATEGIES))
+def test_a_strategy_reads_only_its_own_subsection(name):
+    """Every ``config.own.<key>`` a strategy's classes read (its module and what it inherits) is a
+    key of its subsection ``ood.<name>``, and none names a subsection directly."""
     ood = type(Params().ood)
-    for path in sorted((REPO / "src/ltcl/sampling").glob("*.py")):
+    fields = set(ood.model_fields[ood.subsections()[name]].annotation.model_fields)
+    for cls in [c for c in load("ood", name).__mro__ if c.__module__.startswith("ltcl.sampling")]:
+        source = inspect.getsource(cls)
+        bad = sorted({k for k, _ in _own_reads(source)} - fields)
+        assert not bad, f"{cls.__name__} (ood.{name}) reads {bad}, not keys of ood.{name}"
+        assert not _subsection_reads(source, set(ood.subsections().values())), cls.__name__
+
+
+def test_sampling_code_outside_the_strategies_reads_no_strategys_keys():
+    """Only a strategy's own module reads ``own``: the shared pieces (sampling/*.py, the
+    strategies' base) read the ood section's shared keys only."""
+    ood = type(Params().ood)
+    shared = [*sorted((REPO / "src/ltcl/sampling").glob("*.py")), REPO / "src/ltcl/sampling/strategies/base.py",
+              REPO / "src/ltcl/sampling/strategies/__init__.py"]
+    for path in shared:
         source = path.read_text()
-        tree = ast.parse(source)
-        parents = {c: p for p in ast.walk(tree) for c in ast.iter_child_nodes(p)}
-        assert not _subsection_reads(source, set(ood.subsections().values())), path.name
-        reads = _own_reads(source)
-        for key, node in reads:
-            # re-locate the node in this tree (``_own_reads`` parsed its own copy)
-            (same,) = [n for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr == key
-                       and n.lineno == node.lineno and n.col_offset == node.col_offset]
-            (strategy,) = _strategy_of(same, parents) or {None}
-            assert strategy in ood.subsections(), \
-                f"{path.name}:{node.lineno} reads own.{key} outside a strategy's branch"
-            sub = ood.model_fields[ood.subsections()[strategy]].annotation
-            assert key in sub.model_fields, f"{path.name}:{node.lineno}: {key} is not a key of ood.{strategy}"
-    assert any(_own_reads((REPO / "src/ltcl/sampling/select.py").read_text()))  # colt's topk / momentum
+        assert not _own_reads(source) and not _subsection_reads(source, set(ood.subsections().values())), path
+    colt = (REPO / "src/ltcl/sampling/strategies/colt.py").read_text()
+    assert sorted(k for k, _ in _own_reads(colt)) == ["momentum", "topk"]  # the check sees COLT's reads
 
 
 # --------------------------------------------------------------------------- a stage's view

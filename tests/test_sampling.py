@@ -22,14 +22,10 @@ from ltcl.sampling.clustering import (
     student_t_assign,
     target_distribution,
 )
-from ltcl.sampling.select import (
-    OODSelection,
-    sample_ood,
-    select_augment,
-    select_nearest,
-    select_random,
-    tailness_diagnostics,
-)
+from ltcl.sampling.select import OODSelection, select_nearest, tailness_diagnostics
+from ltcl.sampling.strategies import sample_ood
+from ltcl.sampling.strategies.augment import select_augment
+from ltcl.sampling.strategies.random import select_random
 from ltcl.sampling.tailness import cluster_tailness, colt_tailness, knn_excluding_self, momentum_update, tailness_scores
 
 _OOD = OODParams()
@@ -522,7 +518,7 @@ def test_sample_ood_errors():
         sample_ood(id_emb[:3], pool, OODParams(strategy="kdup", clusters=4, budget=10), colt_batch_size=64)
     with pytest.raises(ValueError, match="strategy"):
         OODParams(strategy="bogus")
-    with pytest.raises(ValueError, match="ood.strategy must be one of"):
+    with pytest.raises(ValueError, match="unknown ood.strategy 'bogus'"):
         sample_ood(id_emb, pool, OODParams().model_copy(update={"strategy": "bogus"}), colt_batch_size=64)
     sel, _ = sample_ood(id_emb, None, OODParams(strategy="none", budget=0), colt_batch_size=64)
     assert sel.pool_indices.size == 0
@@ -557,7 +553,7 @@ def test_tailness_diagnostics_budget_per_image_by_group():
 
 def test_empty_cluster_gets_no_budget(monkeypatch):
     """A cluster left without ID samples draws no OOD images; the others share N_b exactly."""
-    import ltcl.sampling.select as sel_mod
+    import ltcl.sampling.strategies.clustered as sel_mod
 
     rng = np.random.default_rng(0)
     id_emb = rng.normal(size=(60, 8)).astype(np.float32)

@@ -35,9 +35,9 @@ ALLOWED = {
     ("embed.py", "embed", "batch_size"): "`ltcl embed --batch-size`: the command's own option (it reads no params)",
     ("embed.py", "embed", "device"): "`ltcl embed --device`: the command's own option (it reads no params)",
     ("embed.py", "embed", "amp"): "`ltcl embed --amp`: the command's own option (it reads no params)",
-    ("eval/features.py", "extract_features", "batch_size"): _CHUNK,
-    ("eval/features.py", "extract_features", "device"): _DEVICE,
-    ("eval/features.py", "extract_features", "amp"): "a library call's precision switch; the stages pass runtime's "
+    ("models/features.py", "extract_features", "batch_size"): _CHUNK,
+    ("models/features.py", "extract_features", "device"): _DEVICE,
+    ("models/features.py", "extract_features", "amp"): "a library call's precision switch; the stages pass runtime's "
                                                      "resolved precision",
     ("eval/probe.py", "train_linear_probe", "device"): _DEVICE,
     ("eval/protocols.py", "encoder_features", "batch_size"): _CHUNK,
@@ -45,7 +45,7 @@ ALLOWED = {
     ("losses/gml.py", "__init__", "device"): _DEVICE,
     ("models/checkpoint.py", "load_encoder", "device"): _DEVICE,
     ("models/export.py", "load_export", "device"): _DEVICE,
-    ("sampling/refresh.py", "embed_images", "batch_size"): _CHUNK + " (the sampling stage passes ood.embed_batch_size)",
+    ("models/features.py", "embed_images", "batch_size"): _CHUNK + " (the sampling stage passes ood.embed_batch_size)",
     ("pipeline/report.py", "run", "root"): _ROOT,
     ("report/html.py", "build_report", "root"): _ROOT,
     ("runrecord.py", "run_record_path", "root"): _ROOT,

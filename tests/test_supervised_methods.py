@@ -11,7 +11,7 @@ from ltcl.losses.gml import gml_queue_lengths
 from ltcl.methods.base import TrainSet
 from ltcl.methods.distill.gml import GMLStudent
 from ltcl.params import Params, ParamsError, validate
-from ltcl.registry import get_method
+from ltcl.registry import PRETRAIN, get_method
 from ltcl.runtime import Runtime
 from ltcl.train.loop import fit
 from ltcl.train.session import build_augment, new_encoder
@@ -42,7 +42,7 @@ def setup(method: str, distill: dict | None = None, **pretrain):
 def test_supervised_method_trains(method):
     model, _, aug, data, params, rt = setup(method)
     m = get_method(method)(model, data, params.pretrain, rt, aug)
-    assert m.supervised
+    assert PRETRAIN[method].supervised
     before = [p.detach().clone() for p in m.model.parameters()]
     logs = fit(m, params.pretrain, rt)
     assert len(logs) == 2 and all(np.isfinite(l.loss) for l in logs)

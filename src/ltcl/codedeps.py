@@ -16,9 +16,9 @@ The ``params`` of the training stages and the report are :data:`ltcl.params.STAG
 shared keys and the configured method's subsection, ``pretrain.${pretrain.method}``), written on
 one line each; ``runtime`` is added where the stage runs torch.
 
-``ltcl deps`` prints the difference between dvc.yaml / deps/ and the code; ``ltcl deps --write``
-rewrites the code entries of every stage's deps (other entries and comments are kept), those
-params lists and the symlinks.  ``tests/test_codedeps.py`` fails while they differ.  Standard library and ruamel.yaml
+``ltcl deps`` prints the difference between dvc.yaml / deps/ / docs/params.md and the code;
+``ltcl deps --write`` rewrites the code entries of every stage's deps (other entries and comments
+are kept), those params lists, the symlinks and the params reference (:mod:`ltcl.params_doc`).  ``tests/test_codedeps.py`` fails while they differ.  Standard library and ruamel.yaml
 only (DVC depends on it): no torch is imported here.
 """
 
@@ -31,11 +31,12 @@ import re
 import shutil
 from pathlib import Path
 
+from ltcl import params_doc
 from ltcl.params import STAGE_PARAMS
 from ltcl.registry import CHOICE, TABLES, module_of
 
 # stages whose code picks a method (strategy) through the registry by params: stage -> params sections
-METHOD_STAGES = {"pretrain": ("pretrain",), "distill": ("distill",)}
+METHOD_STAGES = {"ood-sampling": ("ood",), "pretrain": ("pretrain", "ood"), "distill": ("distill",)}
 STAGE_DIR = "deps/stage"
 CODE_PREFIXES = ("stages/", "src/ltcl/", "deps/")
 # package data a module reads: a stage that imports the module depends on the data too
@@ -110,17 +111,20 @@ def stage_dir(script: str) -> str:
 
 
 def method_links(repo: Path) -> dict[str, list[str]]:
-    """``deps/<section>.method/<name>`` -> the src files that directory must link to: the import
-    closure of the method's module minus what the stage using it imports anyway."""
+    """``deps/<section>.<choice>/<name>`` -> the src files that directory must link to: the import
+    closure of the method's (strategy's) module minus what every stage choosing it imports anyway."""
     graph = import_graph(repo)
     modules = module_files(repo)
-    stage_code = {s: script_closure(repo, f"stages/{s}.py", graph) for s in METHOD_STAGES}
+    stage_code = {s: script_closure(repo, f"stages/{s.replace('-', '_')}.py", graph) for s in METHOD_STAGES}
     out = {}
-    for stage, sections in METHOD_STAGES.items():
-        for section in sections:
-            for name in TABLES[section]:
-                own = closure({module_of(section, name)}, graph) - stage_code[stage]
-                out[method_dir(section, name)] = sorted(rel(repo, modules[m]) for m in own)
+    for section in TABLES:
+        users = [stage_code[s] for s, sections in METHOD_STAGES.items() if section in sections]
+        if not users:
+            continue
+        shared = set.intersection(*users)
+        for name in TABLES[section]:
+            own = closure({module_of(section, name)}, graph) - shared
+            out[method_dir(section, name)] = sorted(rel(repo, modules[m]) for m in own)
     return out
 
 
@@ -238,6 +242,9 @@ def differences(repo: Path) -> list[str]:
     for sub in sorted(_link_dirs(repo)):
         if rel(repo, sub) not in links:
             out.append(f"{rel(repo, sub)}: no such stage script in dvc.yaml or method in ltcl.registry")
+    page = repo / params_doc.PAGE
+    if not page.is_file() or page.read_text() != params_doc.render():
+        out.append(f"{params_doc.PAGE}: not the params schema's reference (ltcl.params_doc)")
     return out
 
 
@@ -289,6 +296,7 @@ def write(repo: Path) -> list[str]:
     for sub in _link_dirs(repo):
         if rel(repo, sub) not in links:
             shutil.rmtree(sub)
+    (repo / params_doc.PAGE).write_text(params_doc.render())
     return changes
 
 

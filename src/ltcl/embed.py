@@ -9,7 +9,7 @@ head, so ``space="projection"`` needs the ``.pt`` (an imported external encoder 
 Images come from one of three sources: a split of ``data/lt`` (checked against its manifest), a
 folder of image files (decoded and resized in chunks), or an array in an ``.npz`` file.  They
 are preprocessed exactly as the linear-probe stage preprocesses a split
-(:func:`ltcl.eval.features.extract_features` with the encoder's mean / std), so the
+(:func:`ltcl.models.features.extract_features` with the encoder's mean / std), so the
 ``backbone`` embeddings of a split are the features the probe is trained on; ``projection``
 applies the projection head to them, as ``Encoder.forward`` does.
 
@@ -36,7 +36,7 @@ from ltcl.data.rows import NpyWriter
 from ltcl.data.sources.folder import IMAGE_EXTENSIONS, list_image_files, read_image_files
 from ltcl.data.splits import load_manifest, load_split
 from ltcl.errors import MissingInputError, UserError
-from ltcl.eval.features import extract_features
+from ltcl.models.features import extract_features
 from ltcl.io import atomic_write, sha256_file, sha256_sidecar, write_json
 from ltcl.models.checkpoint import is_safetensors, load_encoder
 from ltcl.runtime import resolve_device

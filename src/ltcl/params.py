@@ -16,24 +16,12 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from ltcl.errors import UserError
-from ltcl.method_params import (
-    COLTParams,
-    GloCoParams,
-    GloCoProCoParams,
-    GMLStudentParams,
-    GMLTeacherParams,
-    GuidedDistillParams,
-    NoKeys,
-    PSDParams,
-    Subsection,
-    TASEParams,
-    TSParams,
-)
+from ltcl.method_params import Subsection
 from ltcl.moved_keys import moved_messages
-from ltcl.registry import PRETRAIN, STRATEGIES, SUPERVISED
+from ltcl.registry import DISTILL, PRETRAIN, STRATEGIES, SUPERVISED
 
 PARAMS_FILE = "params.yaml"
 
@@ -112,7 +100,8 @@ class DataParams(_Section):
     source: Literal["digits", "fashion-mnist", "mnist", "cifar10", "cifar100", "folder", "npz", "list",
                     "images"] = Field("digits", description="images: an unlabeled collection (every image file "
                                       "under data.root, any depth, or the paths of data.images)")
-    root: str = "data/raw"
+    root: str = Field("data/raw", description="folder the source is read from (and downloaded into); source images: "
+                      "the collection; source list: the folder the list paths are relative to")
     images: Optional[str] = Field(None, description="source images: a text file of image paths (one per line, "
                                   "relative to data.root); null = every image file under data.root")
     labeled: Optional[LabeledParams] = Field(None, description="source images: the optional labeled evaluation "
@@ -128,20 +117,36 @@ class DataParams(_Section):
     lists: Optional[str | dict[str, Optional[str]]] = Field(
         None, description="source list: a shipped bundle (imagenet100-lt | places-lt) or a mapping "
         "{train, val, test, few_shot, balanced, probe_full} of list files of '<relative path> <label>' lines")
-    download: bool = False
-    image_size: Optional[int] = Field(None, ge=8, le=1024)
-    profile: Literal["exp", "pareto"] = "exp"
-    imbalance_ratio: float = Field(100.0, ge=1.0)
-    val_per_class: int = Field(500, ge=0)
-    max_per_class: Optional[int] = Field(None, ge=1)
-    pareto_min: int = Field(5, ge=1)
-    max_test_per_class: Optional[int] = Field(None, ge=1)
-    class_order: Literal["permuted", "given"] = "permuted"
-    subset: Literal["longtail", "balanced-subset"] = "longtail"
-    split_seed: int = Field(0, ge=0)
-    few_shot_fraction: float = Field(0.01, gt=0.0, le=1.0)
-    group_rule: Literal["thirds", "thresholds"] = "thirds"
-    on_bad_image: Literal["error", "skip"] = "error"
+    download: bool = Field(False, description="download the source's files into data.root when missing (torchvision: "
+                           "mnist, fashion-mnist, cifar10, cifar100)")
+    image_size: Optional[int] = Field(None, ge=8, le=1024, description="resize every image to this side (px); null = "
+                                      "the source's own size; source images and list: the stored size (required)")
+    profile: Literal["exp", "pareto"] = Field(
+        "exp", description="long-tail profile of the class counts: exp (Cui et al. 2019, as SDCLR's split code) or "
+        "pareto (ImageNet-LT style, n_max down to pareto_min)")
+    imbalance_ratio: float = Field(100.0, ge=1.0, description="n_max / n_min of the exp profile")
+    val_per_class: int = Field(500, ge=0, description="validation images held out per class before anything else")
+    max_per_class: Optional[int] = Field(None, ge=1, description="n_max, the head class's count; null = the smallest "
+                                         "per-class remainder after val")
+    pareto_min: int = Field(5, ge=1, description="smallest class count of the pareto profile")
+    max_test_per_class: Optional[int] = Field(None, ge=1, description="cap on test images per class (a seeded draw, "
+                                              "for quick runs); null = the whole test set")
+    class_order: Literal["permuted", "given"] = Field(
+        "permuted", description="which class gets which long-tail count: permuted (random by split_seed) or given "
+        "(class 0 is the head)")
+    subset: Literal["longtail", "balanced-subset"] = Field(
+        "longtail", description="the pre-training split: longtail (D_i) or balanced-subset (SDCLR's D_b: "
+        "class-balanced, the same total size)")
+    split_seed: int = Field(0, ge=0, description="seed of every random choice of the splits (val, class order, "
+                            "long tail, few-shot, MS, test)")
+    few_shot_fraction: float = Field(0.01, gt=0.0, le=1.0, description="share of probe_full in the class-balanced "
+                                     "few-shot probe split (SDCLR's 1%)")
+    group_rule: Literal["thirds", "thresholds"] = Field(
+        "thirds", description="Many / Medium / Few by training count: thirds of the classes (smallest third few) "
+        "or thresholds (> 100 many, < 20 few)")
+    on_bad_image: Literal["error", "skip"] = Field(
+        "error", description="an image file that cannot be decoded: error (stop, nothing written) or skip (log it, "
+        "leave it out)")
 
     @property
     def unlabeled(self) -> bool:
@@ -203,11 +208,17 @@ class DataParams(_Section):
 
 # --------------------------------------------------------------------------- model / runtime
 class ModelParams(_Section):
-    backbone: Literal["resnet8", "resnet10", "resnet20", "resnet32", "resnet18", "resnet50"] = "resnet18"
-    width: float = Field(1.0, gt=0.0, le=8.0)
-    stem: Literal["auto", "cifar", "imagenet"] = "auto"
-    proj_hidden: int = Field(512, ge=1)
-    proj_dim: int = Field(128, ge=1)
+    backbone: Literal["resnet8", "resnet10", "resnet20", "resnet32", "resnet18", "resnet50"] = Field(
+        "resnet18", description="the encoder's ResNet (ltcl.models.resnet): resnet10 / 18 / 50 torchvision's "
+        "(resnet10: SDCLR's res10), resnet8 / 20 / 32 the small CIFAR ResNets of He et al. 2016")
+    width: float = Field(1.0, gt=0.0, le=8.0, description="channel multiplier of every stage (1.0 = the published "
+                         "widths)")
+    stem: Literal["auto", "cifar", "imagenet"] = Field(
+        "auto", description="cifar: 3x3 stride-1 conv, no max-pool; imagenet: 7x7 stride-2 conv and max-pool; "
+        "auto: cifar for images of side <= 64")
+    proj_hidden: int = Field(512, ge=1, description="hidden width of the projection head")
+    proj_dim: int = Field(128, ge=1, description="output dimension of the projection head (z, what the contrastive "
+                          "losses consume)")
     proj_layers: Literal[2, 3] = Field(
         2, description="Linear layers of the projection head (ltcl.models.heads): 2 = Linear-BN-ReLU-Linear-BN, "
         "the head of SimCLR's rows in SDCLR's, COLT's and TS's released code (models/utils.py proj_head); 3 = "
@@ -216,16 +227,19 @@ class ModelParams(_Section):
 
 
 class RuntimeParams(_Section):
-    device: str = "auto"
+    device: str = Field("auto", description="auto (cuda, else mps, else cpu), cpu, cuda, cuda:N or mps")
     amp: Literal["auto", True, False, "fp16"] = Field(
         "auto", description="auto: bf16 where the device computes it natively, else fp32; true: bf16; "
         "fp16: fp16 + loss scaler (CUDA); false: fp32")
-    channels_last: bool = True
+    channels_last: bool = Field(True, description="memory format of the trained models (and a distillation's "
+                                "teacher): channels_last, else contiguous")
     threads: int = Field(0, ge=0, description="torch intra-op threads; 0 = torch's default")
-    deterministic: bool = True
+    deterministic: bool = Field(True, description="torch deterministic algorithms (warn only), no cuDNN benchmark; "
+                                "false lets cuDNN autotune on CUDA")
     compile: bool = Field(False, description="torch.compile the trained model (pretrain, warm-up, distill)")
     compile_backend: str = Field("inductor", description="torch.compile backend, e.g. inductor, aot_eager, cudagraphs")
-    nproc: int = Field(1, ge=1)
+    nproc: int = Field(1, ge=1, description="processes of a training stage: > 1 reruns it under torchrun "
+                       "(DDP; on CUDA each rank takes the GPU of its LOCAL_RANK)")
 
     @field_validator("device")
     @classmethod
@@ -236,11 +250,14 @@ class RuntimeParams(_Section):
 
 
 class AugmentParams(_Section):
-    crop_scale: tuple[float, float] = (0.08, 1.0)
-    flip: bool = True
-    jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1)
-    jitter_p: float = Field(0.8, ge=0.0, le=1.0)
-    gray_p: float = Field(0.2, ge=0.0, le=1.0)
+    crop_scale: tuple[float, float] = Field((0.08, 1.0), description="area range [lo, hi] of RandomResizedCrop "
+                                            "(aspect ratio 3/4 to 4/3)")
+    flip: bool = Field(True, description="random horizontal flip (p = 0.5)")
+    jitter: tuple[float, float, float, float] = Field(
+        (0.4, 0.4, 0.4, 0.1), description="colour jitter strengths (brightness, contrast, saturation, hue); data "
+        "without 3 channels uses brightness and contrast only")
+    jitter_p: float = Field(0.8, ge=0.0, le=1.0, description="probability of the colour jitter")
+    gray_p: float = Field(0.2, ge=0.0, le=1.0, description="probability of random grayscale (3-channel data only)")
 
     @field_validator("crop_scale")
     @classmethod
@@ -253,14 +270,18 @@ class AugmentParams(_Section):
 class OptimParams(_Section):
     """Shared shape of the optimiser settings of every training stage."""
 
-    epochs: int = Field(200, ge=1)
-    batch_size: int = Field(512, ge=2)
-    lr: float = Field(0.5, gt=0.0)
-    momentum: float = Field(0.9, ge=0.0, lt=1.0)
-    weight_decay: float = Field(1e-4, ge=0.0)
-    warmup_epochs: int = Field(10, ge=0)
-    seed: int = Field(0, ge=0)
-    checkpoint_every: int = Field(10, ge=1)
+    epochs: int = Field(200, ge=1, description="training epochs (the learning-rate schedule spans them)")
+    batch_size: int = Field(512, ge=2, description="images per SGD step, across all runtime.nproc ranks (the last "
+                            "incomplete batch of an epoch is dropped)")
+    lr: float = Field(0.5, gt=0.0, description="peak SGD learning rate: linear warm-up, then cosine decay to 0 at "
+                      "epochs")
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum")
+    weight_decay: float = Field(1e-4, ge=0.0, description="SGD weight decay")
+    warmup_epochs: int = Field(10, ge=0, description="epochs of linear learning-rate warm-up before the cosine decay")
+    seed: int = Field(0, ge=0, description="seed of the stage's RNGs (torch, numpy, python), each epoch's batch "
+                      "order and the method's own draws")
+    checkpoint_every: int = Field(10, ge=1, description="write the resume checkpoint (data/checkpoints/<stage>.pt) "
+                                  "every this many epochs and at the end")
 
 
 # --------------------------------------------------------------------------- pretrain
@@ -297,32 +318,35 @@ class _Subsectioned(_Section):
         return data
 
 
-def _own(model: type[Subsection], what: str, alias: Optional[str] = None):
-    """A method's subsection field (``alias``: its params.yaml name where that is no Python name)."""
-    return Field(default_factory=model, description=what, alias=alias)
+def _with_subsections(base: type[_Subsectioned], table: dict, name: str) -> type[_Subsectioned]:
+    """``base`` (a section's shared keys) plus one subsection per entry of its registry ``table``
+    (``ltcl.registry``): field ``<name>`` (``gloco-proco`` -> ``gloco_proco``, aliased) of the entry's
+    params model, described by the entry's ``about``.  A method's keys are stated once, in its
+    params model; its entry puts them in params.yaml."""
+    fields = {n.replace("-", "_"): (e.params, Field(default_factory=e.params, description=e.about,
+                                                     alias=n if "-" in n else None))
+              for n, e in table.items()}
+    return create_model(name, __base__=base, __module__=__name__, __doc__=base.__doc__, **fields)
 
 
-class PretrainParams(OptimParams, _Subsectioned):
+class _PretrainShared(OptimParams, _Subsectioned):
+    """``pretrain``: the keys several methods read; each method's own keys are its subsection
+    ``pretrain.<method>`` (:data:`PretrainParams`)."""
+
     SECTION: ClassVar[str] = "pretrain"
     CHOICE: ClassVar[str] = "method"
-    method: str = "psd"
-    temperature: float = Field(0.2, gt=0.0)
+    method: str = Field("psd", description="the pre-training method: a name of ltcl.registry.PRETRAIN")
+    temperature: float = Field(0.2, gt=0.0, description="temperature of the contrastive losses (NT-Xent, PSD, L_DD, "
+                               "GloCo); TS replaces it by its schedule (pretrain.ts)")
     # SDCLR (Jiang et al. 2021)
     pruned_branch: bool = Field(False, description="add SDCLR's pruned branch to the method's loss")
-    prune_ratio: float = Field(0.9, gt=0.0, lt=1.0)
+    prune_ratio: float = Field(0.9, gt=0.0, lt=1.0, description="fraction of the backbone's prunable weights (the "
+                               "smallest |w|, one global threshold) zeroed in the pruned branch, re-pruned each epoch")
     # KDUP (paper 003, Sec. 3.1.2): read by every method whose training set holds OOD images
-    alpha: float = Field(0.3, ge=0.0)
+    alpha: float = Field(0.3, ge=0.0, description="weight of L_DD added to the method's loss where a batch holds ID "
+                         "and OOD images (Eq. 10: L_CPT = L_PSD + alpha L_DD); 0 = no L_DD")
     domain_loss: Literal["eq9", "colt"] = Field(
         "eq9", description="L_DD as paper 003 writes it (Eq. 9) or as COLT's released code computes it")
-    # each method's own keys (ltcl.method_params), one subsection per name of ltcl.registry.PRETRAIN
-    simclr: NoKeys = _own(NoKeys, "SimCLR (Chen et al. 2020): no keys of its own")
-    sdclr: NoKeys = _own(NoKeys, "SDCLR (Jiang et al. 2021): no keys of its own (pruned_branch, prune_ratio)")
-    psd: PSDParams = _own(PSDParams, "KDUP's pre-training (paper 003 Sec. 3.1.2)")
-    ts: TSParams = _own(TSParams, "TS (Kukleva et al. 2023)")
-    tase: TASEParams = _own(TASEParams, "TASE (paper 000)")
-    gloco: GloCoParams = _own(GloCoParams, "GloCo (paper 001), supervised")
-    gloco_proco: GloCoProCoParams = _own(GloCoProCoParams, "GloCo + ProCo (paper 001), supervised", "gloco-proco")
-    gml: GMLTeacherParams = _own(GMLTeacherParams, "GML's teacher (paper 002), supervised")
 
     @field_validator("method")
     @classmethod
@@ -330,14 +354,17 @@ class PretrainParams(OptimParams, _Subsectioned):
         return _known(v, PRETRAIN_METHODS, "method")
 
     @model_validator(mode="after")
-    def _pruned(self) -> "PretrainParams":
+    def _pruned(self) -> "_PretrainShared":
         if self.pruned_branch and self.method in SUPERVISED_METHODS:
             raise ValueError(f"pretrain.pruned_branch: true is not supported with pretrain.method={self.method}")
         return self
 
 
+PretrainParams = _with_subsections(_PretrainShared, PRETRAIN, "PretrainParams")
+
+
 # --------------------------------------------------------------------------- OOD sampling
-class OODParams(_Subsectioned):
+class _OODShared(_Subsectioned):
     """Paper 003 Sec. 3.1.1 (KDUP) and its baselines.  The clustering, tailness and budget keys are
     read by kdup and augment (KDUP's selection with augmented ID copies, Table 12), N_c and tau of
     Eq. 7 by colt too: they stay at the top; only COLT's tailness has keys of its own."""
@@ -346,25 +373,30 @@ class OODParams(_Subsectioned):
     CHOICE: ClassVar[str] = "strategy"
     strategy: str = Field("kdup", description="the sampling strategy: a name of ltcl.registry.STRATEGIES")
     # pool
-    source: Literal["bundled", "folder", "npy", "source", "list"] = "bundled"
+    source: Literal["bundled", "folder", "npy", "source", "list"] = Field(
+        "bundled", description="the pool: bundled (crops of the photos in the scikit-image / scikit-learn wheels), "
+        "folder (crops of the photos under ood.path), npy (an existing array), source (the train images of "
+        "ood.pool_source), list (the images of a list file)")
     path: Optional[str] = Field(None, description="folder or .npy file for source folder/npy; for source list a "
                                 "list file of '<relative path> [label]' lines or a shipped list (imagenet-r)")
     root: Optional[str] = Field(None, description="source list: the folder the list's paths are relative to")
     pool_source: Optional[str] = Field(None, description="make-lt-dataset source name for source=source")
     pool_size: int = Field(300_000, ge=1, description="images in the pool: crops of the bundled photos or of "
                            "the photos under ood.path (source folder), or images drawn from a source / list")
-    pool_seed: int = Field(0, ge=0)
+    pool_seed: int = Field(0, ge=0, description="seed of the pool's random crops and draws")
     crop_scale: tuple[float, float] = Field(
         (0.1, 0.6), description="bundled and folder pools: side of each square crop as a fraction of its "
         "photo's short side, uniform in [lo, hi]")
     # schedule
-    warmup_epochs: int = Field(100, ge=0)
+    warmup_epochs: int = Field(100, ge=0, description="epochs of SimCLR (SDCLR with the pruned branch) on the ID "
+                               "data before the first sampling update")
     interval: int = Field(25, ge=1, description="T: re-sample every T epochs (Eq. 5)")
     # clustering + tailness + budget
     budget: int = Field(10_000, ge=0, description="N_b (Eq. 7)")
     clusters: int = Field(10, ge=1, description="N_c")
-    cluster_tol: float = Field(0.001, ge=0.0, le=1.0)
-    cluster_max_iter: int = Field(200, ge=1)
+    cluster_tol: float = Field(0.001, ge=0.0, le=1.0, description="the KL refinement stops at the first iteration "
+                               "that changes fewer than this fraction of the assignments")
+    cluster_max_iter: int = Field(200, ge=1, description="most iterations of the KL refinement")
     cluster_lr: float = Field(0.001, gt=0.0, description="Adam step of the KL refinement (Eq. 3)")
     cluster_patience: int = Field(3, ge=0, description="halve the KL refinement's step size after this many "
                                   "iterations without fewer changed assignments; 0 = constant step")
@@ -377,14 +409,9 @@ class OODParams(_Subsectioned):
     budget_temperature: float = Field(1.0, gt=0.0, description="tau of Eq. 7")
     embedding: Literal["backbone", "projection"] = Field(
         "backbone", description="space of clustering, tailness and pool selection (see sampling/refresh.py)")
-    embed_batch_size: int = Field(1024, ge=1)
-    seed: int = Field(0, ge=0)
-    # each strategy's own keys (ltcl.method_params), one subsection per ood.strategy
-    kdup: NoKeys = _own(NoKeys, "KDUP's sampling (paper 003 Sec. 3.1.1): its keys are the section's")
-    colt: COLTParams = _own(COLTParams, "COLT's sampling (Bai et al. 2023)")
-    random: NoKeys = _own(NoKeys, "ood.budget pool images drawn uniformly: no keys of its own")
-    augment: NoKeys = _own(NoKeys, "augmented ID copies by KDUP's budgets (paper 003 Table 12): no keys of its own")
-    none: NoKeys = _own(NoKeys, "no OOD images")
+    embed_batch_size: int = Field(1024, ge=1, description="batch size of embedding the ID images and the pool")
+    seed: int = Field(0, ge=0, description="seed of each update's random draws (k-means init, random pick, COLT's "
+                      "batch shuffle, augment's copies)")
 
     @field_validator("strategy")
     @classmethod
@@ -405,7 +432,7 @@ class OODParams(_Subsectioned):
         return v
 
     @model_validator(mode="after")
-    def _budget(self) -> "OODParams":
+    def _budget(self) -> "_OODShared":
         if self.strategy != "none" and self.budget == 0:
             raise ValueError(f"ood.budget is 0 but ood.strategy is {self.strategy!r}; "
                              "use strategy: none to train without OOD data")
@@ -425,27 +452,38 @@ class OODParams(_Subsectioned):
         return self
 
 
+OODParams = _with_subsections(_OODShared, STRATEGIES, "OODParams")  # ood.<strategy>: ltcl.registry.STRATEGIES
+
+
 # --------------------------------------------------------------------------- distill
-class DistillParams(OptimParams, _Subsectioned):
+class _DistillShared(OptimParams, _Subsectioned):
     """Paper 003 Sec. 3.2: a new encoder g trained from the frozen f (``method``)."""
 
     SECTION: ClassVar[str] = "distill"
     CHOICE: ClassVar[str] = "method"
-    epochs: int = Field(500, ge=1)
-    lr: float = Field(0.05, gt=0.0)
-    enabled: bool = True
-    method: Literal["kdup", "gml"] = Field(
-        "kdup", description="kdup: KDUP's guided distillation; gml: GML's student (after pretrain.method gml)")
-    # each method's own keys (ltcl.method_params), one subsection per name of ltcl.registry.DISTILL
-    kdup: GuidedDistillParams = _own(GuidedDistillParams, "KDUP's guided distillation (paper 003 Sec. 3.2)")
-    gml: GMLStudentParams = _own(GMLStudentParams, "GML's student (paper 002)")
+    epochs: int = Field(500, ge=1, description="training epochs (the learning-rate schedule spans them)")
+    lr: float = Field(0.05, gt=0.0, description="peak SGD learning rate: linear warm-up, then cosine decay to 0 at "
+                      "epochs")
+    enabled: bool = Field(True, description="train g from f; false: g is f itself (Table 5 \"w/o KD\")")
+    method: str = Field("kdup", description="the distillation method: a name of ltcl.registry.DISTILL "
+                        "(kdup: KDUP's guided distillation; gml: GML's student, after pretrain.method gml)")
+
+    @field_validator("method")
+    @classmethod
+    def _method(cls, v: str) -> str:
+        return _known(v, DISTILL, "distill.method")
+
+
+DistillParams = _with_subsections(_DistillShared, DISTILL, "DistillParams")
 
 
 # --------------------------------------------------------------------------- cluster
 class ClusterParams(_Section):
-    tsne_samples: int = Field(1000, ge=10)
-    l2_normalize: bool = False
-    seed: int = Field(0, ge=0)
+    tsne_samples: int = Field(1000, ge=10, description="the t-SNE map shows at most this many images (a "
+                              "class-stratified sample where labels exist)")
+    l2_normalize: bool = Field(False, description="L2-normalise the features before the k-means and the cluster "
+                               "metrics (the paper does not say; false = raw)")
+    seed: int = Field(0, ge=0, description="seed of the k-means, the training-image sample and the t-SNE")
     clusters: int = Field(10, ge=2, description="k of the k-means of the training split's features whose cluster "
                           "sizes show the tail the encoder sees (needs no labels)")
     kmeans_samples: int = Field(20_000, ge=10, description="that k-means clusters at most this many training "
@@ -461,18 +499,24 @@ class ClusterParams(_Section):
 
 # --------------------------------------------------------------------------- probe
 class ProbeParams(_Section):
-    protocols: list[Literal["full", "few_shot", "ms", "lt", "one_percent"]] = ["full", "few_shot"]
-    epochs: int = Field(30, ge=1)
-    milestones: list[int] = [10, 20]
-    few_shot_epochs: int = Field(100, ge=1)
-    few_shot_milestones: list[int] = [40, 60]
-    lr: float = Field(30.0, gt=0.0)
-    momentum: float = Field(0.9, ge=0.0, lt=1.0)
-    weight_decay: float = Field(0.0, ge=0.0)
-    batch_size: int = Field(128, ge=1)
-    feature_norm: Literal["none", "l2", "standardize"] = "none"
-    knn_k: list[int] = [1, 10]
-    seed: int = Field(0, ge=0)
+    protocols: list[Literal["full", "few_shot", "ms", "lt", "one_percent"]] = Field(
+        ["full", "few_shot"], description="linear probes, each trained on its split: full (probe_full), few_shot "
+        "(SDCLR's), ms (TASE's MS LP), lt (the long-tailed split), one_percent (TASE's 1%S LP)")
+    epochs: int = Field(30, ge=1, description="epochs of the full protocol's probe")
+    milestones: list[int] = Field([10, 20], description="epochs at which the full probe's learning rate is "
+                                  "multiplied by 0.1 (MultiStepLR)")
+    few_shot_epochs: int = Field(100, ge=1, description="epochs of every other protocol's probe")
+    few_shot_milestones: list[int] = Field([40, 60], description="learning-rate milestones (x 0.1) of every other "
+                                           "protocol's probe")
+    lr: float = Field(30.0, gt=0.0, description="SGD learning rate of the linear probe")
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum of the linear probe")
+    weight_decay: float = Field(0.0, ge=0.0, description="SGD weight decay of the linear probe")
+    batch_size: int = Field(128, ge=1, description="batch size of the linear probe")
+    feature_norm: Literal["none", "l2", "standardize"] = Field(
+        "none", description="before the probe: none, l2 (each row to unit norm) or standardize (per dimension, "
+        "with the probe's training split's mean and std)")
+    knn_k: list[int] = Field([1, 10], description="k of each cosine kNN classifier (from probe_full, on test)")
+    seed: int = Field(0, ge=0, description="seed of the probe's initialisation and batch order")
 
     @field_validator("knn_k")
     @classmethod
@@ -483,7 +527,7 @@ class ProbeParams(_Section):
 
 
 class ReportParams(_Section):
-    title: str = "ltcl report"
+    title: str = Field("ltcl report", description="title of the HTML report")
 
 
 # --------------------------------------------------------------------------- external encoders
@@ -495,13 +539,17 @@ class ExternalEncoderParams(_Section):
 
     path: str = Field(description="checkpoint file (ltcl export .safetensors, torchvision state_dict, "
                       "SDCLR / COLT checkpoint)")
-    format: Literal["ltcl-export", "torchvision", "sdclr", "colt"]
-    backbone: Literal["resnet8", "resnet10", "resnet20", "resnet32", "resnet18", "resnet50"] = "resnet18"
-    stem: Literal["auto", "cifar", "imagenet"] = "auto"
-    width: float = Field(1.0, gt=0.0, le=8.0)
+    format: Literal["ltcl-export", "torchvision", "sdclr", "colt"] = Field(
+        description="ltcl-export (ltcl export .safetensors), torchvision (a ResNet state dict), sdclr / colt "
+        "(their pre-training checkpoints)")
+    backbone: Literal["resnet8", "resnet10", "resnet20", "resnet32", "resnet18", "resnet50"] = Field(
+        "resnet18", description="ltcl's backbone the checkpoint is loaded into (strictly: another architecture is "
+        "refused)")
+    stem: Literal["auto", "cifar", "imagenet"] = Field("auto", description="that backbone's stem (as model.stem)")
+    width: float = Field(1.0, gt=0.0, le=8.0, description="that backbone's channel multiplier (as model.width)")
     mean: Optional[list[float]] = Field(None, description="input normalisation (0..1 scale); null: the "
                                         "export's own, or the checkpoint's (SDCLR / COLT: ImageNet's), else the data's")
-    std: Optional[list[float]] = None
+    std: Optional[list[float]] = Field(None, description="input normalisation std (0..1 scale), given with mean")
 
     @model_validator(mode="after")
     def _norm(self) -> "ExternalEncoderParams":

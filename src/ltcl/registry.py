@@ -58,6 +58,8 @@ class StrategyEntry:
     about: str
     reads_pool: bool = False  # selects from the OOD pool (ood-pool's pool.npy)
     reads_embeddings: bool = False  # embeds the ID images (and the pool) with the current encoder
+    picks: str = ""  # the report: what the update's thumbnails of its selection show
+    tailness: str = "paper 003 Eq. 4"  # the report: the tailness its update's histogram shows
 
 
 PRETRAIN: dict[str, MethodEntry] = {
@@ -87,16 +89,20 @@ DISTILL: dict[str, MethodEntry] = {
                        "GML's student (paper 002 Sec. 3.3), supervised", supervised=True, teacher=True,
                        classifier=True),
 }
+_NEAREST = "pool images selected for the cluster (nearest the centre first)"
 STRATEGIES: dict[str, StrategyEntry] = {
     "kdup": StrategyEntry("ltcl.sampling.strategies.kdup:KDUP", NoKeys, "KDUP",
                           "KDUP's sampling (paper 003 Sec. 3.1.1): its keys are the ood section's",
-                          reads_pool=True, reads_embeddings=True),
+                          reads_pool=True, reads_embeddings=True, picks=_NEAREST),
     "colt": StrategyEntry("ltcl.sampling.strategies.colt:COLT", COLTParams, "COLT",
-                          "COLT's sampling (Bai et al. 2023)", reads_pool=True, reads_embeddings=True),
+                          "COLT's sampling (Bai et al. 2023)", reads_pool=True, reads_embeddings=True,
+                          picks=_NEAREST, tailness="COLT's in-batch tailness"),
     "random": StrategyEntry("ltcl.sampling.strategies.random:Random", NoKeys, "random OOD",
-                            "ood.budget pool images drawn uniformly", reads_pool=True),
+                            "ood.budget pool images drawn uniformly", reads_pool=True,
+                            picks="pool images of the seeded uniform draw (its first 16)"),
     "augment": StrategyEntry("ltcl.sampling.strategies.augment:Augment", NoKeys, "augmented ID",
-                             "augmented ID copies by KDUP's budgets (paper 003 Table 12)", reads_embeddings=True),
+                             "augmented ID copies by KDUP's budgets (paper 003 Table 12)", reads_embeddings=True,
+                             picks="ID images drawn to be augmented copies (seeded draw, before augmentation)"),
     "none": StrategyEntry("ltcl.sampling.strategies.none:NoOOD", NoKeys, "", "no OOD images"),
 }
 # params section -> (the key that chooses, its table)
@@ -122,6 +128,18 @@ def load(section: str, name: str):
     """The class registered as ``name`` in ``section`` (imports its module on first use)."""
     module, cls = entry(section, name).target.split(":")
     return getattr(import_module(module), cls)
+
+
+def entry_of(cls) -> MethodEntry | None:
+    """The entry that registers method class ``cls``, or the nearest registered class it derives
+    from (None: no registered method).  The stages build only registered classes, so each states
+    its flags (``ddp``: False unless its entry says so) in its own entry."""
+    targets = {e.target: e for table in (PRETRAIN, DISTILL) for e in table.values()}
+    for c in cls.__mro__:
+        e = targets.get(f"{c.__module__}:{c.__qualname__}")
+        if e is not None:
+            return e
+    return None
 
 
 def get_method(name: str, section: str = "pretrain"):

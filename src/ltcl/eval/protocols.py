@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from ltcl.data.groups import GROUP_NAMES, LabelFacts, accuracy_report, class_groups
-from ltcl.eval.features import extract_features
+from ltcl.models.features import extract_features
 from ltcl.eval.knn import knn_predict
 from ltcl.eval.probe import train_linear_probe
 

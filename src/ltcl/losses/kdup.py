@@ -5,7 +5,10 @@ Pre-training with ID + sampled OOD data (Sec. 3.1.2):
     * :func:`psd_loss`            - pseudo semantic discrimination loss, Eq. 8
     * :func:`domain_loss`         - domain discrimination loss (from COLT, Bai et al. 2023), Eq. 9
     * :func:`domain_loss_colt`    - the same term as COLT's released code computes it
-    * :func:`kdup_pretrain_loss`  - L_CPT = L_PSD + alpha * L_DD, Eq. 10
+
+L_CPT = L_PSD + alpha * L_DD (Eq. 10) is the PSD method's step (``ltcl.methods.contrastive``,
+``add_domain_loss``: alpha * L_DD whenever the batch spans both domains, with the L_DD that
+``pretrain.domain_loss`` picks); tests/test_losses_colt.py checks it against these two terms.
 
 Knowledge distillation with the frozen guiding network f (Sec. 3.2):
     * :func:`guided_contrastive_loss`       - L_GCL, Eq. 11
@@ -28,7 +31,6 @@ __all__ = [
     "psd_loss",
     "domain_loss",
     "domain_loss_colt",
-    "kdup_pretrain_loss",
     "guided_contrastive_loss",
     "similarity_distillation_loss",
     "guided_learning_loss",
@@ -188,31 +190,6 @@ def domain_loss_colt(z: torch.Tensor, domain: torch.Tensor, temperature: float) 
     log_prob = logits - _masked_logsumexp(logits, not_self)[:, None]  # log softmax over j != i
     per_anchor = (log_prob * pos).sum(dim=1)[valid] / n_pos[valid].to(log_prob.dtype)
     return -per_anchor.mean()
-
-
-def kdup_pretrain_loss(
-    z: torch.Tensor,
-    pos_mask: torch.Tensor,
-    domain: torch.Tensor,
-    temperature: float,
-    alpha: float,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Contrastive pre-training loss, KDUP (paper 003, Eq. 10): ``L_CPT = L_PSD + alpha * L_DD``.
-
-    Args:
-        z: (N, d) embeddings of ID + sampled OOD samples (all views).
-        pos_mask: (N, N) bool positives for :func:`psd_loss` (Eq. 8).
-        domain: (N,) integer domain labels for :func:`domain_loss` (Eq. 9).
-        temperature: t > 0, shared by both terms.
-        alpha: weight of the domain term (paper: 0.3).
-
-    Returns:
-        ``(total, {"psd": L_PSD, "dd": L_DD})``; the parts are detached (for logging).
-    """
-    psd = psd_loss(z, pos_mask, temperature)
-    dd = domain_loss(z, domain, temperature)
-    total = psd + float(alpha) * dd
-    return total, {"psd": psd.detach(), "dd": dd.detach()}
 
 
 def _check_same_shape(named: dict[str, torch.Tensor]) -> None:

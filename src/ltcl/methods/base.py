@@ -88,20 +88,14 @@ class Method:
 
     Distributed training (``ltcl.train.distributed``): a method that computes its loss on
     embeddings gathered over ranks (:meth:`gather`, :meth:`gather_ids`), so that every rank's
-    loss is the global batch's, declares ``supports_ddp = True`` in its own class body.  The
-    flag is not inherited: a subclass that changes the step must be checked and opt in again,
-    otherwise training under torchrun stops with "method X does not support DDP yet" instead
-    of silently computing a per-rank loss.
+    loss is the global batch's, says ``ddp=True`` in its registry entry (``ltcl.registry``).  An
+    entry's flag defaults to False, so a new method that subclasses one with DDP support must be
+    checked and opt in again, otherwise training under torchrun stops with "method X does not
+    support DDP yet" instead of silently computing a per-rank loss.  Whether it reads labels is
+    its entry's ``supervised``.
     """
 
     name = "base"
-    supervised = False
-    supports_ddp = False
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        if "supports_ddp" not in cls.__dict__:
-            cls.supports_ddp = False
 
     def __init__(self, model: nn.Module, data: TrainSet, cfg, runtime: Runtime, augment: nn.Module,
                  refresh_every: Optional[int] = None):
@@ -195,7 +189,7 @@ class Method:
 
     def embed_all(self):
         """L2-normalised projections (numpy, N x d) of every training image, no augmentation."""
-        from ltcl.sampling.refresh import embed_images  # local: sampling imports faiss
+        from ltcl.models.features import embed_images
 
         return embed_images(self.model, self.data.x, *self.norm_stats(), self.runtime)
 

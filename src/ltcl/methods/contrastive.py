@@ -36,7 +36,6 @@ DOMAIN_LOSSES = {"eq9": domain_loss, "colt": domain_loss_colt}
 class SimCLR(Method):
     name = "simclr"
     pruned_branch = False
-    supports_ddp = True
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -99,13 +98,11 @@ class SimCLR(Method):
 class SDCLR(SimCLR):
     name = "sdclr"
     pruned_branch = True
-    supports_ddp = True
 
 
 class PseudoSemanticDiscrimination(SimCLR):
     """KDUP pre-training (paper 003 Eq. 8-10) with neighbour positives brought into the batch."""
     name = "psd"
-    supports_ddp = True
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

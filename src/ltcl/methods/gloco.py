@@ -1,5 +1,5 @@
 """GloCo and ProCo (paper 001), supervised: they read the labels of the long-tailed split
-(``supervised = True``; the report marks their rows) and train on labelled ID images only.
+(their registry entries say ``supervised=True``; the report marks their rows) and train on labelled ID images only.
 
 * ``gloco``       (paper 001, Sec. 3.1-3.2): every anchor gets k = ``pretrain.gloco.k`` global positives of
                   its class, drawn by :func:`~ltcl.losses.gloco.sample_global_positive_indices`
@@ -31,7 +31,6 @@ from ltcl.methods.contrastive import SimCLR
 
 class GloCo(SimCLR):
     name = "gloco"
-    supervised = True
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

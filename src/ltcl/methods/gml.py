@@ -1,5 +1,5 @@
 """GML's teacher (paper 002), supervised: it reads the labels of the long-tailed split
-(``supervised = True``) and trains on labelled ID images only.
+(its registry entry says ``supervised=True``) and trains on labelled ID images only.
 
 * ``gml``         (paper 002, Sec. 3.3 "Training procedure", first step): the teacher, a backbone
                   with a cosine classifier trained by the logit-adjusted loss of Eq. 7 alone
@@ -46,7 +46,7 @@ class ClassifierMixin:
     def predict(self, x_uint8: np.ndarray | torch.Tensor) -> np.ndarray:
         """Predicted classes of uint8 NHWC images, without the logit adjustment (the balanced
         posterior, alpha = 0 in Eq. 7); backbone features by the probe's own extractor."""
-        from ltcl.eval.features import extract_features
+        from ltcl.models.features import extract_features
 
         mean, std = self.norm_stats()
         h = extract_features(self.model.features, x_uint8, device=self.runtime.device, mean=mean, std=std,
@@ -58,7 +58,6 @@ class ClassifierMixin:
 class GMLTeacher(ClassifierMixin, Method):
     """The teacher of GML (paper 002): encoder + cosine classifier trained by L_cls (Eq. 7)."""
     name = "gml"
-    supervised = True
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

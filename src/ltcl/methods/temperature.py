@@ -29,7 +29,6 @@ from ltcl.methods.contrastive import SimCLR
 
 class TemperatureSchedule(SimCLR):
     name = "ts"
-    supports_ddp = True  # SimCLR's (gathered) step with a scalar temperature per epoch
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

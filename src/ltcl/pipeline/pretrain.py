@@ -22,7 +22,6 @@ from ltcl.params import STAGE_PARAMS, stage_view
 from ltcl.runtime import setup_runtime
 from ltcl.sampling.refresh import open_sampler
 from ltcl.sampling.selection_io import (
-    UPDATE_STEPS,
     load_selection,
     sample_groups,
     selection_from_state,
@@ -30,6 +29,7 @@ from ltcl.sampling.selection_io import (
     selection_state,
     selection_timings,
 )
+from ltcl.sampling.steps import UPDATE_STEPS
 from ltcl.sampling.update_file import keep_first_and_last, save_updates
 from ltcl.sampling.update_pictures import record_from_state, record_state, update_record
 from ltcl.train.distributed import check_stage, init_from_env

@@ -15,8 +15,10 @@ import pandas as pd
 
 from ltcl.data.groups import label_facts
 from ltcl.headline import details_path, is_details
+from ltcl.registry import STRATEGIES
 from ltcl.report import plots
 from ltcl.runrecord import read_run_record
+from ltcl.sampling.steps import UPDATE_STEPS
 
 ENCODER_LABELS = {"pretrain": "f (pre-trained)", "distill": "g (distilled)"}
 ENCODER_SHORT = {"pretrain": "f", "distill": "g"}
@@ -323,19 +325,14 @@ def ood_label_absence(ood: dict, manifest: dict) -> str | None:
     return absent
 
 
-OOD_RIGHT_TITLES = {"kdup": "pool images selected for the cluster (nearest the centre first)",
-                    "colt": "pool images selected for the cluster (nearest the centre first)",
-                    "augment": "ID images drawn to be augmented copies (seeded draw, before augmentation)",
-                    "random": "pool images of the seeded uniform draw (its first 16)"}
-
-
 def ood_update_pictures(rec: dict, where: str) -> tuple[str, str]:
     """The tailness histogram and the thumbnail grid of one OOD update's record
     (:mod:`ltcl.sampling.update_pictures`): no labels needed."""
     strategy = str(rec["strategy"])
+    entry = STRATEGIES[strategy]
     h, m = "", ""
     if "tailness_counts" in rec:
-        kind = "COLT's in-batch tailness" if strategy == "colt" else "paper 003 Eq. 4"
+        kind = entry.tailness
         n = int(np.asarray(rec["tailness_counts"]).sum())
         hist = img(plots.tailness_histogram(rec["tailness_edges"], rec["tailness_counts"], rec["tailness_groups"],
                                             f"Tailness of the {n} ID images ({kind}), {where}"),
@@ -350,14 +347,14 @@ def ood_update_pictures(rec: dict, where: str) -> tuple[str, str]:
         caption = (f"{where}: one row per cluster of the ID images in the {rec['space']} embedding the sampler "
                    f"clusters in (cluster id, ID images in it, cluster tailness, OOD budget). Left: the "
                    f"{rec['id_thumbs'].shape[1]} images of the cluster nearest its centre; right: the "
-                   f"{OOD_RIGHT_TITLES[strategy]}.")
+                   f"{entry.picks}.")
     else:
         width = rec["extra_thumbs"].shape[1]
         labels = [f"draw {r * width + 1}-{(r + 1) * width}" for r in range(len(rec["cluster_ids"]))]
         caption = (f"{where}: strategy {strategy} has no clusters and no tailness; shown are the "
-                   f"{OOD_RIGHT_TITLES[strategy]}.")
+                   f"{entry.picks}.")
     grid = img(plots.thumbnail_grid(rec.get("id_thumbs"), rec.get("id_rows"), rec["extra_thumbs"], rec["extra_rows"],
-                                    labels, "ID images nearest the centre", OOD_RIGHT_TITLES[strategy],
+                                    labels, "ID images nearest the centre", entry.picks,
                                     f"Thumbnail grid, {where}"), f"thumbnail grid, {where}")
     return (h + f"<p class='note'>{html.escape(caption)}</p>" + grid[0],
             m + caption + "\n\n" + grid[1] + "\n\n")
@@ -449,7 +446,7 @@ def ood_section(root: Path, manifest: dict) -> tuple[str, str] | None:
     if n_updates:
         trow.append({"name": f"mean of {n_updates} updates in pretrain",
                      **{k: pre.get(f"ood_update_{k}_s") for k in secs}})
-    keys = [k for k in ("embedding", "clustering", "tailness", "budget", "sampling", "total") if k in secs]
+    keys = [k for k in UPDATE_STEPS if k in secs]
     th, tm = table(trow, [(k, k + " (s)") for k in keys], first=("name", "OOD update"))
     return (h + "<p>Seconds per update (paper 003 Table 15):</p>" + th,
             m + "Seconds per update (paper 003 Table 15):\n\n" + tm)

@@ -18,37 +18,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ltcl.data.augment import to_float_normalised
 from ltcl.errors import UserError
-from ltcl.registry import STRATEGIES
-from ltcl.sampling.select import OODSelection, nearest_to_centre, sample_ood
+from ltcl.models.features import embed_images
+from ltcl.registry import STRATEGIES, load
+from ltcl.sampling.select import OODSelection, nearest_to_centre
+from ltcl.sampling.strategies import sample_ood
 from ltcl.sampling.update_pictures import THUMBNAILS
-
-
-@torch.no_grad()
-def embed_images(model, images, mean, std, runtime, batch_size: int = 1024,
-                 space: str = "projection") -> np.ndarray:
-    """L2-normalised embeddings (N, d) float32 of uint8 NHWC images (array, memmap or tensor),
-    streamed in batches; ``space`` is "projection" (head output z) or "backbone" (pooled
-    features h).  The model is put in eval mode and restored."""
-    if space not in ("projection", "backbone"):
-        raise ValueError(f"space must be 'projection' or 'backbone', got {space!r}")
-    was_training = model.training
-    model.eval()
-    dim = model.proj_dim if space == "projection" else model.feature_dim
-    out = np.empty((len(images), dim), dtype=np.float32)
-    try:
-        for s in range(0, len(images), batch_size):
-            chunk = images[s: s + batch_size]
-            xb = chunk if isinstance(chunk, torch.Tensor) else torch.from_numpy(np.array(chunk))  # copy: memmaps are read-only
-            xb = to_float_normalised(xb.to(runtime.device, non_blocking=True), mean, std)
-            with runtime.autocast():
-                h, z = model(xb)
-            e = z if space == "projection" else h
-            out[s: s + len(chunk)] = torch.nn.functional.normalize(e.float(), dim=1).cpu().numpy()
-    finally:
-        model.train(was_training)
-    return out
 
 
 @dataclass
@@ -91,15 +66,10 @@ class OODSampler:
         return np.zeros((len(self.pool), 1), dtype=np.float32)
 
     def extra_images(self, sel: OODSelection, seed: int) -> torch.Tensor:
-        """The images the selection adds to the training set: pool images (kdup, colt, random)
-        or augmented copies of ID images (augment, paper 003 Table 12)."""
-        dev = self.id_images.device
-        if sel.strategy == "augment":
-            return augment_copies(self.id_images[torch.as_tensor(sel.id_indices, device=dev)], seed)
-        if sel.pool_indices.size == 0:
-            return self.id_images[:0]
-        idx = np.sort(sel.pool_indices)  # sorted reads are sequential on a memmap
-        return torch.as_tensor(np.ascontiguousarray(self.pool[idx])).to(dev)
+        """The images the selection adds to the training set, as its strategy makes them: pool
+        images (kdup, colt, random) or augmented copies of ID images (augment, paper 003 Table 12)."""
+        strategy = load("ood", sel.strategy)(self.cfg, batch_size=self.batch_size)
+        return strategy.extra_images(sel, self.id_images, self.pool, seed)
 
     def state_dict(self) -> dict:
         return {"tailness": None if self.tailness is None else self.tailness.cpu(), "rounds": self.rounds}
@@ -107,35 +77,6 @@ class OODSampler:
     def load_state_dict(self, state: dict) -> None:
         self.tailness = state.get("tailness")
         self.rounds = int(state.get("rounds", 0))
-
-
-@torch.no_grad()
-def augment_copies(x_uint8: torch.Tensor, seed: int) -> torch.Tensor:
-    """Table 12's in-domain alternative to OOD data: each copy gets three of flip, crop,
-    rotation, colour jitter and Gaussian blur, chosen at random per batch (kornia's
-    ``AugmentationSequential(random_apply=3)`` draws the subset, parameters per sample)."""
-    import kornia.augmentation as K
-
-    if len(x_uint8) == 0:
-        return x_uint8
-    size = x_uint8.shape[1]
-    channels = x_uint8.shape[-1]
-    ops = [
-        K.RandomHorizontalFlip(p=1.0),
-        K.RandomResizedCrop((size, size), scale=(0.5, 1.0), p=1.0),
-        K.RandomRotation(degrees=15.0, p=1.0),
-        K.ColorJitter(0.4, 0.4, 0.4 if channels == 3 else 0.0, 0.1 if channels == 3 else 0.0, p=1.0),
-        K.RandomGaussianBlur((3, 3), (0.1, 1.0), p=1.0),
-    ]
-    aug = K.AugmentationSequential(*ops, random_apply=3)
-    state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
-        x = x_uint8.permute(0, 3, 1, 2).float() / 255.0
-        out = aug(x).clamp(0, 1)
-    finally:
-        torch.random.set_rng_state(state)
-    return (out * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
 
 def open_sampler(ood_cfg, pool_path, data, spec: dict, batch_size: int) -> OODSampler:

@@ -1,20 +1,12 @@
-"""OOD data selection and the full sampling update: KDUP (paper 003, Sec. 3.1.1) and baselines.
-
-Strategies of :func:`sample_ood`:
-
-* ``"kdup"``   – k-means + KL refinement (Eq. 1-3), kNN tailness over the whole ID set with
-  momentum (Eq. 4-6), budgets (Eq. 7), OOD images nearest to each centroid.
-* ``"colt"``   – COLT (Bai et al. 2023): plain k-means, in-batch top-k tailness with EMA 0.97,
-  the same budget rule and nearest-to-centroid selection.
-* ``"random"`` – ``budget`` pool images uniformly at random, no clustering.
-* ``"augment"`` – KDUP's Table 12 baseline: clusters and budgets as in ``"kdup"``, but each
-  cluster's budget is filled with duplicated ID images of that cluster (to be augmented).
-* ``"none"``   – no extra data.
+"""The pieces of an OOD sampling update the strategies share (:mod:`ltcl.sampling.strategies`,
+paper 003 Sec. 3.1.1 and its baselines): per-cluster nearest-to-centroid selection over a streamed
+pool (:func:`select_nearest`), the members nearest each centre (for the update's pictures), the
+result of an update (:class:`OODSelection`), its seeds, and the tailness diagnostics against true
+labels.
 """
 
 from __future__ import annotations
 
-import time
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,21 +17,11 @@ import numpy as np
 import torch
 
 from ltcl.errors import UserError
-from ltcl.registry import STRATEGIES as _REGISTRY
-from ltcl.sampling.budget import allocate_budget
-from ltcl.sampling.clustering import as_float32_numpy, cluster_embeddings
-from ltcl.sampling.tailness import (
-    cluster_tailness,
-    colt_tailness,
-    momentum_update,
-    tailness_scores,
-)
-
-STRATEGIES = tuple(_REGISTRY)  # ltcl.registry.STRATEGIES is the one list
-TIMING_KEYS = ("clustering", "tailness", "budget", "sampling")
+from ltcl.sampling.clustering import as_float32_numpy
 
 
-def _as_budgets(budgets: Any) -> np.ndarray:
+
+def as_budgets(budgets: Any) -> np.ndarray:
     b = np.asarray(budgets)
     if b.ndim != 1 or b.size == 0:
         raise UserError(f"budgets must be a non-empty 1-D integer array; got shape {b.shape}")
@@ -152,7 +134,7 @@ def select_nearest(pool_emb: Any, centroids: Any, budgets: Any,
     if pool.ndim != 2:
         raise UserError(f"pool_emb must be a 2-D array (n_samples, dim); got shape {pool.shape}")
     cents = as_float32_numpy(centroids, "centroids")
-    b = _as_budgets(budgets)
+    b = as_budgets(budgets)
     n_pool = pool.shape[0]
     if cents.shape[0] != b.size:
         raise UserError(f"budgets has {b.size} entries but there are {cents.shape[0]} centroids")
@@ -185,38 +167,6 @@ def select_nearest(pool_emb: Any, centroids: Any, budgets: Any,
         to_search = short
     order = np.argsort(clusters, kind="stable")
     return images[order], clusters[order]
-
-
-def select_random(pool_size: int, total: int, seed: int) -> np.ndarray:
-    """``total`` distinct pool indices drawn uniformly at random (int64), the random-sampling baseline."""
-    if total < 0 or total > pool_size:
-        raise UserError(f"total = {total} must be in [0, pool_size = {pool_size}]")
-    return np.random.default_rng(seed).choice(pool_size, size=int(total), replace=False).astype(np.int64)
-
-
-def select_augment(labels: Any, budgets: Any, seed: int) -> np.ndarray:
-    """ID indices to duplicate, KDUP Table 12 baseline (augmented ID images in place of OOD data).
-
-    Cluster k's budget is filled with ``budgets[k]`` draws, with replacement and uniform
-    within the cluster, from the ID samples labelled k.  If a cluster with a positive budget
-    has no ID samples (possible after KL refinement), its draws are uniform over all ID
-    samples so that the total stays ``sum(budgets)``.  Returns int64 indices grouped by cluster.
-    """
-    lab = np.asarray(labels, dtype=np.int64)
-    b = _as_budgets(budgets)
-    if lab.ndim != 1 or lab.size == 0:
-        raise UserError(f"labels must be a non-empty 1-D array; got shape {lab.shape}")
-    if lab.min() < 0 or lab.max() >= b.size:
-        raise UserError(f"labels must lie in [0, {b.size}) (one budget per cluster)")
-    rng = np.random.default_rng(seed)
-    order = np.argsort(lab, kind="stable")
-    counts = np.bincount(lab, minlength=b.size)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    picks = []
-    for k in np.flatnonzero(b > 0).tolist():  # one vectorised draw per cluster
-        members = order[starts[k] : starts[k] + counts[k]] if counts[k] else np.arange(lab.size)
-        picks.append(members[rng.integers(0, members.size, size=int(b[k]))])
-    return np.concatenate(picks).astype(np.int64) if picks else np.empty(0, dtype=np.int64)
 
 
 def nearest_to_centre(id_emb: Any, labels: Any, centroids: Any, n: int,
@@ -270,112 +220,14 @@ class OODSelection:
     id_nearest: np.ndarray | None = None  # (N_c, n) ID rows nearest each centroid (nearest_to_centre), -1 padded
 
 
-def _round_seed(seed: int, round_index: int, stream: int) -> int:
+def round_seed(seed: int, round_index: int, stream: int) -> int:
+    """The seed of random stream ``stream`` of update ``round_index`` (0: random pick, 1: k-means
+    init, 2: COLT's batch shuffle, 3: augment's draws)."""
     return int(np.random.SeedSequence([int(seed), int(round_index), stream]).generate_state(1)[0] >> 1)
 
 
-def _empty() -> np.ndarray:
+def empty_indices() -> np.ndarray:
     return np.empty(0, dtype=np.int64)
-
-
-def sample_ood(
-    id_emb: Any,
-    pool_emb: Any,
-    config,
-    prev_tailness: torch.Tensor | None = None,
-    round_index: int = 0,
-    *,
-    colt_batch_size: int,
-) -> tuple[OODSelection, torch.Tensor | None]:
-    """Run one OOD sampling update (KDUP paper 003, Sec. 3.1.1, or a baseline; see module doc).
-
-    ``config`` is the ``ood`` params section (``ltcl.params.OODParams``: strategy, N_c, K of Eq. 4,
-    rho of Eq. 5, N_b and tau of Eq. 7, the clustering's stopping rule, the seed; COLT's top-k and
-    momentum in its subsection ``ood.colt``, read as ``config.own``); ``colt_batch_size`` is the
-    pre-training batch size, in which COLT scores tailness.
-
-    ``id_emb`` (N_id, d) and ``pool_emb`` (N_pool, d) are L2-normalised float32 embeddings
-    (torch or numpy); ``pool_emb`` may be None for "augment"/"none".  ``prev_tailness`` is the
-    momentum state returned by the previous call (None at the first update).  ``round_index``
-    (e.g. the update count) varies the random streams (COLT batch shuffle, random pick,
-    augment draws, k-means init) between updates.  Returns (selection, new tailness state).
-    """
-    strategy = config.strategy
-    if strategy not in STRATEGIES:
-        raise UserError(f"ood.strategy must be one of {STRATEGIES}; got {strategy!r}")
-    timings = {key: 0.0 for key in TIMING_KEYS}
-    if strategy == "none":
-        sel = OODSelection(strategy=strategy, pool_indices=_empty(), cluster_of_each=_empty(), timings=timings)
-        return sel, prev_tailness
-    if config.budget <= 0:
-        raise UserError(f"ood.budget must be > 0 for strategy {strategy!r}; got {config.budget}")
-
-    pool = None
-    if _REGISTRY[strategy].reads_pool:
-        if pool_emb is None:
-            raise UserError(f"pool_emb is required for strategy {strategy!r}")
-        pool = as_float32_numpy(pool_emb, "pool_emb")
-        if pool.shape[0] < config.budget:
-            raise UserError(f"the OOD pool has {pool.shape[0]} images, fewer than ood.budget = {config.budget}")
-
-    if strategy == "random":
-        t0 = time.perf_counter()
-        idx = select_random(pool.shape[0], config.budget, _round_seed(config.seed, round_index, 0))
-        timings["sampling"] = time.perf_counter() - t0
-        sel = OODSelection(strategy=strategy, pool_indices=idx, cluster_of_each=np.full(idx.size, -1, dtype=np.int64),
-                           sample_tailness=prev_tailness, timings=timings)
-        return sel, prev_tailness
-
-    z = as_float32_numpy(id_emb, "id_emb")
-    if pool is not None and pool.shape[1] != z.shape[1]:
-        raise UserError(f"pool_emb has dim {pool.shape[1]} but id_emb has dim {z.shape[1]}")
-    if config.clusters > z.shape[0]:
-        raise UserError(f"ood.clusters = {config.clusters} exceeds the number of ID samples {z.shape[0]}")
-    if prev_tailness is not None and tuple(prev_tailness.shape) != (z.shape[0],):
-        raise UserError(
-            f"prev_tailness has shape {tuple(prev_tailness.shape)}; expected ({z.shape[0]},) for this ID set"
-        )
-
-    t0 = time.perf_counter()
-    centroids, labels, info = cluster_embeddings(
-        z,
-        config.clusters,
-        seed=_round_seed(config.seed, round_index, 1),
-        tol=config.cluster_tol,
-        max_iter=config.cluster_max_iter,
-        refine=config.refine and strategy != "colt",
-        lr=config.cluster_lr,
-        patience=config.cluster_patience,
-    )
-    t1 = time.perf_counter()
-    if strategy == "colt":
-        tail = colt_tailness(z, colt_batch_size, config.own.topk,
-                             seed=_round_seed(config.seed, round_index, 2),
-                             prev=prev_tailness, momentum=config.own.momentum)
-    else:
-        tail = momentum_update(prev_tailness, tailness_scores(z, config.knn_k, exact_max=config.knn_exact_max,
-                                                              nprobe=config.knn_nprobe), config.momentum)
-    t2 = time.perf_counter()
-    cl_tail = cluster_tailness(tail, labels, config.clusters)
-    # Eq. 7 over the clusters that hold ID samples: a cluster the KL refinement left empty
-    # represents no in-distribution data, so it draws no OOD images (measured: at 12,406 ID x
-    # 300K it would otherwise have taken 209 of 10,000).
-    nonempty = np.bincount(np.asarray(labels), minlength=config.clusters) > 0
-    budgets = np.zeros(config.clusters, dtype=np.int64)
-    budgets[nonempty] = allocate_budget(cl_tail[torch.as_tensor(nonempty)], config.budget, config.budget_temperature)
-    t3 = time.perf_counter()
-    id_indices = None
-    if strategy == "augment":
-        id_indices = select_augment(labels, budgets, _round_seed(config.seed, round_index, 3))
-        pool_idx, cluster_of_each = _empty(), np.repeat(np.arange(budgets.size), budgets).astype(np.int64)
-    else:
-        pool_idx, cluster_of_each = select_nearest(pool, centroids, budgets)
-    t4 = time.perf_counter()
-    timings.update(clustering=t1 - t0, tailness=t2 - t1, budget=t3 - t2, sampling=t4 - t3)
-    sel = OODSelection(strategy=strategy, pool_indices=pool_idx, cluster_of_each=cluster_of_each, budgets=budgets,
-                       id_labels=labels, centroids=centroids, sample_tailness=tail, cluster_tailness=cl_tail,
-                       timings=timings, id_indices=id_indices, cluster_info=info)
-    return sel, tail
 
 
 # --------------------------------------------------------------------------- diagnostics

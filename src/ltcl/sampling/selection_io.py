@@ -73,7 +73,6 @@ def sample_groups(manifest: dict, y_id: np.ndarray) -> np.ndarray | None:
     return np.asarray(manifest["groups"])[np.asarray(y_id, dtype=np.int64)]
 
 
-UPDATE_STEPS = ("embedding", "clustering", "tailness", "budget", "sampling", "total")  # the keys of selection_timings
 
 
 def selection_timings(sel: OODSelection) -> dict[str, float]:

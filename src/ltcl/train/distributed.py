@@ -38,7 +38,7 @@ from torch import nn
 
 from ltcl.collectives import env_world_size, is_distributed, is_initialized, rank, world_size
 from ltcl.errors import UserError
-from ltcl.registry import entry
+from ltcl.registry import entry, entry_of
 
 
 def init_from_env(runtime_cfg) -> tuple[int, int]:
@@ -151,7 +151,8 @@ def prepare(method, cfg, runtime) -> None:
     (``method.ddp``; the loop calls ``method.step``).  No-op in a single process."""
     if not is_distributed():
         return
-    if not getattr(method, "supports_ddp", False):
+    registered = entry_of(type(method))
+    if registered is None or not registered.ddp:
         raise UserError(unsupported(method.name))
     world = world_size()
     if cfg.batch_size % world:

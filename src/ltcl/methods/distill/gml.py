@@ -28,7 +28,6 @@ class GMLStudent(ClassifierMixin, Method):
     own keys are ``cfg.own`` (``distill.gml``)."""
 
     name = "gml-student"
-    supervised = True
 
     @classmethod
     def from_stage(cls, ctx) -> "GMLStudent":

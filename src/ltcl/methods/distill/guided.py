@@ -30,7 +30,6 @@ def farthest_clusters(centroids: np.ndarray) -> np.ndarray:
 
 class GuidedDistillation(Method):
     name = "kdup-distill"
-    supports_ddp = True
 
     @classmethod
     def from_stage(cls, ctx) -> "GuidedDistillation":
@@ -40,9 +39,9 @@ class GuidedDistillation(Method):
         import time
 
         from ltcl.collectives import on_main
+        from ltcl.models.features import embed_images
         from ltcl.sampling.clustering import cluster_embeddings
         from ltcl.sampling.neighbours import knn_indices
-        from ltcl.sampling.refresh import embed_images
 
         cfg, own, runtime, x = ctx.cfg, ctx.cfg.own, ctx.runtime, ctx.x
         if own.k_kd >= len(x):

@@ -1,12 +1,27 @@
-"""Frozen feature extraction for linear probing, KNN and cluster metrics."""
+"""An encoder run over uint8 images in batches: the one home of feature extraction.
+
+* :func:`extract_features`: frozen features for the linear probe, kNN, cluster metrics, ``ltcl
+  embed`` and GML's class means (the probe's normalisation, bf16 autocast when ``amp``);
+* :func:`embed_images`: L2-normalised backbone or projection embeddings of a live
+  :class:`~ltcl.models.resnet.Encoder` with the training run's precision and eval transform, for
+  the OOD sampler (paper 003 Sec. 3.1.1), PSD's neighbours and KDUP's guidance.
+
+Both stream the images batch by batch (a memory-mapped pool is never read whole) into one
+preallocated output.
+"""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
+
+from ltcl.data.augment import to_float_normalised
 
 ModelFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -39,6 +54,10 @@ def extract_features(
     mean: Sequence[float] | torch.Tensor = (0.0, 0.0, 0.0),
     std: Sequence[float] | torch.Tensor = (1.0, 1.0, 1.0),
     amp: bool = False,
+    *,
+    normalise: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    autocast: Callable[[], contextlib.AbstractContextManager] | None = None,
+    l2: bool = False,
 ) -> torch.Tensor:
     """Run a frozen encoder over uint8 images and return its features.
 
@@ -58,6 +77,10 @@ def extract_features(
         device: where the forward pass runs.
         mean, std: per-channel normalisation statistics (length C).
         amp: run the forward pass under bf16 autocast (output is still float32).
+        normalise: in place of the scaling above, a transform of each uint8 NHWC batch on
+            ``device`` to the float NCHW input (:func:`embed_images`: the training run's).
+        autocast: in place of ``amp``, a factory of the autocast context (``Runtime.autocast``).
+        l2: L2-normalise each batch's features on ``device``.
 
     Returns:
         float32 tensor of shape (N, D) on the CPU.
@@ -81,9 +104,11 @@ def extract_features(
     if module is not None:
         module.eval()
     pin = dev.type == "cuda" and (isinstance(x, np.ndarray) or x.device.type == "cpu")
-    chunks: list[torch.Tensor] = []
+    if autocast is None:
+        autocast = partial(torch.autocast, device_type=dev.type, dtype=torch.bfloat16, enabled=amp)
+    out: torch.Tensor | None = None
     try:
-        with torch.no_grad(), torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=amp):
+        with torch.no_grad(), autocast():
             for start in range(0, x.shape[0], batch_size):
                 batch = x[start : start + batch_size]
                 if isinstance(batch, np.ndarray):
@@ -91,12 +116,40 @@ def extract_features(
                 if pin:
                     batch = batch.pin_memory()
                 batch = batch.to(dev, non_blocking=True)
-                # NHWC -> NCHW view whose strides are already channels_last.
-                imgs = batch.permute(0, 3, 1, 2).float().contiguous(memory_format=torch.channels_last)
-                imgs = imgs * scale - shift
-                out = model_fn(imgs)
-                chunks.append(out.flatten(1).float().cpu())
+                if normalise is None:
+                    # NHWC -> NCHW view whose strides are already channels_last.
+                    imgs = batch.permute(0, 3, 1, 2).float().contiguous(memory_format=torch.channels_last)
+                    imgs = imgs * scale - shift
+                else:
+                    imgs = normalise(batch)
+                feats = model_fn(imgs).flatten(1).float()
+                if l2:
+                    feats = F.normalize(feats, dim=1)
+                if out is None:  # the feature size is known after the first batch
+                    out = torch.empty((x.shape[0], feats.shape[1]), dtype=torch.float32)
+                out[start : start + len(feats)] = feats.cpu()
     finally:
         if was_training:
             module.train()  # type: ignore[union-attr]
-    return torch.cat(chunks, dim=0)
+    return out
+
+
+def embed_images(model, images, mean, std, runtime, batch_size: int = 1024,
+                 space: str = "projection") -> np.ndarray:
+    """L2-normalised embeddings (N, d) float32 of uint8 NHWC images (array, memmap or tensor) by a
+    live encoder ``model`` (``model(x) -> (h, z)``): ``space`` "projection" (head output z) or
+    "backbone" (pooled features h), with the run's eval transform
+    (:func:`ltcl.data.augment.to_float_normalised`) and autocast (``runtime.autocast``).  The model
+    is put in eval mode and restored."""
+    if space not in ("projection", "backbone"):
+        raise ValueError(f"space must be 'projection' or 'backbone', got {space!r}")
+    pick = 1 if space == "projection" else 0
+    was_training = model.training
+    model.eval()
+    try:
+        out = extract_features(lambda xb: model(xb)[pick], images, batch_size, runtime.device, mean, std,
+                               normalise=partial(to_float_normalised, mean=mean, std=std),
+                               autocast=runtime.autocast, l2=True)
+    finally:
+        model.train(was_training)
+    return out.numpy()

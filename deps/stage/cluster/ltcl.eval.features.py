@@ -1,1 +1,0 @@
-../../../src/ltcl/eval/features.py

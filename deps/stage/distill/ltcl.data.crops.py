@@ -1,1 +1,0 @@
-../../../src/ltcl/data/crops.py

@@ -1,1 +1,0 @@
-../../../src/ltcl/sampling/refresh.py

@@ -1,1 +1,0 @@
-../../../src/ltcl/sampling/select.py

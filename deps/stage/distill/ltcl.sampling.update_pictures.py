@@ -1,1 +1,0 @@
-../../../src/ltcl/sampling/update_pictures.py
