@@ -1,7 +1,14 @@
 """The DVC contract: a full `dvc repro` of the KDUP chain on tiny params, a no-op second repro,
 code edits that invalidate exactly the stages that run the code, a probe parameter experiment
-that reruns only linear-probe and report, and ``ltcl compare``'s table from the real
-``dvc exp show --json`` of the experiments."""
+that reruns only linear-probe and report, a distillation experiment, ``ltcl compare``'s table from
+the real ``dvc exp show --json`` of the experiments, and a team's promises (run cache, exp apply,
+keys a method never reads, another machine's precision, clone + pull).
+
+Every stage here runs in its own process (the point of the test), about 5 s of interpreter and
+imports each, so the test runs what only DVC can show with real stage runs (the first repro, two
+experiments, the run cache, a clone) and states which stages a params edit makes stale with
+``dvc status`` where running them would show nothing more.  The two tests share one pipeline and
+run in order, in one xdist worker (the group below)."""
 
 from __future__ import annotations
 
@@ -16,6 +23,7 @@ from conftest import make_project
 # kept as cheap as the assertions allow; none of them depends on the t-SNE sample count (the
 # cluster stage's cost: 1000 Barnes-Hut iterations).
 SMALLER = {"cluster": {"tsne_samples": 10}}
+pytestmark = pytest.mark.xdist_group("dvc-pipeline")  # one worker: the tests share the pipeline, in order
 ALWAYS = {"runtime"}  # always_changed: it records this machine's precision and threads in every repro
 
 
@@ -90,22 +98,30 @@ def test_repro_then_noop_then_probe_experiment(dvc_project):
     assert "metrics/probe/pretrain.json" in changed
     assert any(k.startswith("full.") for k in changed["metrics/probe/pretrain.json"])
 
-    # a distillation ablation (Table 6) reruns distill and what evaluates g, never f's stages
-    exp = p.dvc("exp", "run", "-S", "distill.kdup.guided_weighting=false", "report")
-    assert ran_stages(exp) == {"distill", "linear-probe@distill", "cluster@distill", "report"} | ALWAYS
-    ran[exp_name(exp)] = snapshot(p)
-
-    # a PSD-only key (paper 003 Table 8's alpha) reruns pre-training, never the SimCLR warm-up
-    exp = p.dvc("exp", "run", "-S", "pretrain.alpha=0.5", "report")
-    assert ran_stages(exp) == {"pretrain", "distill", "linear-probe@pretrain", "linear-probe@distill",
-                               "cluster@pretrain", "cluster@distill", "report"} | ALWAYS
+    # a distillation ablation (Table 6) reruns distill and what evaluates g, never f's stages; a
+    # finished experiment (no target: the exports too, export@pretrain left stale by the probe
+    # experiment above), the one test_team_promises applies
+    exp = p.dvc("exp", "run", "-S", "distill.kdup.guided_weighting=false", "-S", "distill.kdup.beta=0.5")
+    assert ran_stages(exp) == {"distill", "linear-probe@distill", "cluster@distill", "export@distill",
+                               "export@pretrain", "report"} | ALWAYS
+    p.finished_experiment = exp_name(exp)
     ran[exp_name(exp)] = snapshot(p)
     check_compare_on_exp_show(p, ran)
+
+    # a PSD-only key (paper 003 Table 8's alpha) reruns pre-training, never the SimCLR warm-up:
+    # `dvc status` names pretrain (and the report, which prints it), not ood-sampling; the stages
+    # after pretrain rerun through its outputs (DVC's DAG, not a property of ltcl's dvc.yaml)
+    params_text = p.path("params.yaml").read_text()
+    p.set_params({"pretrain": {"alpha": 0.5}})
+    status = json.loads(p.dvc("status", "--json").stdout)
+    p.path("params.yaml").write_text(params_text)
+    assert set(status) - ALWAYS == {"pretrain", "report"}, status
+    assert "'pretrain.alpha': 'modified'" in str(status["pretrain"])
 
 
 # the declared metrics (the headlines, ltcl.headline; metrics/pretrain.json and distill.json are no metrics)
 COMPARED = ("probe/pretrain", "probe/distill", "cluster/pretrain", "cluster/distill", "ood")
-VARIED = ("probe.lr", "probe.feature_norm", "distill.kdup.guided_weighting", "pretrain.alpha")  # set by the experiments
+VARIED = ("probe.lr", "probe.feature_norm", "distill.kdup.guided_weighting", "distill.kdup.beta")  # set by the experiments
 
 
 def exp_name(proc) -> str:
@@ -135,7 +151,7 @@ def scalars(d: dict) -> dict:
 
 
 def check_compare_on_exp_show(p, ran: dict) -> None:
-    """``ltcl compare``'s table from the real ``dvc exp show --json`` of the three experiments: one
+    """``ltcl compare``'s table from the real ``dvc exp show --json`` of the two experiments: one
     f and one g line per experiment, named as paper 003 names KDUP, each column the number of that
     experiment's own metrics files (its probe, kNN, clusters and training time), one run each."""
     from ltcl.compare.experiments import from_exp_show
@@ -147,11 +163,11 @@ def check_compare_on_exp_show(p, ran: dict) -> None:
         for k in COMPARED:  # (dvc exp show leaves out lists and null values)
             assert e.metrics[k] == scalars(ran[e.name]["metrics"][k]), (e.name, k)
     # every experiment starts from the workspace the one before left: probe.lr and feature_norm stay
-    # set, so what varies between the rows is the distillation weighting and alpha
+    # set, so what varies between the rows is the distillation's weighting and beta
     assert all(s["params"]["probe.lr"] == 0.05 and s["params"]["probe.feature_norm"] == "l2" for s in ran.values())
     lines, keys = build_lines(exps, "full")
-    assert sorted(keys) == ["distill.kdup.guided_weighting", "pretrain.alpha"]
-    assert len(lines) == 6 and {l.label for l in lines} == {"SimCLR + KDUP (f)", "SimCLR + KDUP (g)"}
+    assert sorted(keys) == ["distill.kdup.beta", "distill.kdup.guided_weighting"]
+    assert len(lines) == 4 and {l.label for l in lines} == {"SimCLR + KDUP (f)", "SimCLR + KDUP (g)"}
     for line in lines:
         (row,) = line.runs
         enc = "pretrain" if line.label.endswith("(f)") else "distill"
@@ -195,20 +211,18 @@ def test_team_promises(dvc_project, tmp_path):
     from conftest import Project
 
     p = dvc_project
-    # a finished experiment (the workspace's exports were left stale by the experiments above)
-    full = p.dvc("exp", "run", "-S", "report.title=team")
-    assert ran_stages(full) == {"export@pretrain", "export@distill", "report"} | ALWAYS, full.stdout
-    name = exp_name(full)
+    name = p.finished_experiment  # the distillation experiment above, run to its end (the exports too)
 
     p.run("git", "checkout", "HEAD", "--", "params.yaml")  # the baseline's params, outputs of the experiments
     back = p.dvc("repro")
     assert ran_stages(back) == ALWAYS, back.stdout
-    for st in ("pretrain", "distill", "linear-probe@pretrain", "export@distill"):  # (the warm-up never changed)
+    # the stages the experiments reran (f's training and the warm-up never changed: "didn't change")
+    for st in ("distill", "linear-probe@pretrain", "linear-probe@distill", "export@distill"):
         assert f"Stage '{st}' is cached - skipping run, checking out outputs" in back.stdout, st
     assert stale(p) == {}
 
     p.dvc("exp", "apply", name)
-    assert stale(p) == {} and p.params()["report"]["title"] == "team"
+    assert stale(p) == {} and p.params()["distill"]["kdup"]["guided_weighting"] is False
     assert not p.path("data/checkpoints").exists() or not any(p.path("data/checkpoints").iterdir())
     p.run("git", "add", "-A")
     p.run("git", "commit", "-qm", "the experiment applied")
