@@ -227,9 +227,10 @@ def test_team_promises(dvc_project, tmp_path):
     p.run("git", "add", "-A")
     p.run("git", "commit", "-qm", "the experiment applied")
 
-    # psd (KDUP) reads none of GML's, TASE's or the GML student's keys
+    # psd (KDUP) reads none of GML's, TASE's or the GML student's keys, KDUP's sampling none of COLT's
     params_text = p.path("params.yaml").read_text()
-    p.set_params({"pretrain": {"gml": {"scale": 20.0}, "tase": {"warmup": 3}}, "distill": {"gml": {"k": 512}}})
+    p.set_params({"pretrain": {"gml": {"scale": 20.0}, "tase": {"warmup": 3}}, "distill": {"gml": {"k": 512}},
+                  "ood": {"colt": {"topk": 7}}})
     assert stale(p) == {}
     # a key psd reads: pretrain is stale (and the report, which prints it); `dvc status` names the
     # stages whose own deps changed, the rest follow pretrain's outputs when it reruns
