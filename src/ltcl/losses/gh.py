@@ -101,7 +101,7 @@ def _check_2d(x: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name} must be non-empty, got shape {tuple(x.shape)}")
 
 
-def simplex_etf(num_classes: int, dim: int, seed: int = 0, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+def simplex_etf(num_classes: int, dim: int, seed: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """The fixed target geometry: a K x d simplex equiangular tight frame (gen_target.py:5-10).
 
     ``M = sqrt(K / (K - 1)) * (I_K - 1 1^T / K) @ U`` with ``U`` the polar factor of a K x d
