@@ -7,6 +7,7 @@ section and key of params.yaml with its type, default and description, and each 
 from __future__ import annotations
 
 import json
+import re
 import types
 import typing
 from enum import Enum
@@ -62,6 +63,11 @@ def _default(field) -> str:
     return f"`{json.dumps(value, default=str)}`"
 
 
+def _markdown(text: str) -> str:
+    """A docstring's reST as Markdown: ``x`` and :role:`x` -> `x`."""
+    return re.sub(r":\w+:`~?([^`]+)`", r"`\1`", text or "").replace("``", "`")
+
+
 def _cell(text: str) -> str:
     return " ".join((text or "").split()).replace("|", "\\|")
 
@@ -99,7 +105,7 @@ def _table(model: type[BaseModel], prefix: str, skip: set[str]) -> tuple[list[st
 
 def _render_model(model, prefix: str, about: str | None, out: list[str], level: int, skip=frozenset()) -> None:
     out.append(f"{'#' * level} `{prefix}`\n")
-    doc = about or (model.__doc__ or "").strip()
+    doc = _markdown(about or (model.__doc__ or "").strip())
     if doc:
         out.append(" ".join(doc.split()) + "\n")
     rows, nested = _table(model, prefix, set(skip))
