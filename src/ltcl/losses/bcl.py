@@ -64,6 +64,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from ltcl.data.randaugment import AUGMENT_LIST, SIGN_FLIP
+
 from .contrastive import check_embeddings, check_temperature
 
 __all__ = [
@@ -93,35 +95,12 @@ class AugmentOp(NamedTuple):
     max: float
 
 
-# data/randaug.py:159-182, ``augment_list()``, in the released order (Identity and SamplePairing
-# are commented out there). How each op uses the magnitude v (data/randaug.py:9-143):
-#   ShearX/ShearY: affine shear v; TranslateX/TranslateY: shift v * image width/height pixels;
-#   Rotate: v degrees -- these five flip the sign of v with probability 1/2 (``random.random() >
-#   0.5``, data/randaug.py:11, 17, 25, 40, 55);
-#   AutoContrast, Invert, Equalize: ignore v; Solarize: threshold v (asserts 0 <= v <= 256);
-#   Posterize: max(1, int(v)) bits; Contrast/Color/Brightness/Sharpness: enhance factor v
-#   (assert 0.1 <= v <= 1.9); Cutout: a (v * width)-pixel square of colour (125, 123, 114) centred
-#   at x0 = np.random.uniform(w), y0 = np.random.uniform(h) (numpy's ``uniform(low)``, i.e. low=w,
-#   high=1: a point in (1, w], not [0, w)), clipped to the image (data/randaug.py:116-143).
-AUGMENT_OPS: tuple[AugmentOp, ...] = (
-    AugmentOp("ShearX", 0.0, 0.6),  # 0
-    AugmentOp("ShearY", 0.0, 0.6),  # 1
-    AugmentOp("TranslateX", 0.0, 0.66),  # 2
-    AugmentOp("TranslateY", 0.0, 0.66),  # 3
-    AugmentOp("Rotate", 0.0, 60.0),  # 4
-    AugmentOp("AutoContrast", 0.0, 1.0),  # 5
-    AugmentOp("Invert", 0.0, 1.0),  # 6
-    AugmentOp("Equalize", 0.0, 1.0),  # 7
-    AugmentOp("Solarize", 0.0, 110.0),  # 8
-    AugmentOp("Posterize", 4.0, 8.0),  # 9
-    AugmentOp("Contrast", 0.1, 1.9),  # 10
-    AugmentOp("Color", 0.1, 1.9),  # 11
-    AugmentOp("Brightness", 0.1, 1.9),  # 12
-    AugmentOp("Sharpness", 0.1, 1.9),  # 13
-    AugmentOp("Cutout", 0.0, 0.4),  # 14
-)
-# the ops that negate their magnitude with probability 1/2 inside the op (data/randaug.py:11-57)
-SIGNED_OPS: frozenset[str] = frozenset({"ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate"})
+# data/randaug.py:159-182, ``augment_list()``, in the released order: the table of
+# :mod:`ltcl.data.randaugment` (which holds the ops themselves and how each uses its value; the
+# released Cutout centre is numpy's ``uniform(w)``, a point in (1, w], see ``cutout_centres``)
+AUGMENT_OPS: tuple[AugmentOp, ...] = tuple(AugmentOp(*row) for row in AUGMENT_LIST)
+# the ops of the table that negate their magnitude with probability 1/2 inside the op (data/randaug.py:11-57)
+SIGNED_OPS: frozenset[str] = frozenset(o.name for o in AUGMENT_OPS if o.name in SIGN_FLIP)
 
 
 def min_strength(k: int) -> int:
