@@ -343,7 +343,7 @@ def test_queue_rows_use_their_authors_head_and_ts_protocol():
         "simclr": 2, "simclr-colt": 2, "simclr-kdup": 2, "sdclr": 3, "sdclr-colt": 3, "sdclr-kdup": 3}
     methods = dict(table["methods"])
     assert {n: o["model.proj_layers"] for n, o in methods.items()} == {
-        "m-simclr": 2, "m-sdclr": 3, "m-ts": 2, "m-tase": 2, "m-colt": 2, "m-kdup": 2, "m-gloco": 2,
+        "m-simclr": 2, "m-sdclr": 3, "m-ts": 2, "m-tase": 2, "m-bcl": 2, "m-colt": 2, "m-kdup": 2, "m-gloco": 2,
         "m-gloco-proco": 2, "m-gml": 2}
     assert {k: methods["m-ts"][k] for k in methods["m-ts"] if k.startswith("pretrain.ts.")} == {
         "pretrain.ts.period_fraction": 0.2, "pretrain.ts.tau_min": 0.1, "pretrain.ts.tau_max": 1.0}

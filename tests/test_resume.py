@@ -30,6 +30,7 @@ def _ckpt_epoch(path) -> int:
 @pytest.mark.parametrize("variant", [
     {"ood": {"strategy": "kdup", "interval": 2}, "pretrain": {"method": "psd"}},
     {"ood": {"strategy": "none"}, "pretrain": {"method": "gloco-proco"}},
+    {"ood": {"strategy": "kdup", "interval": 2}, "pretrain": {"method": "bcl"}},  # its memory and generator
 ])
 def test_sigkill_then_resume_matches_uninterrupted(lt_project, tmp_path, variant):
     """The reference run and the resumed run in this process, the killed run in its own."""

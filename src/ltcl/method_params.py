@@ -45,6 +45,19 @@ class TauRange(Subsection):
         return self
 
 
+class BCLParams(Subsection):
+    """``pretrain.bcl``: BCL-I (Zhou et al. 2022, MediaBrain-SJTU/BCL@a2342f8): SimCLR whose views get
+    RandAugment ops with a probability and strength that grow with a sample's momentum loss
+    (:mod:`ltcl.losses.bcl`).  BCL-D is ``pretrain.pruned_branch: true`` with ``rand_k: 2``
+    (its README.md:117)."""
+
+    beta: float = Field(0.97, ge=0.0, lt=1.0, description="momentum of the per-sample loss memory "
+                        "(--momentum_loss_beta, train.py:39)")
+    rand_k: int = Field(1, ge=1, description="RandAugment ops drawn per view (--rand_k): 1 for BCL-I, 2 for BCL-D")
+    rand_strength: float = Field(30.0, ge=0.0, le=30.0, description="RandAugment strength at weight 1 "
+                                 "(--rand_strength, on the released 0-30 scale)")
+
+
 class TSParams(TauRange):
     """``pretrain.ts``: SimCLR with a cosine temperature schedule (Kukleva et al. 2023).
 

@@ -20,6 +20,7 @@ from importlib import import_module
 
 from ltcl.errors import UserError
 from ltcl.method_params import (
+    BCLParams,
     COLTParams,
     GloCoParams,
     GloCoProCoParams,
@@ -70,6 +71,8 @@ PRETRAIN: dict[str, MethodEntry] = {
     # KDUP's pre-training: a SimCLR row of paper 003 ("SimCLR + KDUP")
     "psd": MethodEntry("ltcl.methods.contrastive:PseudoSemanticDiscrimination", PSDParams, "SimCLR",
                        "KDUP's pseudo semantic discrimination (paper 003 Sec. 3.1.2)", ddp=True),
+    "bcl": MethodEntry("ltcl.methods.bcl:BCL", BCLParams, "BCL-I",
+                       "BCL-I (Zhou et al. 2022): SimCLR with RandAugment boosted by a per-sample loss memory"),
     "ts": MethodEntry("ltcl.methods.temperature:TemperatureSchedule", TSParams, "TS",
                       "TS (Kukleva et al. 2023): SimCLR with a cosine temperature schedule", ddp=True),
     "tase": MethodEntry("ltcl.methods.temperature:TASE", TASEParams, "TASE",

@@ -190,10 +190,19 @@ class SimCLRAugment(nn.Module):
         self.register_buffer("std", _stats_tensor(std, channels, 1.0, "std"), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.normalise(self.unnormalised(x))
+
+    def unnormalised(self, x: torch.Tensor) -> torch.Tensor:
+        """The augmented batch before normalisation: float32 NCHW in [0, 1] (BCL's RandAugment
+        ops act here, between the SimCLR ops and the normalisation, as in its released code)."""
         x = to_nchw_float(x, self.channels).contiguous()
         with torch.no_grad():
             x = self.ops(x)
-        return _normalise(x.clamp_(0.0, 1.0), self.mean, self.std)
+        return x.clamp_(0.0, 1.0)
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """``(x - mean) / std`` of a float NCHW batch in [0, 1], channels_last."""
+        return _normalise(x, self.mean, self.std)
 
 
 def two_views(aug: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,1 @@
+../../../src/ltcl/data/randaugment.py

@@ -1,0 +1,1 @@
+../../../src/ltcl/methods/contrastive.py

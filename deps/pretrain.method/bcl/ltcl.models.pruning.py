@@ -1,0 +1,1 @@
+../../../src/ltcl/models/pruning.py
