@@ -66,7 +66,7 @@ import torch.nn.functional as F
 
 from ltcl.data.randaugment import AUGMENT_LIST, SIGN_FLIP
 
-from .contrastive import check_embeddings, check_temperature
+from .contrastive import nt_xent_logits
 
 __all__ = [
     "AugmentOp",
@@ -131,20 +131,9 @@ def nt_xent_per_sample(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -
     Returns:
         (N,) per-sample losses, differentiable.
     """
-    check_embeddings(z1, "z1")
-    check_embeddings(z2, "z2")
-    if z1.shape != z2.shape:
-        raise ValueError(f"z1 and z2 must have the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
-    t = check_temperature(temperature)
-    n = z1.shape[0]
-    z = F.normalize(torch.cat([z1, z2], dim=0), dim=1)
-    logits = (z @ z.T) / t
-    self_mask = torch.eye(2 * n, dtype=torch.bool, device=z.device)
-    logits = logits.masked_fill(self_mask, torch.finfo(logits.dtype).min)
-    idx = torch.arange(n, device=z.device)
-    targets = torch.cat([idx + n, idx])
+    logits, targets = nt_xent_logits(z1, z2, temperature)
     per_anchor = F.cross_entropy(logits, targets, reduction="none")  # (2N,): view-1 anchors, then view-2
-    return per_anchor.view(2, n).mean(0)
+    return per_anchor.view(2, -1).mean(0)
 
 
 def _check_index(index: torch.Tensor, size: int, num: int) -> torch.Tensor:

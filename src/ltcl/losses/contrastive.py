@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["cosine_matrix", "nt_xent"]
+__all__ = ["cosine_matrix", "nt_xent", "nt_xent_logits"]
 
 
 def check_temperature(temperature: float, name: str = "temperature") -> float:
@@ -77,6 +77,15 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Ten
     Returns:
         Scalar loss tensor.
     """
+    return F.cross_entropy(*nt_xent_logits(z1, z2, temperature))
+
+
+def nt_xent_logits(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """NT-Xent as a classification of the 2N anchors: (logits (2N, 2N), targets (2N,)).
+
+    Row a holds s_ak / t for every view k with the anchor's own similarity masked out; its target
+    is the anchor's other view (view-1 anchors first, then view-2).  :func:`nt_xent` is their mean
+    cross-entropy; ``ltcl.losses.bcl.nt_xent_per_sample`` the per-anchor one."""
     check_embeddings(z1, "z1")
     check_embeddings(z2, "z2")
     if z1.shape != z2.shape:
@@ -89,5 +98,4 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Ten
     # A finite very negative value (not -inf) keeps every intermediate of the backward pass finite.
     logits = logits.masked_fill(self_mask, torch.finfo(logits.dtype).min)
     idx = torch.arange(n, device=z.device)
-    targets = torch.cat([idx + n, idx])
-    return F.cross_entropy(logits, targets)
+    return logits, torch.cat([idx + n, idx])
