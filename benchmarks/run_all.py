@@ -9,6 +9,7 @@
 3. kdup OOD sampling update vs a COLT-style reference               (bench_sampling)
 4. dvc repro overhead                                               (bench_pipeline)
 5. 1M-image memory-mapped pool: time and peak memory                (bench_scale)
+6. each self-supervised method's training step relative to SimCLR's (bench_methods)
 
 Every comparison is measured in this run, on this machine, ours and the reference with the
 same thread limit. Threads: ``--threads`` (default: every core this process may use, as a user
@@ -28,7 +29,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-BENCHES = ("throughput", "efficiency", "sampling", "pipeline", "scale")
+BENCHES = ("throughput", "efficiency", "sampling", "pipeline", "methods", "scale")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -111,6 +112,12 @@ def table_rows(res: dict) -> list[tuple[str, str, str, str, str]]:
         rows.append(("5 peak memory growth: anonymous (total RSS incl. mapped pool pages)",
                      f"{b['growth_anon_gb']:.2f} GB ({b['growth_rss_gb']:.2f} GB)", "",
                      f"< {b['limit_gb']:g} GB", status(b["pass"])))
+    b = res.get("methods")
+    if b and "step_s" in b:
+        c = b["config"]
+        for name, s in b["step_s"].items():
+            rows.append((f"6 {name} training step ({c['backbone']}, b{c['batch']}, {c['size']}px) vs SimCLR's",
+                         f"{s * 1000:.0f} ms", f"x{b['vs_simclr'][name]:.2f}", "measured", "INFO"))
     for name, r in res.items():
         if isinstance(r, dict) and "error" in r:
             rows.append((f"{name}: ERROR {r['error'].splitlines()[-1][:80]}", "", "", "", "ERROR"))
@@ -162,6 +169,9 @@ def main(argv=None) -> int:
             elif name == "pipeline":
                 import bench_pipeline as m
                 results[name] = m.run(threads=args.threads, profile=profile)
+            elif name == "methods":
+                import bench_methods as m
+                results[name] = m.run()
             elif name == "scale":
                 import bench_scale as m
                 results[name] = m.run(threads=args.threads)

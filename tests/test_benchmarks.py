@@ -13,6 +13,7 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH))
 
 import bench_efficiency  # noqa: E402
+import bench_methods  # noqa: E402
 import bench_pipeline  # noqa: E402
 import bench_sampling  # noqa: E402
 import bench_scale  # noqa: E402
@@ -129,3 +130,11 @@ def test_table_lists_every_result(tiny_throughput):
     assert len(rows) == 5 and rows[-1][-1] == "ERROR"  # 2 variants + auto + data path + error
     assert rows[2][0].startswith("1 throughput tiny ltcl amp auto ->")
     assert "PASS" in run_all.format_table(rows) or "MISS" in run_all.format_table(rows)
+
+
+def test_methods_times_every_self_supervised_method_against_simclr():
+    r = bench_methods.run({"backbone": "resnet8", "size": 16, "n": 32, "batch": 16, "steps": 1, "rounds": 1})
+    assert set(r["step_s"]) == set(bench_methods.methods()) and "bcl" in r["step_s"] and "gml" not in r["step_s"]
+    assert r["vs_simclr"]["simclr"] == 1.0 and all(s > 0 for s in r["step_s"].values())
+    rows = run_all.table_rows({"methods": r})
+    assert [row[0].split()[1] for row in rows] == list(r["step_s"])
