@@ -50,7 +50,6 @@ from ltcl.losses.bcl import (
     nt_xent_per_sample,
     randaugment_draws,
 )
-from ltcl.losses.contrastive import nt_xent
 from ltcl.methods.base import StepOutput
 from ltcl.methods.contrastive import SimCLR
 
@@ -138,16 +137,11 @@ class BCL(SimCLR):
         return out[0], out[1]
 
     def training_step(self, idx: torch.Tensor) -> StepOutput:
-        v1, v2 = self.views(idx)
-        z1, z2 = self.encode_pair(v1, v2)
-        loss = nt_xent(z1, z2, self.temperature())
-        parts = {"contrastive": float(loss.detach())}
-        dom = self.data.domain[idx]
-        loss = self.add_domain_loss(loss, parts, torch.cat([z1, z2]), torch.cat([dom, dom]))
+        out, z1, z2 = self.contrastive_step(idx)  # SimCLR's step on this method's views
         with torch.no_grad():
             per_sample = nt_xent_per_sample(z1.detach().double(), z2.detach().double(), self.temperature())
             self.memory, self.seen = momentum_loss_update(self.memory, self.seen, idx, per_sample, self.cfg.own.beta)
-        return StepOutput(loss=loss, parts=parts, images=2 * len(idx))
+        return out
 
     # -- resume (the generator is saved with every generator a method holds: ltcl.train.resume) ---
     def state_dict(self) -> dict:

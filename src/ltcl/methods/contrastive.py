@@ -85,6 +85,11 @@ class SimCLR(Method):
         return loss
 
     def training_step(self, idx: torch.Tensor) -> StepOutput:
+        return self.contrastive_step(idx)[0]
+
+    def contrastive_step(self, idx: torch.Tensor) -> tuple[StepOutput, torch.Tensor, torch.Tensor]:
+        """SimCLR's step and the projections of its two views (the global batch under DDP), for a
+        method that also reads them (BCL's loss memory)."""
         v1, v2 = self.views(idx)
         z1, z2 = self.encode_pair(v1, v2)
         z1, z2 = self.gather(z1), self.gather(z2)  # the global batch under DDP (identity otherwise)
@@ -92,7 +97,7 @@ class SimCLR(Method):
         parts = {"contrastive": float(loss.detach())}
         dom = self.gather_ids(self.data.domain[idx])
         loss = self.add_domain_loss(loss, parts, torch.cat([z1, z2]), torch.cat([dom, dom]))
-        return StepOutput(loss=loss, parts=parts, images=2 * len(idx))
+        return StepOutput(loss=loss, parts=parts, images=2 * len(idx)), z1, z2
 
 
 class SDCLR(SimCLR):
