@@ -76,6 +76,15 @@ ARMS = {
     "ts": ({"ood": {"strategy": "none"}, "pretrain": {"method": "ts", "ts": {"period_fraction": 0.2}}}, PRE + EVAL_F),
     "tase": ({"ood": {"strategy": "none"}, "pretrain": {"method": "tase", "tase": {"warmup": 5, "refresh": 5,
                                                                                 "full": 15}}}, PRE + EVAL_F),
+    # BCL-I (issue 25): the released rand_k 1, strength 30, beta 0.97
+    "bcl": ({"ood": {"strategy": "none"}, "pretrain": {"method": "bcl"}}, PRE + EVAL_F),
+    # SimCLR + GH (issue 25) as its released runs, scaled to 30 epochs: L_GH after half the epochs with the
+    # two-stage cosine (ltcl.released_code.GH_PROTOCOL), K = 10 targets (its --target_dim is the class
+    # count: 100 on CIFAR-100), the ramp (10 of 1,000) and the prior's period (20) shortened to 3 and 5
+    "gh": ({"ood": {"strategy": "none"},
+            "pretrain": {"method": "simclr", "lr_schedule": "two-stage", "lr_split": 0.5, "lr_stage1_min": 0.6,
+                         "lr_stage2_max": 0.6, "gh": {"enabled": True, "warmup_fraction": 0.5, "target_dim": 10,
+                                                      "ramp_epochs": 3, "prior_every": 5}}}, PRE + EVAL_F),
     "gloco": ({"ood": {"strategy": "none"}, "pretrain": {"method": "gloco"}}, PRE + EVAL_F),
     "gloco-proco": ({"ood": {"strategy": "none"}, "pretrain": {"method": "gloco-proco"}}, PRE + EVAL_F),
     "gml": ({"ood": {"strategy": "none"}, "pretrain": {"method": "gml"}, "distill": {"method": "gml", "epochs": 30, "gml": {"k": 1024}}},

@@ -194,6 +194,11 @@ def test_method_labels():
     assert method_label({"pretrain.method": "psd", "ood.strategy": "augment"}) == "SimCLR + KDUP (augmented ID)"
     assert method_label({"pretrain.method": "simclr", "ood.strategy": "kdup"}) == "SimCLR + KDUP sampling"
     assert method_label({"pretrain.method": "simclr", "ood.strategy": "random"}) == "SimCLR + random OOD"
+    assert method_label({"pretrain.method": "bcl", "ood.strategy": "none"}) == "BCL-I"
+    assert method_label({"pretrain.method": "bcl", "pretrain.pruned_branch": True}) == "BCL-D"
+    assert method_label({"pretrain.method": "simclr", "pretrain.gh.enabled": True}) == "SimCLR + GH"
+    assert method_label({"pretrain.method": "sdclr", "pretrain.gh": True}) == "SDCLR + GH"  # -S pretrain.gh=true
+    assert method_label({"pretrain.method": "bcl", "pretrain.gh.enabled": False}) == "BCL-I"
 
 
 def test_table3_and_table5_rows_keep_the_papers_order():
@@ -343,8 +348,14 @@ def test_queue_rows_use_their_authors_head_and_ts_protocol():
         "simclr": 2, "simclr-colt": 2, "simclr-kdup": 2, "sdclr": 3, "sdclr-colt": 3, "sdclr-kdup": 3}
     methods = dict(table["methods"])
     assert {n: o["model.proj_layers"] for n, o in methods.items()} == {
-        "m-simclr": 2, "m-sdclr": 3, "m-ts": 2, "m-tase": 2, "m-bcl": 2, "m-colt": 2, "m-kdup": 2, "m-gloco": 2,
-        "m-gloco-proco": 2, "m-gml": 2}
+        "m-simclr": 2, "m-sdclr": 3, "m-ts": 2, "m-tase": 2, "m-bcl": 2, "m-bcl-d": 3, "m-gh": 2, "m-colt": 2,
+        "m-kdup": 2, "m-gloco": 2, "m-gloco-proco": 2, "m-gml": 2}
+    assert {n: o["model.proj_layers"] for n, o in table["table000"]} == {
+        "t000-simclr": 2, "t000-sdclr": 3, "t000-ts": 2, "t000-gh": 2, "t000-bcl": 2, "t000-tase": 2}
+    gh = dict(table["table000"])["t000-gh"]  # GH's released runs: L_GH after 500 of 1,000 epochs, two-stage lr
+    assert (gh["pretrain.gh.enabled"], gh["pretrain.gh.warmup_fraction"], gh["pretrain.lr_schedule"],
+            gh["pretrain.lr_split"], gh["pretrain.lr_stage1_min"]) == (True, 0.5, "two-stage", 0.5, 0.6)
+    assert (methods["m-bcl-d"]["pretrain.pruned_branch"], methods["m-bcl-d"]["pretrain.bcl.rand_k"]) == (True, 2)
     assert {k: methods["m-ts"][k] for k in methods["m-ts"] if k.startswith("pretrain.ts.")} == {
         "pretrain.ts.period_fraction": 0.2, "pretrain.ts.tau_min": 0.1, "pretrain.ts.tau_max": 1.0}
     for preset, rows in table.items():

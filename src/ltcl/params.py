@@ -278,6 +278,16 @@ class OptimParams(_Section):
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum")
     weight_decay: float = Field(1e-4, ge=0.0, description="SGD weight decay")
     warmup_epochs: int = Field(10, ge=0, description="epochs of linear learning-rate warm-up before the cosine decay")
+    lr_schedule: Literal["cosine", "two-stage"] = Field(
+        "cosine", description="after the warm-up: cosine (one cosine decay from lr to 0 at epochs) or two-stage "
+        "(GH's lr_scheduler_warm, Geometric-Harmonization utils.py:432-443: a cosine from lr to lr_stage1_min x lr "
+        "until lr_split x epochs, then a cosine from lr_stage2_max x lr to 0)")
+    lr_split: float = Field(0.5, gt=0.0, lt=1.0, description="two-stage: where the second cosine starts, as a "
+                            "fraction of epochs (GH: --warm_up 500 of 1000 epochs)")
+    lr_stage1_min: float = Field(0.6, ge=0.0, le=1.0, description="two-stage: the first cosine's end, a fraction "
+                                 "of lr (GH: --lr_min_stage1 0.3 of --lr 0.5)")
+    lr_stage2_max: float = Field(0.6, ge=0.0, le=1.0, description="two-stage: the second cosine's start, a "
+                                 "fraction of lr (GH: --lr_max_stage2 0.3 of --lr 0.5)")
     seed: int = Field(0, ge=0, description="seed of the stage's RNGs (torch, numpy, python), each epoch's batch "
                       "order and the method's own draws")
     checkpoint_every: int = Field(10, ge=1, description="write the resume checkpoint (data/checkpoints/<stage>.pt) "
@@ -329,6 +339,34 @@ def _with_subsections(base: type[_Subsectioned], table: dict, name: str) -> type
     return create_model(name, __base__=base, __module__=__name__, __doc__=base.__doc__, **fields)
 
 
+class GHParams(_Section):
+    """``pretrain.gh``: Geometric Harmonization (Zhou et al. 2023, MediaBrain-SJTU/Geometric-Harmonization@9f7057c)
+    on top of the method's contrastive loss (:mod:`ltcl.methods.gh`, :mod:`ltcl.losses.gh`).  Not a method
+    of its own: it composes with the methods whose registry entry says ``gh=True``."""
+
+    enabled: bool = Field(False, description="add L_GH to the method's loss (-S pretrain.gh=true is short for "
+                          "pretrain.gh.enabled=true)")
+    warmup_fraction: float = Field(0.5, ge=0.0, lt=1.0, description="W / pretrain.epochs: the epochs of the plain "
+                                   "contrastive loss before L_GH starts (--warm_up 500 of 1000, README.md)")
+    ramp_epochs: int = Field(10, ge=1, description="epochs over which L_GH's weight grows linearly to 1 after W "
+                             "(--GH_warm_up, train_cifar.py:36)")
+    target_dim: int = Field(100, ge=2, description="K, the simplex-ETF target directions (--target_dim; at most "
+                            "model.proj_dim)")
+    beta: float = Field(0.999, ge=0.0, le=1.0, description="momentum of the per-sample target-logit average "
+                        "after W (--beta, train_cifar.py:39)")
+    beta_warmup: float = Field(0.9, ge=0.0, le=1.0, description="its momentum until W (train_cifar.py:125)")
+    prior_every: int = Field(20, ge=1, description="epochs between refreshes of the class prior pi "
+                             "(train_cifar.py:285)")
+    sinkhorn_iters: int = Field(300, ge=1, description="Sinkhorn-Knopp iterations (--sinkhorn_iter)")
+    sinkhorn_eps: float = Field(0.05, gt=0.0, description="Sinkhorn's entropic regularisation (train_cifar.py:107)")
+    gamma: float = Field(0.1, gt=0.0, description="temperature of L_GH's log-softmax (utils.py:21)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, v):
+        return {"enabled": v} if isinstance(v, bool) else v
+
+
 class _PretrainShared(OptimParams, _Subsectioned):
     """``pretrain``: the keys several methods read; each method's own keys are its subsection
     ``pretrain.<method>`` (:data:`PretrainParams`)."""
@@ -347,6 +385,8 @@ class _PretrainShared(OptimParams, _Subsectioned):
                          "and OOD images (Eq. 10: L_CPT = L_PSD + alpha L_DD); 0 = no L_DD")
     domain_loss: Literal["eq9", "colt"] = Field(
         "eq9", description="L_DD as paper 003 writes it (Eq. 9) or as COLT's released code computes it")
+    gh: GHParams = Field(default_factory=GHParams, description="Geometric Harmonization added to the method's loss "
+                         "(Zhou et al. 2023)")
 
     @field_validator("method")
     @classmethod
@@ -357,6 +397,9 @@ class _PretrainShared(OptimParams, _Subsectioned):
     def _pruned(self) -> "_PretrainShared":
         if self.pruned_branch and self.method in SUPERVISED_METHODS:
             raise ValueError(f"pretrain.pruned_branch: true is not supported with pretrain.method={self.method}")
+        if self.gh.enabled and not PRETRAIN[self.method].gh:
+            raise ValueError(f"pretrain.gh: GH composes with {', '.join(n for n, e in PRETRAIN.items() if e.gh)} "
+                             f"(its released code's methods), not with pretrain.method={self.method}")
         return self
 
 
@@ -730,7 +773,8 @@ _CLUSTERING = ("ood.cluster_tol", "ood.cluster_max_iter", "ood.cluster_lr", "ood
 _SAMPLING = ("ood.strategy", "ood.budget", "ood.clusters", *_CLUSTERING, "ood.knn_k", "ood.knn_exact_max",
              "ood.knn_nprobe", "ood.momentum", "ood.budget_temperature", "ood.embedding", "ood.embed_batch_size",
              "ood.seed", "ood.${ood.strategy}")
-_SCHEDULE = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "warmup_epochs", "seed", "checkpoint_every")
+_SCHEDULE = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "warmup_epochs", "lr_schedule", "lr_split",
+             "lr_stage1_min", "lr_stage2_max", "seed", "checkpoint_every")
 STAGE_PARAMS: dict[str, tuple[str, ...]] = {
     # the warm-up is SimCLR (SDCLR with the pruned branch) on ID data: no method's own key, no L_DD
     "ood-sampling": ("model", "augment", *_SAMPLING, "ood.warmup_epochs",
@@ -739,7 +783,7 @@ STAGE_PARAMS: dict[str, tuple[str, ...]] = {
     # the pool's keys are ood-pool's (pool.npy is a dep); the warm-up's length comes with warmup.pt
     "pretrain": ("model", "augment", "data.group_rule", *_SAMPLING, "ood.interval",
                  "pretrain.method", "pretrain.temperature", "pretrain.pruned_branch", "pretrain.prune_ratio",
-                 "pretrain.alpha", "pretrain.domain_loss", *(f"pretrain.{k}" for k in _SCHEDULE),
+                 "pretrain.alpha", "pretrain.domain_loss", "pretrain.gh", *(f"pretrain.{k}" for k in _SCHEDULE),
                  "pretrain.${pretrain.method}"),
     # KDUP's distillation clusters f's embeddings with the sampling's clustering (paper 003 Sec. 3.2)
     "distill": ("model", "augment", "data.group_rule", *_CLUSTERING, "distill.enabled", "distill.method",

@@ -47,6 +47,7 @@ class MethodEntry:
     ddp: bool = False  # its step computes the global batch's loss under torchrun (gathered embeddings)
     teacher: bool = False  # distillation: trains from the frozen pre-trained encoder f
     classifier: bool = False  # has its own classifier, whose test accuracy the stage reports
+    gh: bool = False  # composes with Geometric Harmonization (pretrain.gh, ltcl.methods.gh) as GH's code composes it
 
 
 @dataclass(frozen=True)
@@ -65,14 +66,15 @@ class StrategyEntry:
 
 PRETRAIN: dict[str, MethodEntry] = {
     "simclr": MethodEntry("ltcl.methods.contrastive:SimCLR", NoKeys, "SimCLR",
-                          "SimCLR (Chen et al. 2020): NT-Xent on two views", ddp=True),
+                          "SimCLR (Chen et al. 2020): NT-Xent on two views", ddp=True, gh=True),
     "sdclr": MethodEntry("ltcl.methods.contrastive:SDCLR", NoKeys, "SDCLR",
-                         "SDCLR (Jiang et al. 2021): SimCLR against its pruned self", ddp=True),
+                         "SDCLR (Jiang et al. 2021): SimCLR against its pruned self", ddp=True, gh=True),
     # KDUP's pre-training: a SimCLR row of paper 003 ("SimCLR + KDUP")
     "psd": MethodEntry("ltcl.methods.contrastive:PseudoSemanticDiscrimination", PSDParams, "SimCLR",
                        "KDUP's pseudo semantic discrimination (paper 003 Sec. 3.1.2)", ddp=True),
     "bcl": MethodEntry("ltcl.methods.bcl:BCL", BCLParams, "BCL-I",
-                       "BCL-I (Zhou et al. 2022): SimCLR with RandAugment boosted by a per-sample loss memory"),
+                       "BCL-I (Zhou et al. 2022): SimCLR with RandAugment boosted by a per-sample loss memory",
+                       gh=True),
     "ts": MethodEntry("ltcl.methods.temperature:TemperatureSchedule", TSParams, "TS",
                       "TS (Kukleva et al. 2023): SimCLR with a cosine temperature schedule", ddp=True),
     "tase": MethodEntry("ltcl.methods.temperature:TASE", TASEParams, "TASE",

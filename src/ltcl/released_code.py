@@ -9,6 +9,7 @@ one-line account of a run's settings against it.
   train_simCLR.py:146-148; paper 003 follows COLT; paper 000 names no head).
 * :data:`TS_PROTOCOL` - TS's published runs (annusha/temperature_schedules@3ac1db6 README.md:53-60):
   tau 0.1 .. 1.0, t_max 200 in 2,000 epochs, i.e. ``pretrain.ts.period_fraction`` 0.2.
+* :data:`GH_PROTOCOL` - GH's CIFAR-100-LT runs: L_GH after 500 of 1,000 epochs, its two-stage cosine.
 * :func:`describe` - what a run's params make of those settings (method, head, TS's period, TASE's
   schedule, the pruned branch, COLT's domain term); ``ltcl preset run`` prints it for every
   experiment, and adds a note where a setting differs from the authors' code.
@@ -23,6 +24,11 @@ SDCLR_HEAD_LAYERS = 3  # models/resnet_prune_multibn.py proj_head (--prune_dual_
 SIMCLR_HEAD_LAYERS = 2  # models/utils.py proj_head (SDCLR's SimCLR runs, COLT, TS)
 # TS's published runs (README.md:53-60, 77-84): -S keys of a TS row
 TS_PROTOCOL = {"pretrain.ts.tau_min": 0.1, "pretrain.ts.tau_max": 1.0, "pretrain.ts.period_fraction": 200 * 2 / 2000}
+# GH's CIFAR-100-LT runs (Geometric-Harmonization@9f7057c README.md "SimCLR + GH": --warm_up 500 of
+# --epochs 1000, lr_scheduler_warm with --lr 0.5, --lr_min_stage1 0.3, --lr_max_stage2 0.3)
+GH_PROTOCOL = {"pretrain.gh.enabled": True, "pretrain.gh.warmup_fraction": 500 / 1000,
+               "pretrain.lr_schedule": "two-stage", "pretrain.lr_split": 500 / 1000,
+               "pretrain.lr_stage1_min": 0.3 / 0.5, "pretrain.lr_stage2_max": 0.3 / 0.5}
 HEAD_LAYOUT = {
     2: "Linear-BN-ReLU-Linear-BN (models/utils.py proj_head of SDCLR / COLT / TS)",
     3: "Linear-BN-ReLU-Linear-BN-ReLU-Linear-BN (SDCLR's dual-BN proj_head, models/resnet_prune_multibn.py)",
@@ -70,6 +76,11 @@ def describe(params) -> str:
                      "no period (paper 000 Alg. 1 has no cosine schedule)")
     if uses_pruned_branch(pre.method, pre.pruned_branch):
         parts.append(f"pruned branch prune_ratio {pre.prune_ratio:g} with its own BatchNorms")
+    if pre.gh.enabled:
+        g = pre.gh
+        parts.append(f"GH from epoch {int(g.warmup_fraction * pre.epochs)} (K {g.target_dim}), lr {pre.lr_schedule}")
+        if pre.lr_schedule != "two-stage" or abs(pre.lr_split - g.warmup_fraction) > 1e-12:
+            notes.append("GH's released runs use pretrain.lr_schedule two-stage with lr_split = gh.warmup_fraction")
     if ood.strategy != "none" and params.pretrain.alpha > 0:
         parts.append(f"L_DD pretrain.domain_loss {pre.domain_loss}, alpha {pre.alpha:g}")
         if ood.strategy == "colt" and pre.domain_loss != "colt":

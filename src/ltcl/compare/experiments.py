@@ -151,12 +151,17 @@ KDUP_VARIANTS = {"random": "random sampling", "colt": "COLT sampling", "augment"
 
 
 def method_label(p: dict[str, Any]) -> str:
-    """A run's row name as the papers write it: "SimCLR + COLT", "SDCLR + KDUP", "SimCLR + KDUP
-    (random sampling)" (Table 3: PSD with another sampler), "SimCLR + KDUP sampling" (Table 5's
+    """A run's row name as the papers write it: "SimCLR + COLT", "SDCLR + KDUP", "BCL-D", "SimCLR + GH",
+    "SimCLR + KDUP (random sampling)" (Table 3: PSD with another sampler), "SimCLR + KDUP sampling" (Table 5's
     strong baseline: KDUP's sampler without PSD), "SimCLR + PSD" (PSD without OOD data)."""
     method = p.get("pretrain.method", "simclr")
     pruned = p.get("pretrain.pruned_branch") and method != "gml"
-    base = "SDCLR" if method == "sdclr" or pruned else METHOD_NAMES.get(method, method)
+    if method == "bcl":
+        base = "BCL-D" if pruned else "BCL-I"  # BCL on SDCLR (Zhou et al. 2022)
+    else:
+        base = "SDCLR" if method == "sdclr" or pruned else METHOD_NAMES.get(method, method)
+    if p.get("pretrain.gh.enabled") or p.get("pretrain.gh") is True:  # -S pretrain.gh=true writes the bool
+        base += " + GH"
     strategy = p.get("ood.strategy", "none")
     if method == "psd" and strategy in KDUP_VARIANTS:
         base += f" + KDUP ({KDUP_VARIANTS[strategy]})"

@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from ltcl.errors import UserError
-from ltcl.released_code import TS_PROTOCOL, authors_proj_layers
+from ltcl.released_code import GH_PROTOCOL, TS_PROTOCOL, authors_proj_layers
 
 COLT_LOSS = {"pretrain.domain_loss": "colt"}  # COLT's rows: its domain loss as its released code computes it
 T2 = [
@@ -36,6 +36,17 @@ T2 = [
                     "distill.enabled": True}),
 ]
 KDUP = {"pretrain.method": "psd", "ood.strategy": "kdup", "distill.enabled": True}
+NO_OOD = {"ood.strategy": "none", "distill.enabled": False}
+BCL_D = {"pretrain.method": "bcl", "pretrain.pruned_branch": True, "pretrain.bcl.rand_k": 2, **NO_OOD}  # BCL README.md:117
+# paper 000 Table 2 (CIFAR-100-LT, SDCLR's split), the self-supervised rows ltcl runs (FASSL has no released code)
+TABLE000 = [
+    ("t000-simclr", {"pretrain.method": "simclr", **NO_OOD}),
+    ("t000-sdclr", {"pretrain.method": "sdclr", **NO_OOD}),
+    ("t000-ts", {"pretrain.method": "ts", **NO_OOD, **TS_PROTOCOL}),
+    ("t000-gh", {"pretrain.method": "simclr", **NO_OOD, **GH_PROTOCOL}),
+    ("t000-bcl", {"pretrain.method": "bcl", **NO_OOD}),
+    ("t000-tase", {"pretrain.method": "tase", **NO_OOD}),
+]
 # the supervised methods train on the labelled split alone and take no pruned branch (the schema refuses both)
 SUPERVISED_ROW = {"ood.strategy": "none", "pretrain.pruned_branch": False}
 
@@ -108,12 +119,14 @@ def presets(params: dict, n_id: int | None = None) -> dict[str, list[tuple[str, 
             ("m-simclr", T2[0][1]), ("m-sdclr", T2[3][1]),
             ("m-ts", {"pretrain.method": "ts", "ood.strategy": "none", "distill.enabled": False, **TS_PROTOCOL}),
             ("m-tase", {"pretrain.method": "tase", "ood.strategy": "none", "distill.enabled": False}),
-            ("m-bcl", {"pretrain.method": "bcl", "ood.strategy": "none", "distill.enabled": False}),
+            ("m-bcl", {"pretrain.method": "bcl", **NO_OOD}), ("m-bcl-d", BCL_D),
+            ("m-gh", {"pretrain.method": "simclr", **NO_OOD, **GH_PROTOCOL}),
             ("m-colt", T2[1][1]), ("m-kdup", KDUP),
             ("m-gloco", {**SUPERVISED_ROW, "pretrain.method": "gloco", "distill.enabled": False}),
             ("m-gloco-proco", {**SUPERVISED_ROW, "pretrain.method": "gloco-proco", "distill.enabled": False}),
             ("m-gml", {**SUPERVISED_ROW, "pretrain.method": "gml", "distill.enabled": True, "distill.method": "gml"}),
         ],
+        "table000": TABLE000,
         "honest": [
             ("honest-simclr", T2[0][1]),
             ("honest-simclr-balanced", {**T2[0][1], "data.subset": "balanced-subset"}),

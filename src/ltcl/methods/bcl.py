@@ -145,9 +145,10 @@ class BCL(SimCLR):
 
     # -- resume (the generator is saved with every generator a method holds: ltcl.train.resume) ---
     def state_dict(self) -> dict:
-        return {"memory": self.memory.cpu(), "seen": self.seen.cpu()}
+        return {**super().state_dict(), "memory": self.memory.cpu(), "seen": self.seen.cpu()}  # GH's with pretrain.gh
 
     def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
         if "memory" in state:
             dev = self.data.x.device
             self.memory, self.seen = state["memory"].to(dev), state["seen"].to(dev)

@@ -27,6 +27,7 @@ import torch
 from ltcl.losses.contrastive import nt_xent
 from ltcl.losses.kdup import domain_loss, domain_loss_colt, psd_loss
 from ltcl.methods.base import Method, StepOutput
+from ltcl.methods.gh import Harmonizer
 from ltcl.models.pruning import PrunedBranchNorms, global_magnitude_masks, pruned_forward
 
 # pretrain.domain_loss -> L_DD
@@ -43,6 +44,9 @@ class SimCLR(Method):
         # SDCLR keeps separate BatchNorms for the pruned branch (dual BN).
         self.pruned_norms = (PrunedBranchNorms(self.model).to(self.data.x.device)
                              if self.uses_pruning else None)
+        # Geometric Harmonization on top of the loss (pretrain.gh; the methods whose entry says gh=True)
+        self.gh = (Harmonizer(self.cfg, len(self.data), self.model.proj_dim, self.data.x.device)
+                   if self.cfg.gh.enabled else None)
 
     def parameters(self):
         yield from self.model.parameters()
@@ -97,7 +101,31 @@ class SimCLR(Method):
         parts = {"contrastive": float(loss.detach())}
         dom = self.gather_ids(self.data.domain[idx])
         loss = self.add_domain_loss(loss, parts, torch.cat([z1, z2]), torch.cat([dom, dom]))
+        if self.gh is not None:
+            loss = self.add_gh(loss, parts, z1, z2, self.gather_ids(idx))
         return StepOutput(loss=loss, parts=parts, images=2 * len(idx)), z1, z2
+
+    def add_gh(self, loss, parts, z1, z2, ids):
+        """loss + w L_GH after GH's warm-up, then GH's per-step update (:mod:`ltcl.methods.gh`); under
+        DDP ``z1``, ``z2`` and ``ids`` are the gathered global batch, so every rank keeps the same state."""
+        term = self.gh.term(z1, z2, self.epoch)
+        if term is not None:
+            parts["gh"] = float(term.detach())
+            loss = loss + term
+        self.gh.after_step(z1, ids, self.epoch)
+        return loss
+
+    def set_data(self, data) -> None:
+        if self.gh is not None:
+            self.gh.set_data(data.num_id, len(data))
+        super().set_data(data)
+
+    def state_dict(self) -> dict:
+        return {} if self.gh is None else {"gh": self.gh.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.gh is not None and "gh" in state:
+            self.gh.load_state_dict(state["gh"])
 
 
 class SDCLR(SimCLR):

@@ -41,6 +41,12 @@ def warmup_method(cfg) -> type[SimCLR]:
     return SDCLR if (cfg.method == "sdclr" or cfg.pruned_branch) else SimCLR
 
 
+def warmup_config(cfg):
+    """``pretrain`` as the warm-up reads it: without GH (``pretrain.gh`` is not among ood-sampling's
+    params; GH's warm-up W counts pretrain's epochs)."""
+    return cfg.model_copy(update={"gh": cfg.gh.model_copy(update={"enabled": False})})
+
+
 def run(params, lt_dir, pool_path, warmup_path, selection_path, metrics_path, diagnostics_path, live_dir=None,
         resume_path=None) -> dict:
     """Warm-up (SimCLR on ID for ``ood.warmup_epochs``), then the first OOD sampling update; its
@@ -66,7 +72,7 @@ def run(params, lt_dir, pool_path, warmup_path, selection_path, metrics_path, di
     augment = build_augment(params.augment, spec, runtime.device)
     data = TrainSet.from_numpy(x, y, len(manifest["class_names"]), runtime.device)
     sampler = open_sampler(ood, pool_path, data, spec, cfg.batch_size)
-    method = warmup_method(cfg)(model, data, cfg, runtime, augment)  # SimCLR refreshes nothing: no ood.interval
+    method = warmup_method(cfg)(model, data, warmup_config(cfg), runtime, augment)  # SimCLR refreshes nothing: no ood.interval
     optimizer = build_optimizer(method.parameters(), cfg)
     resumer = stage_resumer("ood-warmup", params, STAGE_PARAMS["ood-sampling"],
                             [Path(lt_dir) / "manifest.json"], resume_path, cfg.checkpoint_every)

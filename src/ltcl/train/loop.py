@@ -46,15 +46,31 @@ def make_scaler(runtime: Runtime):
     return torch.amp.GradScaler(runtime.device.type) if runtime.needs_grad_scaler else None
 
 
+def _cosine(start: float, end: float, t: float) -> float:
+    """From ``start`` at t = 0 to ``end`` at t = 1 along half a cosine (t clamped to [0, 1])."""
+    t = min(max(t, 0.0), 1.0)
+    return end + (start - end) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
 def lr_at(progress_epochs: float, cfg) -> float:
-    """Linear warm-up for ``cfg.warmup_epochs`` then cosine decay to 0 at ``cfg.epochs``.
+    """Linear warm-up for ``cfg.warmup_epochs``, then ``cfg.lr_schedule``: ``cosine``, a cosine
+    decay to 0 at ``cfg.epochs``; or ``two-stage``, GH's ``lr_scheduler_warm``
+    (Geometric-Harmonization utils.py:432-443): a cosine from lr to ``lr_stage1_min`` x lr until
+    ``lr_split`` x epochs, then a cosine from ``lr_stage2_max`` x lr to 0 at ``cfg.epochs``.
 
     Written as a function of fractional epochs rather than a torch LR scheduler because the
     number of steps per epoch changes when OOD images are re-sampled and must stay exact
-    across resumes; a step-counting scheduler would drift in both cases."""
+    across resumes; a step-counting scheduler would drift in both cases.  (GH's code sets the
+    rate once per epoch and decays to 1e-6; here it moves every step and ends at 0, as ltcl's
+    cosine does: docs/deviations.md.)"""
     warm = min(cfg.warmup_epochs, cfg.epochs - 1) if cfg.epochs > 1 else 0
     if warm > 0 and progress_epochs < warm:
         return cfg.lr * (progress_epochs + 1e-8) / warm
+    if cfg.lr_schedule == "two-stage":
+        split = max(cfg.lr_split * cfg.epochs, warm)
+        if progress_epochs < split:
+            return _cosine(cfg.lr, cfg.lr_stage1_min * cfg.lr, (progress_epochs - warm) / max(split - warm, 1e-8))
+        return _cosine(cfg.lr_stage2_max * cfg.lr, 0.0, (progress_epochs - split) / max(cfg.epochs - split, 1e-8))
     span = max(cfg.epochs - warm, 1e-8)
     t = min(max((progress_epochs - warm) / span, 0.0), 1.0)
     return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * t))

@@ -1,0 +1,1 @@
+../../../src/ltcl/methods/gh.py
