@@ -39,7 +39,7 @@ from ltcl.data.augment import SimCLRAugment
 from ltcl.losses.contrastive import nt_xent
 from ltcl.methods.base import TrainSet
 from ltcl.models.heads import encoder_for
-from ltcl.params import ModelParams
+from ltcl.params import ModelParams, Params
 from ltcl.registry import get_method
 from ltcl.runtime import Runtime
 from ltcl.train.loop import build_optimizer
@@ -54,8 +54,10 @@ TEMPERATURE = 0.2
 JITTER = (0.4, 0.4, 0.4, 0.1)
 CROP_SCALE = (0.08, 1.0)
 JITTER_P, GRAY_P = 0.8, 0.2  # SimCLR's, as reference_transform applies them
-SGD = SimpleNamespace(lr=0.1, momentum=0.9, weight_decay=1e-4, temperature=TEMPERATURE, alpha=0.0,
-                      pruned_branch=False, prune_ratio=0.9)
+# the schema's pretrain section (every key a method reads, GH's included) with the benchmark's SGD settings
+SGD = SimpleNamespace(**dict(Params().pretrain.model_copy(update=dict(
+    lr=0.1, momentum=0.9, weight_decay=1e-4, temperature=TEMPERATURE, alpha=0.0, pruned_branch=False,
+    prune_ratio=0.9))))
 
 # batch 256 for ResNet-18 does not fit the 10-minute budget on this CPU (one fp32 step of 512
 # views takes about a minute single-threaded), see the module's result "notes".

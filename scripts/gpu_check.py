@@ -572,7 +572,7 @@ def step_throughput(check: Check, budget: float, deadline: float) -> dict:
     b, size, k = s["batch"], s["size"], s["steps"]
     x = np.frombuffer(np.random.default_rng(0).bytes(s["images"] * size * size * 3), dtype=np.uint8).reshape(
         s["images"], size, size, 3)
-    cfg = SimpleNamespace(**vars(SGD), batch_size=b, epochs=1, warmup_epochs=0)
+    cfg = SimpleNamespace(**{**vars(SGD), "batch_size": b, "epochs": 1, "warmup_epochs": 0})
     workers = min(s["workers"], os.cpu_count() or 1)
     rec: dict = {"backbone": s["backbone"], "image_size": size, "batch": b, "steps_per_block": k,
                  "blocks": s["blocks"], "reference_workers": workers}

@@ -43,11 +43,22 @@ def merged_params(preset: Path) -> Params:
 
 
 # --------------------------------------------------------------------------- presets
+def test_paper000_cifar100_preset_has_tases_cifar100_keys_and_table000_runs_on_it():
+    from ltcl.compare.queue import presets
+
+    p = merged_params(REPO / "configs" / "paper000_cifar100_lt.yaml")
+    assert (p.data.source, p.data.split, p.pretrain.epochs, p.pretrain.batch_size) == ("cifar100", "community", 2000, 512)
+    assert (p.pretrain.tase.warmup, p.pretrain.tase.full, p.pretrain.tase.clusters) == (300, 1000, 100)
+    raw = deep_merge(read_yaml(REPO / "params.yaml"), read_yaml(REPO / "configs" / "paper000_cifar100_lt.yaml"))
+    rows = dict(presets(raw, n_id=9754)["table000"])
+    assert list(rows) == ["t000-simclr", "t000-sdclr", "t000-ts", "t000-gh", "t000-bcl", "t000-tase"]
+
+
 def test_presets_exist():
     names = {p.name for p in PRESETS}
     for expected in ("kdup_cifar10_lt.yaml", "kdup_cifar100_lt.yaml", "kdup_imagenet100_lt.yaml",
                      "kdup_places_lt.yaml", "tase_cifar10_lt.yaml", "gloco_cifar10_lt.yaml",
-                     "gml_cifar100_lt.yaml", "cpu_fashion_mnist_lt.yaml"):
+                     "gml_cifar100_lt.yaml", "cpu_fashion_mnist_lt.yaml", "paper000_cifar100_lt.yaml"):
         assert expected in names
 
 
@@ -141,6 +152,7 @@ def test_kdup_large_presets_values():
 # which rule builds each CIFAR preset's split (header of each file: the paper's words)
 CIFAR_SPLITS = {"kdup_cifar10_lt.yaml": "community", "kdup_cifar100_lt.yaml": "community",
                 "tase_cifar10_lt.yaml": "community",  # paper 000 Sec. 4.1 "Following SDCLR", 11,165 images
+                "paper000_cifar100_lt.yaml": "community",  # paper 000 Sec. 4.1: 450 to 4 per class, 9,754 images
                 "gloco_cifar10_lt.yaml": "generated", "gml_cifar100_lt.yaml": "generated"}  # Cui et al. 2019
 GENERATOR_KEYS = ("profile", "val_per_class", "max_per_class", "pareto_min", "class_order", "few_shot_fraction")
 
