@@ -393,8 +393,13 @@ class _PretrainShared(OptimParams, _Subsectioned):
     def _method(cls, v: str) -> str:
         return _known(v, PRETRAIN_METHODS, "method")
 
+    @property
+    def gh_start_epoch(self) -> int:
+        """W, GH's warm-up: the first epoch (0-indexed) whose step may add L_GH."""
+        return int(self.gh.warmup_fraction * self.epochs)
+
     @model_validator(mode="after")
-    def _pruned(self) -> "_PretrainShared":
+    def _compositions(self) -> "_PretrainShared":
         if self.pruned_branch and self.method in SUPERVISED_METHODS:
             raise ValueError(f"pretrain.pruned_branch: true is not supported with pretrain.method={self.method}")
         if self.gh.enabled and not PRETRAIN[self.method].gh:

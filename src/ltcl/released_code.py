@@ -78,7 +78,7 @@ def describe(params) -> str:
         parts.append(f"pruned branch prune_ratio {pre.prune_ratio:g} with its own BatchNorms")
     if pre.gh.enabled:
         g = pre.gh
-        parts.append(f"GH from epoch {int(g.warmup_fraction * pre.epochs)} (K {g.target_dim}), lr {pre.lr_schedule}")
+        parts.append(f"GH from epoch {pre.gh_start_epoch} (K {g.target_dim}), lr {pre.lr_schedule}")
         if pre.lr_schedule != "two-stage" or abs(pre.lr_split - g.warmup_fraction) > 1e-12:
             notes.append("GH's released runs use pretrain.lr_schedule two-stage with lr_split = gh.warmup_fraction")
     if ood.strategy != "none" and params.pretrain.alpha > 0:

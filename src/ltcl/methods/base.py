@@ -199,6 +199,15 @@ class Method:
         return self.augment(x), self.augment(x)
 
 
+def keep_id_rows(state: torch.Tensor, num_id: int, num_samples: int) -> torch.Tensor:
+    """A per-sample state (BCL's loss memory, GH's logit average, their seen masks) for a new
+    training set of ``num_samples`` rows: its ID rows (the first ``num_id``) kept, the new rows zero."""
+    out = torch.zeros((num_samples, *state.shape[1:]), dtype=state.dtype, device=state.device)
+    keep = min(int(num_id), len(state))
+    out[:keep] = state[:keep]
+    return out
+
+
 def labelled_counts(data: TrainSet) -> torch.Tensor:
     """Per-class counts of the labelled (ID) images; refuses a training set with OOD images."""
     if data.has_ood or bool((data.labels < 0).any()):

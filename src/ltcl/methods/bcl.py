@@ -50,7 +50,7 @@ from ltcl.losses.bcl import (
     nt_xent_per_sample,
     randaugment_draws,
 )
-from ltcl.methods.base import StepOutput
+from ltcl.methods.base import StepOutput, keep_id_rows
 from ltcl.methods.contrastive import SimCLR
 
 SEED_STREAM = 0xBC1  # the method's generator: seeded by (pretrain.seed, this), apart from torch's global one
@@ -99,12 +99,9 @@ class BCL(SimCLR):
     def set_data(self, data) -> None:
         """A new training set (an OOD re-sampling): the ID rows keep their memory, the new OOD
         rows start unseen."""
-        keep = min(int(data.num_id), len(self.memory))
-        n, dev = len(data), data.x.device
-        memory = torch.zeros(n, dtype=torch.float64, device=dev)
-        seen = torch.zeros(n, dtype=torch.bool, device=dev)
-        memory[:keep], seen[:keep] = self.memory[:keep].to(dev), self.seen[:keep].to(dev)
-        self.memory, self.seen = memory, seen
+        dev = data.x.device
+        self.memory = keep_id_rows(self.memory.to(dev), data.num_id, len(data))
+        self.seen = keep_id_rows(self.seen.to(dev), data.num_id, len(data))
         self.weights = self._weights()
         super().set_data(data)
 

@@ -40,8 +40,6 @@ Deviations from the released code (docs/deviations.md):
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from ltcl.errors import UserError
@@ -55,6 +53,7 @@ from ltcl.losses.gh import (
     simplex_etf,
     target_logits,
 )
+from ltcl.methods.base import keep_id_rows
 
 ETF_STREAM = 0x6A  # M's generator: seeded by (pretrain.seed, this)
 
@@ -69,7 +68,7 @@ class Harmonizer:
             raise UserError(f"pretrain.gh.target_dim = {gh.target_dim} is larger than model.proj_dim = {proj_dim}: "
                             "the simplex-ETF targets need K <= the projection's dimension")
         self.cfg = gh
-        self.warm_up = int(math.floor(gh.warmup_fraction * cfg.epochs))
+        self.warm_up = cfg.gh_start_epoch
         self.target = simplex_etf(gh.target_dim, proj_dim, seed=int(cfg.seed) * 256 + ETF_STREAM,
                                   dtype=torch.float32).to(device)
         self.memory = torch.zeros(num_samples, gh.target_dim, dtype=torch.float32, device=device)
@@ -107,11 +106,8 @@ class Harmonizer:
     # -- training sets, resume ------------------------------------------------------------------
     def set_data(self, num_id: int, num_samples: int) -> None:
         """A new training set (an OOD re-sampling): the ID rows keep their average, new rows start unseen."""
-        keep = min(int(num_id), len(self.memory))
-        memory = torch.zeros(num_samples, self.memory.shape[1], dtype=self.memory.dtype, device=self.memory.device)
-        seen = torch.zeros(num_samples, dtype=torch.bool, device=self.memory.device)
-        memory[:keep], seen[:keep] = self.memory[:keep], self.seen[:keep]
-        self.memory, self.seen = memory, seen
+        self.memory = keep_id_rows(self.memory, num_id, num_samples)
+        self.seen = keep_id_rows(self.seen, num_id, num_samples)
 
     def state_dict(self) -> dict:
         return {"memory": self.memory.cpu(), "seen": self.seen.cpu(),

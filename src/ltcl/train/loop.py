@@ -71,9 +71,7 @@ def lr_at(progress_epochs: float, cfg) -> float:
         if progress_epochs < split:
             return _cosine(cfg.lr, cfg.lr_stage1_min * cfg.lr, (progress_epochs - warm) / max(split - warm, 1e-8))
         return _cosine(cfg.lr_stage2_max * cfg.lr, 0.0, (progress_epochs - split) / max(cfg.epochs - split, 1e-8))
-    span = max(cfg.epochs - warm, 1e-8)
-    t = min(max((progress_epochs - warm) / span, 0.0), 1.0)
-    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * t))
+    return _cosine(cfg.lr, 0.0, (progress_epochs - warm) / max(cfg.epochs - warm, 1e-8))
 
 
 def optimizer_step(loss: torch.Tensor, optimizer, scaler=None) -> None:
