@@ -18,6 +18,12 @@ Also timed: ``select_nearest`` alone (the sampling step: for each cluster the po
 its centroid, none taken twice) on 300,000 x 128 random unit vectors, budget 10,000, with 10 and
 100 clusters (moved here from tests/test_sampling.py, where it was a timing without a limit).
 
+Also timed: one update of ``mak`` (MAK's selection, ``ood.mak`` at its released values: R = 10
+augmented views, 10 re-batchings of 512, 10 k-means centres, core 1.5 N_b, K-center) on the same
+ID embeddings and a 5,000-image pool with synthetic views (the pool's embedding plus noise), budget
+1,000, each step's seconds and ECLE's extrapolated linearly to a 300,000-image pool (ECLE and the
+proximity are linear in the pool; K-center depends on N_b and the ID set only).
+
 Also timed: the encoder forward over the pool (``ltcl.models.features.embed_images``, CIFAR
 ResNet-18, channels_last) on a subset, extrapolated linearly to 300,000 images and set beside
 paper 003 Table 14's 9.65 s per update on GPUs.
@@ -199,6 +205,27 @@ def measure_embedding(n_images: int, n_full: int = 300_000, amp: bool = False, b
             "extrapolated_s": secs * n_full / n_images, "dim": int(emb.shape[1])}
 
 
+def measure_mak(id_emb: np.ndarray, n_pool: int = 5_000, budget: int = 1_000, n_full: int = 300_000,
+                 seed: int = 0) -> dict:
+    """One MAK selection on ``id_emb`` and a synthetic ``n_pool`` pool (see the module docstring)."""
+    from ltcl.sampling.strategies.mak import MAKFeatures
+
+    _, pool = synthetic_embeddings(n_pool=n_pool, d=id_emb.shape[1], seed=seed + 1)
+    cfg = OODParams(strategy="mak", budget=budget, pool_size=n_pool, seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    views = torch.nn.functional.normalize(torch.as_tensor(pool)[None] + 0.3 * torch.randn(
+        cfg.mak.views, *pool.shape, generator=g) / pool.shape[1] ** 0.5, dim=-1)
+    t0 = time.perf_counter()
+    sel, _ = sample_ood(id_emb, MAKFeatures(pool, views), cfg, colt_batch_size=512)
+    total = time.perf_counter() - t0
+    steps = {"proximity": sel.timings["clustering"], "ecle": sel.timings["tailness"],
+             "score_core": sel.timings["budget"], "k_center": sel.timings["sampling"]}
+    linear = steps["proximity"] + steps["ecle"]
+    return {"n_id": len(id_emb), "n_pool": n_pool, "budget": budget, "views": cfg.mak.views, "seconds": total,
+            "steps_s": steps, "extrapolated_to": n_full,
+            "extrapolated_s": linear * n_full / n_pool + steps["score_core"] + steps["k_center"]}
+
+
 def run(n_pool: int = 300_000, repeats: int = 2, embed_fp32: int = 256, embed_bf16: int = 16,
         profile: bool = True) -> dict:
     """``embed_fp32`` / ``embed_bf16``: images the encoder forward is timed on (0 = skip). A
@@ -210,6 +237,7 @@ def run(n_pool: int = 300_000, repeats: int = 2, embed_fp32: int = 256, embed_bf
     out.update(measure_update(id_emb, pool_emb, repeats=repeats, profile=profile))
     del pool_emb
     out["select_nearest"] = measure_select_nearest(n_pool=n_pool)
+    out["mak"] = measure_mak(id_emb)
     emb = {}
     if embed_fp32:
         emb["fp32"] = measure_embedding(embed_fp32, n_pool + n_id, amp=False, batch_size=embed_fp32)

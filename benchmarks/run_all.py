@@ -92,6 +92,12 @@ def table_rows(res: dict) -> list[tuple[str, str, str, str, str]]:
             rows.append((f"3 select_nearest alone, {sn['n_pool']:,} x {sn['dim']} pool, budget {sn['budget']:,}",
                          ", ".join(f"{s:.2f} s ({k} clusters)" for k, s in sn["seconds"].items()), "", "time recorded",
                          "INFO"))
+        mk = b.get("mak")
+        if mk:
+            rows.append((f"3 mak update {mk['n_id']:,} ID x {mk['n_pool']:,} pool, R={mk['views']}, budget "
+                         f"{mk['budget']:,} (no encoder; ECLE {mk['steps_s']['ecle']:.1f} s, K-center "
+                         f"{mk['steps_s']['k_center']:.1f} s)", f"{mk['seconds']:.1f} s",
+                         f"~{mk['extrapolated_s']:,.0f} s at {mk['extrapolated_to']:,}", "time recorded", "INFO"))
         for k, e in b.get("embedding", {}).items():
             rows.append((f"3 update incl. ResNet-18 {k} forward over {e['extrapolated_to']:,} images (extrapolated "
                          f"from {e['n_images']:,})", f"{b['with_embedding_s'][k]:,.0f} s", "",

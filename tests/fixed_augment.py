@@ -21,3 +21,13 @@ class FixedAugment(nn.Module):
         self.inputs.append(x.detach().clone())
         v = (x.permute(0, 3, 1, 2).float() / 255.0 - self.mean) / self.std
         return v.flip(-1) if self.calls % 2 == 0 else v
+
+    # SimCLRAugment's two halves (BCL applies RandAugment between them): forward = normalise(unnormalised)
+    def unnormalised(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        self.inputs.append(x.detach().clone())
+        v = x.permute(0, 3, 1, 2).float() / 255.0
+        return v.flip(-1) if self.calls % 2 == 0 else v
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std

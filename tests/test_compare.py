@@ -349,7 +349,11 @@ def test_queue_rows_use_their_authors_head_and_ts_protocol():
     methods = dict(table["methods"])
     assert {n: o["model.proj_layers"] for n, o in methods.items()} == {
         "m-simclr": 2, "m-sdclr": 3, "m-ts": 2, "m-tase": 2, "m-bcl": 2, "m-bcl-d": 3, "m-gh": 2, "m-colt": 2,
-        "m-kdup": 2, "m-gloco": 2, "m-gloco-proco": 2, "m-gml": 2}
+        "m-mak": 2, "m-kdup": 2, "m-gloco": 2, "m-gloco-proco": 2, "m-gml": 2}
+    # MAK's rows: its protocol (SimCLR retrained, no distillation, the sampling model as long as the final one)
+    for mak in (methods["m-mak"], dict(table["table3"])["sampling-mak"]):
+        assert (mak["ood.strategy"], mak["pretrain.method"], mak["distill.enabled"], mak["ood.warmup_epochs"]) == (
+            "mak", "simclr", False, BASE["pretrain"]["epochs"])
     assert {n: o["model.proj_layers"] for n, o in table["table000"]} == {
         "t000-simclr": 2, "t000-sdclr": 3, "t000-ts": 2, "t000-gh": 2, "t000-bcl": 2, "t000-tase": 2}
     gh = dict(table["table000"])["t000-gh"]  # GH's released runs: L_GH after 500 of 1,000 epochs, two-stage lr

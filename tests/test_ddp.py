@@ -15,7 +15,9 @@ To compare exactly, nothing may depend on how the batch is split:
   inside the step; gradients still flow).  On CPU every rank's BatchNorm would otherwise use
   its own half-batch statistics: SyncBatchNorm, which the GPU path uses, is CUDA-only.
 
-Cases: SimCLR with OOD images (NT-Xent + L_DD on the gathered domains), PSD with neighbour
+Cases: SimCLR with OOD images (NT-Xent + L_DD on the gathered domains), BCL-I with GH (the loss
+memory and GH's moving average updated from the gathered global batch: every rank's equals the
+single process's), PSD with neighbour
 positives (computed on rank 0 and broadcast) and SDCLR's pruned branch (extra parameters in the
 DDP module), KDUP's guided distillation (global-batch random picks, L_DL over all pairs), and
 its "typical loss" variant.  A method that does not gather (TASE) must refuse to run.
@@ -105,6 +107,17 @@ def run_cases() -> dict:
     m = _eval_bn(get_method("simclr"))(encoder(), data(True), pre, rt, FixedAugment())
     out["simclr+dd"] = one_step(m, pre)
 
+    # BCL + GH: the memory updated at the gathered indices with the global batch's per-sample losses, GH's
+    # moving average likewise, L_GH active from epoch 0 (W = 0, ramp 1); epoch 0 applies no RandAugment op
+    bpre = Params.model_validate({**params.model_dump(mode="json", by_alias=True, include={"model"}),
+                                  "ood": {"strategy": "none"},
+                                  "pretrain": {"epochs": 1, "batch_size": GLOBAL_BATCH, "warmup_epochs": 0,
+                                               "method": "bcl", "gh": {"enabled": True, "warmup_fraction": 0.0,
+                                                                       "ramp_epochs": 1, "target_dim": 8}}}).pretrain
+    m = _eval_bn(get_method("bcl"))(encoder(), data(False), bpre, rt, FixedAugment())
+    out["bcl+gh"] = {**one_step(m, bpre), "memory": m.memory.clone(), "seen": m.seen.clone(),
+                     "gh_memory": m.gh.memory.clone(), "gh_seen": m.gh.seen.clone()}
+
     cfg = pre.model_copy(update={"pruned_branch": True})
     m = _eval_bn(get_method("psd"))(encoder(), data(True), cfg, rt, FixedAugment())
     out["psd+sdclr"] = one_step(m, cfg)  # on_epoch_start: neighbours (rank 0, broadcast), SDCLR's masks
@@ -178,7 +191,7 @@ def results(tmp_path_factory):
     return single, ranks
 
 
-CASES = ["simclr+dd", "psd+sdclr", "distill-guided=True", "distill-guided=False"]
+CASES = ["simclr+dd", "bcl+gh", "psd+sdclr", "distill-guided=True", "distill-guided=False"]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -197,8 +210,14 @@ def test_two_processes_match_one(results, case):
         diff = max(float((a - b).abs().max()) for a, b in zip(got["grads"], ref["grads"]))
         print(f"{case} rank {r}: |loss diff| {abs(got['loss'] - ref['loss']):.2e}, max |grad diff| {diff:.2e}")
         assert diff <= ATOL, (case, r, diff)
+        for key in ("memory", "gh_memory"):  # every rank holds the single process's per-sample state
+            if key in ref:
+                assert torch.allclose(got[key].double(), ref[key].double(), atol=ATOL), (case, r, key)
+                assert bool(got[key.replace("memory", "seen")].all()) and bool(ref[key.replace("memory", "seen")].all())
     if case == "simclr+dd":
         assert "dd" in ref["parts"]  # the domain loss is active (both domains in the batch)
+    if case == "bcl+gh":
+        assert "gh" in ref["parts"]
 
 
 def test_unsupported_method_refuses_ddp(results):
@@ -224,7 +243,7 @@ def test_ddp_support_is_each_entrys_own():
     from ltcl.methods.contrastive import SimCLR
     from ltcl.registry import PRETRAIN, entry_of, get_method
 
-    for name in ("simclr", "psd", "sdclr", "ts"):
+    for name in ("simclr", "psd", "sdclr", "ts", "bcl"):
         assert entry_of(get_method(name)) is PRETRAIN[name] and PRETRAIN[name].ddp, name
     for name in ("tase", "gloco", "gloco-proco"):  # subclasses that change the step
         assert issubclass(get_method(name), SimCLR) and not entry_of(get_method(name)).ddp, name

@@ -180,12 +180,16 @@ def test_cluster_probe_and_report(kdup_project):
     assert f"pretrain.seed {params['pretrain']['seed']}" in page
 
 
-@pytest.mark.parametrize("strategy", ["colt", "random", "augment", "none"])
+MAK_TINY = {"views": 3, "rebatch": 2, "batch": 64, "clusters": 4}  # the tiny pool holds 300 images
+
+
+@pytest.mark.parametrize("strategy", ["colt", "random", "augment", "mak", "none"])
 def test_other_strategies(lt_project, built_project, tmp_path, strategy):
     if strategy == "none":  # the tiny params' own strategy: built_project ran exactly these stages
         project = built_project
     else:  # make-lt-dataset and ood-pool (which ignore ood.strategy) from the shared project
-        project = copy_project(lt_project, tmp_path / "p", {"ood": {"strategy": strategy}, "pretrain": {"epochs": 2}})
+        ood = {"strategy": strategy, **({"mak": MAK_TINY} if strategy == "mak" else {})}
+        project = copy_project(lt_project, tmp_path / "p", {"ood": ood, "pretrain": {"epochs": 2}})
         for script in ("ood_sampling.py", "pretrain.py"):
             project.stage(script)
     assert project.params()["ood"]["strategy"] == strategy and project.params()["pretrain"]["epochs"] == 2
@@ -193,9 +197,11 @@ def test_other_strategies(lt_project, built_project, tmp_path, strategy):
     assert m["strategy"] == strategy
     pre = json.loads(project.path("metrics/pretrain.json").read_text())
     assert pre["ood_images"] == (0 if strategy == "none" else 60)
-    assert pre["start_epoch"] == (0 if strategy == "none" else 1)
+    assert pre["start_epoch"] == (0 if strategy in ("none", "mak") else 1)  # MAK retrains from epoch 0
     if strategy in ("colt", "augment"):
         assert sum(m["budgets"]) == 60
+    if strategy == "mak":  # one selection, no re-sampling; the label-free summary of its scores
+        assert pre["ood_updates"] == 0 and m["selected"] == 60 and m["pool_scores"]["core"] == 90
 
 
 def test_distill_disabled_is_f(built_project, tmp_path):

@@ -34,6 +34,9 @@ def _ckpt_epoch(path) -> int:
     {"ood": {"strategy": "kdup", "interval": 2},
      "pretrain": {"method": "bcl", "lr_schedule": "two-stage",
                   "gh": {"enabled": True, "target_dim": 8, "ramp_epochs": 2, "prior_every": 2}}},
+    # MAK's protocol: a fresh encoder on ID + its one selection (rebuilt from selection.npz on resume)
+    {"ood": {"strategy": "mak", "mak": {"views": 2, "rebatch": 1, "batch": 64, "clusters": 4}},
+     "pretrain": {"method": "simclr"}},
 ])
 def test_sigkill_then_resume_matches_uninterrupted(lt_project, tmp_path, variant):
     """The reference run and the resumed run in this process, the killed run in its own."""

@@ -157,3 +157,24 @@ class COLTParams(Subsection):
 
     topk: int = Field(10, ge=1, description="COLT's top-k similarities of the tailness score (--k_largest_logits)")
     momentum: float = Field(0.97, ge=0.0, lt=1.0, description="COLT's tailness momentum (--beta)")
+
+
+class MAKParams(Subsection):
+    """``ood.mak``: MAK, Model-Aware K-center sampling (Jiang et al., NeurIPS 2021; VITA-Group/MAK@75d2b9f,
+    defaults of its cmds/shell_scrips/sampling.sh and sampling.py:225-227)."""
+
+    views: int = Field(10, ge=2, description="R: augmented projection embeddings of each pool image; ECLE averages "
+                       "the re-batched loss over their R(R-1)/2 pairs (--loss_repeat_time 10, sampling.py:107-141)")
+    rebatch: int = Field(10, ge=1, description="random re-batchings of each pair, averaged "
+                         "(nt_xent_inter_batch_multiple_time's repeat_time, utils.py:140-184)")
+    batch: int = Field(512, ge=2, description="batch of the re-batched NT-Xent (utils.py:140); the pool must hold "
+                       "at least this many images")
+    temperature: float = Field(0.2, gt=0.0, description="temperature of ECLE's NT-Xent (sampling.py:130)")
+    clusters: int = Field(10, ge=1, description="K: k-means centres of the ID backbone features for the proximity "
+                          "(--K_means_num 10, sampling.py:76-103)")
+    kmeans_init: int = Field(10, ge=1, description="k-means restarts (scikit-learn's n_init, 10 in the releases "
+                             "MAK ran on; 'auto' = 1 since scikit-learn 1.4)")
+    loss_weight: float = Field(0.5, ge=0.0, le=1.0, description="weight of the standardised ECLE in the score; the "
+                               "standardised proximity distance gets 1 - it (--loss_weight 0.5, sampling.py:187, 257)")
+    core_ratio: float = Field(1.5, ge=1.0, description="the core set: the core_ratio x ood.budget pool images of "
+                              "highest score, from which K-center picks ood.budget (--core_sample_ratio 1.5)")

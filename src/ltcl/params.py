@@ -674,7 +674,9 @@ class Params(BaseModel):
         if self.pretrain.method == "gml" and self.distill.enabled and self.distill.method == "kdup":
             raise ValueError("pretrain.method=gml trains GML's teacher, whose student is distill.method: gml; "
                              "distill.method is 'kdup'")
-        if self.ood.strategy != "none" and self.ood.warmup_epochs >= self.pretrain.epochs:
+        # a retrain strategy (MAK) trains its sampling model for warmup_epochs and pretrain's anew: any length
+        if (self.ood.strategy != "none" and not STRATEGIES[self.ood.strategy].retrain
+                and self.ood.warmup_epochs >= self.pretrain.epochs):
             raise ValueError(f"ood.warmup_epochs ({self.ood.warmup_epochs}) must be smaller than "
                              f"pretrain.epochs ({self.pretrain.epochs})")
         return self

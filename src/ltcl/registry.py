@@ -27,6 +27,7 @@ from ltcl.method_params import (
     GMLStudentParams,
     GMLTeacherParams,
     GuidedDistillParams,
+    MAKParams,
     NoKeys,
     PSDParams,
     Subsection,
@@ -62,6 +63,9 @@ class StrategyEntry:
     reads_embeddings: bool = False  # embeds the ID images (and the pool) with the current encoder
     picks: str = ""  # the report: what the update's thumbnails of its selection show
     tailness: str = "paper 003 Eq. 4"  # the report: the tailness its update's histogram shows
+    # MAK's protocol: sample once from the ood-sampling warm-up, then pretrain trains a fresh encoder from epoch 0
+    # on ID + the selection as one data set (no domain label: no L_DD) and re-samples nothing
+    retrain: bool = False
 
 
 PRETRAIN: dict[str, MethodEntry] = {
@@ -74,7 +78,7 @@ PRETRAIN: dict[str, MethodEntry] = {
                        "KDUP's pseudo semantic discrimination (paper 003 Sec. 3.1.2)", ddp=True),
     "bcl": MethodEntry("ltcl.methods.bcl:BCL", BCLParams, "BCL-I",
                        "BCL-I (Zhou et al. 2022): SimCLR with RandAugment boosted by a per-sample loss memory",
-                       gh=True),
+                       ddp=True, gh=True),
     "ts": MethodEntry("ltcl.methods.temperature:TemperatureSchedule", TSParams, "TS",
                       "TS (Kukleva et al. 2023): SimCLR with a cosine temperature schedule", ddp=True),
     "tase": MethodEntry("ltcl.methods.temperature:TASE", TASEParams, "TASE",
@@ -108,6 +112,11 @@ STRATEGIES: dict[str, StrategyEntry] = {
     "augment": StrategyEntry("ltcl.sampling.strategies.augment:Augment", NoKeys, "augmented ID",
                              "augmented ID copies by KDUP's budgets (paper 003 Table 12)", reads_embeddings=True,
                              picks="ID images drawn to be augmented copies (seeded draw, before augmentation)"),
+    "mak": StrategyEntry("ltcl.sampling.strategies.mak:MAK", MAKParams, "MAK",
+                         "MAK's sampling (Jiang et al. 2021): ECLE tailness, proximity, K-center; then retrains",
+                         reads_pool=True, reads_embeddings=True, retrain=True,
+                         picks="pool images MAK selected, in its K-center order (each the farthest from the ID "
+                               "set and the earlier picks)", tailness=""),
     "none": StrategyEntry("ltcl.sampling.strategies.none:NoOOD", NoKeys, "", "no OOD images"),
 }
 # params section -> (the key that chooses, its table)

@@ -10,6 +10,8 @@ one-line account of a run's settings against it.
 * :data:`TS_PROTOCOL` - TS's published runs (annusha/temperature_schedules@3ac1db6 README.md:53-60):
   tau 0.1 .. 1.0, t_max 200 in 2,000 epochs, i.e. ``pretrain.ts.period_fraction`` 0.2.
 * :data:`GH_PROTOCOL` - GH's CIFAR-100-LT runs: L_GH after 500 of 1,000 epochs, its two-stage cosine.
+* :func:`mak_protocol` - MAK's runs (VITA-Group/MAK@75d2b9f): the sampling model trained as long as
+  the final one (1,000 epochs both, cmds/shell_scrips/imagenet-100-add-data.sh:28, sampling.sh).
 * :func:`describe` - what a run's params make of those settings (method, head, TS's period, TASE's
   schedule, the pruned branch, COLT's domain term); ``ltcl preset run`` prints it for every
   experiment, and adds a note where a setting differs from the authors' code.
@@ -29,6 +31,14 @@ TS_PROTOCOL = {"pretrain.ts.tau_min": 0.1, "pretrain.ts.tau_max": 1.0, "pretrain
 GH_PROTOCOL = {"pretrain.gh.enabled": True, "pretrain.gh.warmup_fraction": 500 / 1000,
                "pretrain.lr_schedule": "two-stage", "pretrain.lr_split": 500 / 1000,
                "pretrain.lr_stage1_min": 0.3 / 0.5, "pretrain.lr_stage2_max": 0.3 / 0.5}
+
+
+def mak_protocol(pretrain_epochs: int) -> dict:
+    """The -S keys of a MAK row: ``ood.strategy: mak`` with its sampling model (the ood-sampling
+    warm-up) trained for the final encoder's ``pretrain.epochs``, as MAK's scripts do."""
+    return {"ood.strategy": "mak", "ood.warmup_epochs": int(pretrain_epochs)}
+
+
 HEAD_LAYOUT = {
     2: "Linear-BN-ReLU-Linear-BN (models/utils.py proj_head of SDCLR / COLT / TS)",
     3: "Linear-BN-ReLU-Linear-BN-ReLU-Linear-BN (SDCLR's dual-BN proj_head, models/resnet_prune_multibn.py)",
@@ -81,7 +91,13 @@ def describe(params) -> str:
         parts.append(f"GH from epoch {pre.gh_start_epoch} (K {g.target_dim}), lr {pre.lr_schedule}")
         if pre.lr_schedule != "two-stage" or abs(pre.lr_split - g.warmup_fraction) > 1e-12:
             notes.append("GH's released runs use pretrain.lr_schedule two-stage with lr_split = gh.warmup_fraction")
-    if ood.strategy != "none" and params.pretrain.alpha > 0:
+    if ood.strategy == "mak":
+        parts.append(f"MAK: sampling model {ood.warmup_epochs} epochs (ood.warmup_epochs), then a new encoder for "
+                     f"{pre.epochs} epochs on ID + {ood.budget} selected, no L_DD")
+        if ood.warmup_epochs != pre.epochs:
+            notes.append("MAK's released runs train the sampling model as long as the final one "
+                         "(ood.warmup_epochs = pretrain.epochs)")
+    elif ood.strategy != "none" and params.pretrain.alpha > 0:
         parts.append(f"L_DD pretrain.domain_loss {pre.domain_loss}, alpha {pre.alpha:g}")
         if ood.strategy == "colt" and pre.domain_loss != "colt":
             notes.append("COLT's released code computes L_DD as pretrain.domain_loss colt")

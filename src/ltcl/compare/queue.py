@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from ltcl.errors import UserError
-from ltcl.released_code import GH_PROTOCOL, TS_PROTOCOL, authors_proj_layers
+from ltcl.released_code import GH_PROTOCOL, TS_PROTOCOL, authors_proj_layers, mak_protocol
 
 COLT_LOSS = {"pretrain.domain_loss": "colt"}  # COLT's rows: its domain loss as its released code computes it
 T2 = [
@@ -91,11 +91,15 @@ def presets(params: dict, n_id: int | None = None) -> dict[str, list[tuple[str, 
     """Every preset for the current params (grids are centred on the current values); every row
     sets the head its authors' code builds (:func:`with_authors_head`).  ``n_id``: the size of the
     long-tailed split for the compute-matched row (None: read from metrics/dataset.json)."""
-    ood = _effective(params, {}).ood
-    nb, t = int(ood.budget), int(ood.interval)
+    eff = _effective(params, {})
+    nb, t = int(eff.ood.budget), int(eff.ood.interval)
+    # MAK's own protocol (SimCLR retrained on ID + its selection, no distillation), beside the KDUP
+    # framework with the other samplers (paper 003 Table 3 compares the samplers on top of SimCLR)
+    mak = {"pretrain.method": "simclr", "distill.enabled": False, **mak_protocol(eff.pretrain.epochs)}
     table = {
         "table2": T2,
-        "table3": [(f"sampling-{s}", {**KDUP, "ood.strategy": s}) for s in ("random", "colt", "kdup")],
+        "table3": [(f"sampling-{s}", {**KDUP, "ood.strategy": s}) for s in ("random", "colt", "kdup")]
+        + [("sampling-mak", mak)],
         "table5": [
             ("ablation-strong-baseline", {"pretrain.method": "simclr", "ood.strategy": "kdup", "distill.enabled": False}),
             ("ablation-psd", {**KDUP, "distill.enabled": False}),
@@ -121,7 +125,7 @@ def presets(params: dict, n_id: int | None = None) -> dict[str, list[tuple[str, 
             ("m-tase", {"pretrain.method": "tase", "ood.strategy": "none", "distill.enabled": False}),
             ("m-bcl", {"pretrain.method": "bcl", **NO_OOD}), ("m-bcl-d", BCL_D),
             ("m-gh", {"pretrain.method": "simclr", **NO_OOD, **GH_PROTOCOL}),
-            ("m-colt", T2[1][1]), ("m-kdup", KDUP),
+            ("m-colt", T2[1][1]), ("m-mak", mak), ("m-kdup", KDUP),
             ("m-gloco", {**SUPERVISED_ROW, "pretrain.method": "gloco", "distill.enabled": False}),
             ("m-gloco-proco", {**SUPERVISED_ROW, "pretrain.method": "gloco-proco", "distill.enabled": False}),
             ("m-gml", {**SUPERVISED_ROW, "pretrain.method": "gml", "distill.enabled": True, "distill.method": "gml"}),

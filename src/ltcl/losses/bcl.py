@@ -62,11 +62,10 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 
 from ltcl.data.randaugment import AUGMENT_LIST, SIGN_FLIP
 
-from .contrastive import nt_xent_logits
+from .contrastive import nt_xent_per_sample  # the per-sample NT-Xent of BCL's memory (and MAK's ECLE)
 
 __all__ = [
     "AugmentOp",
@@ -108,32 +107,6 @@ def min_strength(k: int) -> int:
     (data/memoboosted_cifar100.py:37-39 and 48-49, "training stability")."""
     k = _check_k(k)
     return 10 if k == 1 else 5
-
-
-def nt_xent_per_sample(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
-    """NT-Xent per sample, as BCL's ``nt_xent(..., average=False)`` (losses/nt_xent.py:14-49).
-
-    Every one of the 2N views is an anchor with loss ``-log(pos / (pos + Ng))``
-    (losses/nt_xent.py:43): pos = exp(s_ip / t) with its other view, Ng = the sum of exp(s_ik / t)
-    over the 2N - 2 other samples' views (both views of every other sample;
-    ``get_negative_mask``, losses/nt_xent.py:5-12), so the denominator is every view but the
-    anchor. The loss of sample i is the mean of its two views' anchor losses,
-    ``loss.view(2, N).mean(0)`` (losses/nt_xent.py:44): (l(z1_i) + l(z2_i)) / 2. Its mean over the
-    N samples is therefore the mean over the 2N anchors, :func:`ltcl.losses.contrastive.nt_xent`
-    (the released ``average=True`` branch, losses/nt_xent.py:46-47, and train.py:156's
-    ``loss.mean()``).
-
-    Args:
-        z1: (N, d) embeddings of the first view; L2-normalised inside.
-        z2: (N, d) embeddings of the second view (row i = the same sample as row i of z1).
-        temperature: t > 0 (released default 0.2, train.py:37).
-
-    Returns:
-        (N,) per-sample losses, differentiable.
-    """
-    logits, targets = nt_xent_logits(z1, z2, temperature)
-    per_anchor = F.cross_entropy(logits, targets, reduction="none")  # (2N,): view-1 anchors, then view-2
-    return per_anchor.view(2, -1).mean(0)
 
 
 def _check_index(index: torch.Tensor, size: int, num: int) -> torch.Tensor:

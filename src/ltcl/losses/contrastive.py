@@ -2,6 +2,7 @@
 
 * :func:`cosine_matrix` - pairwise cosine similarities.
 * :func:`nt_xent` - SimCLR NT-Xent loss (Chen et al. 2020), the baseline objective.
+* :func:`nt_xent_per_sample` - its loss per sample (BCL's memory, MAK's ECLE).
 
 Pure torch: no parameters, no state.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["cosine_matrix", "nt_xent", "nt_xent_logits"]
+__all__ = ["cosine_matrix", "nt_xent", "nt_xent_logits", "nt_xent_per_sample"]
 
 
 def check_temperature(temperature: float, name: str = "temperature") -> float:
@@ -85,7 +86,7 @@ def nt_xent_logits(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> tu
 
     Row a holds s_ak / t for every view k with the anchor's own similarity masked out; its target
     is the anchor's other view (view-1 anchors first, then view-2).  :func:`nt_xent` is their mean
-    cross-entropy; ``ltcl.losses.bcl.nt_xent_per_sample`` the per-anchor one."""
+    cross-entropy; :func:`nt_xent_per_sample` the per-anchor one."""
     check_embeddings(z1, "z1")
     check_embeddings(z2, "z2")
     if z1.shape != z2.shape:
@@ -99,3 +100,32 @@ def nt_xent_logits(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> tu
     logits = logits.masked_fill(self_mask, torch.finfo(logits.dtype).min)
     idx = torch.arange(n, device=z.device)
     return logits, torch.cat([idx + n, idx])
+
+
+def nt_xent_per_sample(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """NT-Xent per sample, as BCL's ``nt_xent(..., average=False)`` (MediaBrain-SJTU/BCL@a2342f8,
+    losses/nt_xent.py:14-49) and MAK's ``nt_xent(..., sampleWiseLoss=True)`` (VITA-Group/MAK@75d2b9f,
+    utils.py:116-137, whose denominator subtracts exactly exp(1 / t) for the self-similarity where
+    this masks it: the two differ by the rounding of cos(z_i, z_i) = 1, below 1e-6 of the loss).
+
+    Every one of the 2N views is an anchor with loss ``-log(pos / (pos + Ng))``
+    (losses/nt_xent.py:43): pos = exp(s_ip / t) with its other view, Ng = the sum of exp(s_ik / t)
+    over the 2N - 2 other samples' views (both views of every other sample;
+    ``get_negative_mask``, losses/nt_xent.py:5-12), so the denominator is every view but the
+    anchor. The loss of sample i is the mean of its two views' anchor losses,
+    ``loss.view(2, N).mean(0)`` (losses/nt_xent.py:44): (l(z1_i) + l(z2_i)) / 2. Its mean over the
+    N samples is therefore the mean over the 2N anchors, :func:`nt_xent`
+    (the released ``average=True`` branch, losses/nt_xent.py:46-47, and train.py:156's
+    ``loss.mean()``).
+
+    Args:
+        z1: (N, d) embeddings of the first view; L2-normalised inside.
+        z2: (N, d) embeddings of the second view (row i = the same sample as row i of z1).
+        temperature: t > 0 (released default 0.2, train.py:37).
+
+    Returns:
+        (N,) per-sample losses, differentiable.
+    """
+    logits, targets = nt_xent_logits(z1, z2, temperature)
+    per_anchor = F.cross_entropy(logits, targets, reduction="none")  # (2N,): view-1 anchors, then view-2
+    return per_anchor.view(2, -1).mean(0)

@@ -31,8 +31,11 @@ Deviations from the released code (docs/deviations.md):
    memory; the released loader visits every sample every epoch.
 3. OOD rows (KDUP's sampled images, paper 003) start a fresh memory after every re-sampling; the
    released code has no OOD images.
-4. No DDP yet (its registry entry says ``ddp=False``): the per-sample losses would have to be
-   gathered with their indices before the memory update.
+4. Under DDP (torchrun) the per-sample losses are those of the gathered global batch and update
+   the memory at the gathered indices, so every rank holds the same memory; each rank's
+   RandAugment draws come from a per-step generator seeded by one draw of the shared generator
+   and the rank (ranks draw different ops, the shared generator stays rank-identical and is what
+   the resume state saves).  The released code trains in one process (train.py).
 5. Random draws from a ``torch.Generator`` instead of Python's ``random`` (the distribution, not the
    stream, of data/randaug.py:199-213).
 """
@@ -41,6 +44,7 @@ from __future__ import annotations
 
 import torch
 
+from ltcl.collectives import is_distributed, rank
 from ltcl.data.randaugment import OPS, cutout_centres
 from ltcl.errors import UserError
 from ltcl.losses.bcl import (
@@ -119,25 +123,34 @@ class BCL(SimCLR):
         self.weights = self._weights()  # epoch 0: nothing seen, w = 0 (released: weights start at 0)
 
     # -- the step ----------------------------------------------------------------------------------
+    def step_generator(self) -> torch.Generator:
+        """The generator of this step's RandAugment draws: the method's own in one process; under DDP
+        one seeded by a draw of it and the rank (every rank advances the shared one alike)."""
+        if not is_distributed():
+            return self.generator
+        seed = int(torch.randint(2 ** 62, (1,), generator=self.generator))
+        return torch.Generator().manual_seed((seed * 1_000_003 + rank()) % (2 ** 63 - 1))
+
     def views(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.data.x[idx]
         own = self.cfg.own
-        draws = randaugment_draws(self.weights[idx], own.rand_k, own.rand_strength, self.generator, views=2)
+        gen = self.step_generator()
+        draws = randaugment_draws(self.weights[idx], own.rand_k, own.rand_strength, gen, views=2)
         value = draws.value
         out = []
         for view in range(2):
             x01 = self.augment.unnormalised(x)
             if bool(draws.applied[:, view].any()):
-                x01 = apply_randaugment(x01, draws.op[:, view], draws.applied[:, view], value[:, view],
-                                        self.generator)
+                x01 = apply_randaugment(x01, draws.op[:, view], draws.applied[:, view], value[:, view], gen)
             out.append(self.augment.normalise(x01))
         return out[0], out[1]
 
     def training_step(self, idx: torch.Tensor) -> StepOutput:
-        out, z1, z2 = self.contrastive_step(idx)  # SimCLR's step on this method's views
+        out, z1, z2 = self.contrastive_step(idx)  # SimCLR's step on this method's views (the global batch)
         with torch.no_grad():
             per_sample = nt_xent_per_sample(z1.detach().double(), z2.detach().double(), self.temperature())
-            self.memory, self.seen = momentum_loss_update(self.memory, self.seen, idx, per_sample, self.cfg.own.beta)
+            ids = self.gather_ids(idx)  # the global batch's indices, in the order of z1, z2 (idx in one process)
+            self.memory, self.seen = momentum_loss_update(self.memory, self.seen, ids, per_sample, self.cfg.own.beta)
         return out
 
     # -- resume (the generator is saved with every generator a method holds: ltcl.train.resume) ---

@@ -71,7 +71,7 @@ def run(params, lt_dir, pool_path, warmup_path, selection_path, metrics_path, di
     model, spec = new_encoder(params.model, x, runtime)
     augment = build_augment(params.augment, spec, runtime.device)
     data = TrainSet.from_numpy(x, y, len(manifest["class_names"]), runtime.device)
-    sampler = open_sampler(ood, pool_path, data, spec, cfg.batch_size)
+    sampler = open_sampler(ood, pool_path, data, spec, cfg.batch_size, augment)
     method = warmup_method(cfg)(model, data, warmup_config(cfg), runtime, augment)  # SimCLR refreshes nothing: no ood.interval
     optimizer = build_optimizer(method.parameters(), cfg)
     resumer = stage_resumer("ood-warmup", params, STAGE_PARAMS["ood-sampling"],

@@ -3,6 +3,8 @@
 ``pretrain.method`` (``ltcl.registry``) is trained on the long-tailed split.  With an OOD strategy
 the run continues from the ood-sampling warm-up, trains on ID + selected pool images and
 re-samples every ``ood.interval`` epochs (rank 0 samples under DDP; every rank gets its result).
+A strategy whose registry entry says ``retrain`` (MAK) instead trains a new encoder from epoch 0
+on ID + its one selection, as one data set (no L_DD), and re-samples nothing.
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ def run(params, lt_dir: str | Path, ckpt_path: str | Path, metrics_path: str | P
     augment = build_augment(params.augment, spec, runtime.device)
     id_data = TrainSet.from_numpy(x, y, len(manifest["class_names"]), runtime.device)
     rounds = OODRounds(ood, Path(ood_dir), manifest, y) if ood.strategy != "none" else None
-    start_epoch, data = (rounds.warm_start(model, spec, id_data, cfg) if rounds else (0, id_data))
+    start_epoch, data = (rounds.warm_start(model, spec, id_data, cfg, augment) if rounds else (0, id_data))
     method = registry.load("pretrain", cfg.method)(model, data, cfg, runtime, augment, refresh_every=ood.interval)
     optimizer = rounds.continue_warmup(method, cfg) if rounds else None
 
@@ -83,7 +85,7 @@ def run(params, lt_dir: str | Path, ckpt_path: str | Path, metrics_path: str | P
 
     def before_epoch(epoch: int) -> None:
         since = epoch - start_epoch
-        if rounds and since > 0 and since % ood.interval == 0:
+        if rounds and not rounds.retrain and since > 0 and since % ood.interval == 0:
             rounds.update(epoch, method, model, runtime)
 
     logs, summary, timings = run_session(method, cfg, runtime, live_dir, desc="pretrain", start_epoch=start_epoch,
@@ -116,10 +118,12 @@ class OODRounds:
     """The OOD side of a pre-training run (paper 003 Sec. 3.1): the warm start from ood-sampling's
     warm-up and first selection, an update every ``ood.interval`` epochs (rank 0 samples, every
     rank gets its result), the record of each update and the pictures of the first and the last,
-    and their part of the resume state."""
+    and their part of the resume state.  With a ``retrain`` strategy (MAK's protocol) only the first
+    selection: a fresh encoder and optimizer from epoch 0, its images as ID rows (domain 0)."""
 
     def __init__(self, ood, ood_dir: Path, manifest: dict, y):
         self.ood, self.dir, self.manifest, self.y = ood, ood_dir, manifest, y
+        self.retrain = registry.entry("ood", ood.strategy).retrain
         self.groups = sample_groups(manifest, y)  # None unless the training labels are real
         self.updates, self.pictures, self.update_seconds = [], [], []
         self.sampler = self.current = self.warm = self.id_data = None
@@ -127,22 +131,31 @@ class OODRounds:
     def inputs(self) -> list[Path]:
         return [self.dir / "warmup.pt", self.dir / "selection.npz", self.dir / "pool.npy"]
 
-    def warm_start(self, model, spec: dict, id_data, cfg):
-        """Load the warm-up into ``model``, open the sampler; returns (start epoch, ID + first selection)."""
+    def warm_start(self, model, spec: dict, id_data, cfg, augment=None):
+        """Load the warm-up into ``model`` (not for a ``retrain`` strategy: ``model`` stays the fresh
+        encoder), open the sampler; returns (start epoch, ID + first selection)."""
         ood, self.id_data = self.ood, id_data
         warm = self.warm = load_checkpoint(self.dir / "warmup.pt")
         if warm.get("spec") != spec:
             raise UserError(f"{self.dir / 'warmup.pt'} was made for another model or data set "
                              f"({warm.get('spec', {}).get('backbone')}); rerun ood-sampling")
-        model.load_state_dict(warm["model"])
-        self.sampler = open_sampler(ood, self.dir / "pool.npy", id_data, spec, cfg.batch_size)
+        if not self.retrain:
+            model.load_state_dict(warm["model"])
+        self.sampler = open_sampler(ood, self.dir / "pool.npy", id_data, spec, cfg.batch_size, augment)
         self.sampler.load_state_dict(warm["sampler"])
         first = load_selection(self.dir / "selection.npz")
         self.current = {"selection": selection_state(first), "seed": ood.seed}
-        return int(warm["epoch"]), id_data.with_extra(self.sampler.extra_images(first, seed=ood.seed))
+        return 0 if self.retrain else int(warm["epoch"]), self.with_selection(first, ood.seed)
+
+    def with_selection(self, sel, seed: int):
+        """The ID rows followed by the images ``sel`` adds (as ID rows for a ``retrain`` strategy)."""
+        return self.id_data.with_extra(self.sampler.extra_images(sel, seed=seed), domain_value=0 if self.retrain else 1)
 
     def continue_warmup(self, method, cfg):
-        """The warm-up's pruned-branch BatchNorms and SGD momentum for ``method``; returns the optimizer."""
+        """The warm-up's pruned-branch BatchNorms and SGD momentum for ``method``; returns the optimizer
+        (a fresh one, and fresh BatchNorms, for a ``retrain`` strategy)."""
+        if self.retrain:
+            return build_optimizer(method.parameters(), cfg)
         warm, path = self.warm, self.dir / "warmup.pt"
         had, has = warm.get("pruned_norms") is not None, getattr(method, "pruned_norms", None) is not None
         if had != has:
@@ -167,8 +180,7 @@ class OODRounds:
         self.updates.extend(ex["updates"])
         self.update_seconds.extend(ex.get("update_seconds", []))  # a state saved before ltcl kept them apart has none
         self.pictures.extend(record_from_state(t) for t in ex["pictures"])
-        method.set_data(self.id_data.with_extra(self.sampler.extra_images(selection_from_state(ex["selection"]),
-                                                                          ex["seed"])))
+        method.set_data(self.with_selection(selection_from_state(ex["selection"]), ex["seed"]))
 
     def update(self, epoch: int, method, model, runtime) -> None:
         ood, sampler = self.ood, self.sampler
@@ -180,7 +192,7 @@ class OODRounds:
         if not is_main():
             sampler.load_state_dict(sampler_state)
         self.current.update(selection=selection_state(sel), seed=ood.seed + sampler.rounds)
-        method.set_data(self.id_data.with_extra(sampler.extra_images(sel, seed=ood.seed + sampler.rounds)))
+        method.set_data(self.with_selection(sel, ood.seed + sampler.rounds))
         self.update_seconds.append({"epoch": epoch, **selection_timings(sel)})
         upd = {"epoch": epoch}
         if sel.budgets is not None:

@@ -351,7 +351,7 @@ def ood_update_pictures(rec: dict, where: str) -> tuple[str, str]:
     else:
         width = rec["extra_thumbs"].shape[1]
         labels = [f"draw {r * width + 1}-{(r + 1) * width}" for r in range(len(rec["cluster_ids"]))]
-        caption = (f"{where}: strategy {strategy} has no clusters and no tailness; shown are the "
+        caption = (f"{where}: strategy {strategy} gives no per-cluster budgets; shown are the "
                    f"{entry.picks}.")
     grid = img(plots.thumbnail_grid(rec.get("id_thumbs"), rec.get("id_rows"), rec["extra_thumbs"], rec["extra_rows"],
                                     labels, "ID images nearest the centre", entry.picks,

@@ -22,7 +22,7 @@ from ltcl.errors import UserError
 from ltcl.models.features import embed_images
 from ltcl.registry import STRATEGIES, load
 from ltcl.sampling.select import OODSelection, nearest_to_centre
-from ltcl.sampling.strategies import sample_ood
+from ltcl.sampling.strategies import sample_ood, strategy_for
 from ltcl.sampling.update_pictures import THUMBNAILS
 
 
@@ -36,20 +36,14 @@ class OODSampler:
     mean: list
     std: list
     batch_size: int
+    augment: object = None  # the run's SimCLRAugment (MAK embeds augmented views of the pool)
     tailness: torch.Tensor | None = None
     rounds: int = 0
     history: list = field(default_factory=list)
 
     def update(self, model, runtime) -> OODSelection:
         t0 = time.perf_counter()
-        space, bs = self.cfg.embedding, self.cfg.embed_batch_size
-        id_emb = embed_images(model, self.id_images, self.mean, self.std, runtime, bs, space)
-        entry = STRATEGIES[self.cfg.strategy]
-        # the pool is embedded when the strategy selects from it by embedding (kdup, colt); one
-        # that selects from it without embeddings (random) gets a placeholder of its size
-        pool_emb = (None if not entry.reads_pool
-                    else embed_images(model, self.pool, self.mean, self.std, runtime, bs, space)
-                    if entry.reads_embeddings else self.pool_placeholder())
+        id_emb, pool_emb = strategy_for(self.cfg, self.batch_size).embed(self, model, runtime)
         t_embed = time.perf_counter() - t0
         sel, self.tailness = sample_ood(id_emb, pool_emb, self.cfg, self.tailness, round_index=self.rounds,
                                         colt_batch_size=self.batch_size)
@@ -60,6 +54,19 @@ class OODSampler:
         self.rounds += 1
         self.history.append(dict(sel.timings))
         return sel
+
+    def embed(self, model, runtime) -> tuple[np.ndarray, np.ndarray | None]:
+        """The ID images' and the pool's embeddings in ``ood.embedding`` (what kdup, colt and augment
+        select on): the pool is embedded when the strategy selects from it by embedding; one that
+        selects from it without embeddings (random) gets a placeholder of its size, one that does
+        not read it None."""
+        space, bs = self.cfg.embedding, self.cfg.embed_batch_size
+        id_emb = embed_images(model, self.id_images, self.mean, self.std, runtime, bs, space)
+        entry = STRATEGIES[self.cfg.strategy]
+        pool_emb = (None if not entry.reads_pool
+                    else embed_images(model, self.pool, self.mean, self.std, runtime, bs, space)
+                    if entry.reads_embeddings else self.pool_placeholder())
+        return id_emb, pool_emb
 
     def pool_placeholder(self) -> np.ndarray:
         """Random sampling needs only the pool's size; a (N, 1) array stands in for embeddings."""
@@ -79,9 +86,9 @@ class OODSampler:
         self.rounds = int(state.get("rounds", 0))
 
 
-def open_sampler(ood_cfg, pool_path, data, spec: dict, batch_size: int) -> OODSampler:
-    """The sampler of a pre-training run: its pool memory-mapped (strategies that draw from it)
-    and the run's ID images (``data``, a ``TrainSet``; domain 0 rows)."""
+def open_sampler(ood_cfg, pool_path, data, spec: dict, batch_size: int, augment=None) -> OODSampler:
+    """The sampler of a pre-training run: its pool memory-mapped (strategies that draw from it),
+    the run's ID images (``data``, a ``TrainSet``; domain 0 rows) and augmentation (``augment``)."""
     from ltcl.data.pool import open_pool
 
     pool = open_pool(pool_path) if STRATEGIES[ood_cfg.strategy].reads_pool else None
@@ -92,4 +99,4 @@ def open_sampler(ood_cfg, pool_path, data, spec: dict, batch_size: int) -> OODSa
     # index would copy the whole ID split, on a GPU a second copy of it in device memory
     id_images = data.x if not data.has_ood else data.x[data.domain == 0]
     return OODSampler(cfg=ood_cfg, pool=pool, id_images=id_images, mean=spec["mean"],
-                      std=spec["std"], batch_size=batch_size)
+                      std=spec["std"], batch_size=batch_size, augment=augment)

@@ -218,11 +218,12 @@ class OODSelection:
     id_indices: np.ndarray | None = None
     cluster_info: dict[str, Any] = field(default_factory=dict)
     id_nearest: np.ndarray | None = None  # (N_c, n) ID rows nearest each centroid (nearest_to_centre), -1 padded
+    pool_scores: dict[str, Any] = field(default_factory=dict)  # label-free summary of a strategy's pool scores (mak)
 
 
 def round_seed(seed: int, round_index: int, stream: int) -> int:
     """The seed of random stream ``stream`` of update ``round_index`` (0: random pick, 1: k-means
-    init, 2: COLT's batch shuffle, 3: augment's draws)."""
+    init, 2: COLT's batch shuffle, 3: augment's draws, 4: MAK's augmented views, 5: MAK's re-batchings)."""
     return int(np.random.SeedSequence([int(seed), int(round_index), stream]).generate_state(1)[0] >> 1)
 
 

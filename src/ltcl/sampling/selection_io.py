@@ -88,6 +88,8 @@ def selection_metrics(sel: OODSelection, manifest: dict, y_id: np.ndarray) -> di
     budget given to Few-class clusters).  Without real labels ``diagnostics`` is
     ``{"absent": <why>}`` and holds no number: ``y_id`` then holds placeholders, never read."""
     out: dict = {"strategy": sel.strategy, "selected": int(len(sel.cluster_of_each))}
+    if sel.pool_scores:  # e.g. MAK's core set and the mean ECLE / distance of the pool and of the selection
+        out["pool_scores"] = dict(sel.pool_scores)
     if sel.budgets is not None:
         out["budgets"] = [int(b) for b in sel.budgets]
         out["cluster_sizes"] = np.bincount(sel.id_labels, minlength=len(sel.budgets)).tolist()

@@ -1,7 +1,7 @@
 """The OOD sampling strategies of ``ood.strategy``, one module each (the table is
-:data:`ltcl.registry.STRATEGIES`): ``kdup``, ``colt``, ``random``, ``augment``, ``none``.  Each
-module holds a :class:`ltcl.sampling.strategies.base.Strategy`: its selection from the ID and pool
-embeddings and the images the selection adds to the training set.  :func:`sample_ood` runs the
+:data:`ltcl.registry.STRATEGIES`): ``kdup``, ``colt``, ``mak``, ``random``, ``augment``, ``none``.  Each
+module holds a :class:`ltcl.sampling.strategies.base.Strategy`: what it embeds, its selection from
+those embeddings and the images the selection adds to the training set.  :func:`sample_ood` runs the
 configured one.
 """
 

@@ -22,7 +22,9 @@ from ltcl.sampling.steps import SELECT_STEPS
 class Strategy:
     """One OOD sampling strategy, built from the ``ood`` params section.
 
-    ``select`` runs one update on the embeddings and returns (selection, tailness state);
+    ``embed`` computes what ``select`` reads with the live encoder (by default the sampler's
+    embeddings of the ID images and the pool, :meth:`ltcl.sampling.refresh.OODSampler.embed`);
+    ``select`` runs one update on them and returns (selection, tailness state);
     ``extra_images`` turns a selection into the images it adds to the training set (by default the
     selected pool images, read in sorted order so that a memory-mapped pool is read sequentially).
     ``name`` is the strategy's registry name; what it reads is its registry entry's
@@ -35,6 +37,10 @@ class Strategy:
         self.config = config
         self.batch_size = batch_size  # the pre-training batch size
         self.entry = STRATEGIES[self.name]
+
+    def embed(self, sampler, model, runtime) -> tuple[Any, Any]:
+        """(ID embeddings, pool embeddings or None) of ``sampler``'s images by the live ``model``."""
+        return sampler.embed(model, runtime)
 
     def select(self, id_emb: Any, pool_emb: Any, prev_tailness: torch.Tensor | None,
                round_index: int) -> tuple[OODSelection, torch.Tensor | None]:

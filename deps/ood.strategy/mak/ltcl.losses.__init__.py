@@ -1,0 +1,1 @@
+../../../src/ltcl/losses/__init__.py

@@ -1,0 +1,1 @@
+../../../src/ltcl/losses/contrastive.py

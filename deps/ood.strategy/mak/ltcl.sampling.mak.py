@@ -1,0 +1,1 @@
+../../../src/ltcl/sampling/mak.py
