@@ -85,6 +85,9 @@ ARMS = {
             "pretrain": {"method": "simclr", "lr_schedule": "two-stage", "lr_split": 0.5, "lr_stage1_min": 0.6,
                          "lr_stage2_max": 0.6, "gh": {"enabled": True, "warmup_fraction": 0.5, "target_dim": 10,
                                                       "ramp_epochs": 3, "prior_every": 5}}}, PRE + EVAL_F),
+    # SimCLR + MAK (issue 25), MAK's protocol: its sampling model trained as long as the final one (the
+    # warm-up, 30 epochs), then SimCLR from scratch on ID + the 1,500 selected (released ood.mak values)
+    "mak": ({"ood": {"strategy": "mak", "warmup_epochs": 30}, "pretrain": {"method": "simclr"}}, PRE + EVAL_F),
     "gloco": ({"ood": {"strategy": "none"}, "pretrain": {"method": "gloco"}}, PRE + EVAL_F),
     "gloco-proco": ({"ood": {"strategy": "none"}, "pretrain": {"method": "gloco-proco"}}, PRE + EVAL_F),
     "gml": ({"ood": {"strategy": "none"}, "pretrain": {"method": "gml"}, "distill": {"method": "gml", "epochs": 30, "gml": {"k": 1024}}},

@@ -150,7 +150,7 @@ def test_a_new_training_set_keeps_the_id_memory_and_starts_ood_rows_unseen():
 
 def test_entry_and_generator_seed():
     e = PRETRAIN["bcl"]
-    assert e.display == "BCL-I" and not e.supervised and not e.ddp and not e.classifier
+    assert e.display == "BCL-I" and not e.supervised and e.ddp and not e.classifier
     m = make("bcl")
     assert torch.equal(m.generator.get_state(), torch.Generator().manual_seed(SEED * 65536 + SEED_STREAM).get_state())
 

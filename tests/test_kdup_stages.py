@@ -202,6 +202,12 @@ def test_other_strategies(lt_project, built_project, tmp_path, strategy):
         assert sum(m["budgets"]) == 60
     if strategy == "mak":  # one selection, no re-sampling; the label-free summary of its scores
         assert pre["ood_updates"] == 0 and m["selected"] == 60 and m["pool_scores"]["core"] == 90
+        from ltcl.report.html import ood_section  # the report's account of MAK's scores, from this record
+
+        html_part, md = ood_section(project.root, load_manifest(project.path("data/lt")))
+        sc = m["pool_scores"]
+        assert ("MAK kept the 90 pool images" in md and f"{sc['ecle_selected_mean']:.3f} selected vs "
+                f"{sc['ecle_pool_mean']:.3f}" in md and "gives no per-cluster budgets" in md)
 
 
 def test_distill_disabled_is_f(built_project, tmp_path):

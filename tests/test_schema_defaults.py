@@ -46,6 +46,8 @@ ALLOWED = {
     ("models/checkpoint.py", "load_encoder", "device"): _DEVICE,
     ("models/export.py", "load_export", "device"): _DEVICE,
     ("models/features.py", "embed_images", "batch_size"): _CHUNK + " (the sampling stage passes ood.embed_batch_size)",
+    ("losses/bcl.py", "randaugment_draws", "views"): "SimCLR's two views a step draws RandAugment ops for, not "
+                                                     "ood.mak.views (MAK's augmented embeddings per pool image)",
     ("pipeline/report.py", "run", "root"): _ROOT,
     ("report/html.py", "build_report", "root"): _ROOT,
     ("runrecord.py", "run_record_path", "root"): _ROOT,

@@ -437,6 +437,17 @@ def ood_section(root: Path, manifest: dict) -> tuple[str, str] | None:
               f"budget share of Few-majority clusters = {fmt(100 * diag.get('few_budget_share', float('nan')))} %.\n\n")
         h += dh + th + bb[0]
         m += dm + tm + "\n" + bb[1]
+    scores = ood.get("pool_scores") or {}
+    if ood["strategy"] == "mak" and scores:  # MAK's label-free account of its scores
+        line = (f"MAK kept the {scores['core']} pool images of highest score (standardised ECLE minus standardised "
+                f"distance, weighted by ood.mak.loss_weight) and picked {ood.get('selected', 0)} of them by K-center. "
+                "Mean ECLE (its tailness): "
+                f"{fmt(scores['ecle_selected_mean'], 3)} selected vs {fmt(scores['ecle_pool_mean'], 3)} over the "
+                f"pool; mean distance to the nearest k-means centre of the ID features: "
+                f"{fmt(scores['distance_selected_mean'], 3)} vs {fmt(scores['distance_pool_mean'], 3)}. pretrain "
+                "then trained a new encoder on the ID images and these.")
+        h += f"<p>{html.escape(line)}</p>"
+        m += line + "\n\n"
     ph, pm = ood_pictures(root)
     h, m = h + ph, m + "\n" + pm
     secs = timings(root, "ood-sampling").get("seconds") or {}
