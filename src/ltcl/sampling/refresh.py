@@ -7,7 +7,9 @@ h: the space the linear probe reads).  Paper 003 writes z = f(I) for the "embedd
 without saying which; measured on digits-LT, tailness (Eq. 4) computed on h tracks true class
 rarity (Spearman with class frequency -0.21 at K=20 after pre-training) while on z it tracks
 frequency (+0.16), so ``backbone`` is the default.  The pool is streamed in batches from its memory map, so a 1M-image pool
-never sits in memory as images, only as (N, d) float32 embeddings.
+never sits in memory as images, only as (N, d) float32 embeddings.  A strategy that reads more than
+these embeddings computes it in its own ``embed`` (MAK: backbone features and R augmented
+projections of the pool, :mod:`ltcl.sampling.strategies.mak`).
 """
 
 from __future__ import annotations
