@@ -18,13 +18,13 @@ All of them end in ``nn.AdaptiveAvgPool2d(1)``, so any input size >= 8 works (8x
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
-from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 __all__ = ["BACKBONES", "build_backbone", "count_flops", "resolve_stem", "MIN_IMAGE_SIZE"]
 
@@ -51,47 +51,63 @@ def resolve_stem(stem: str, image_size: int) -> str:
 # ----------------------------------------------------------------------------------------------
 
 
-class _TorchvisionResNet(ResNet):
-    """torchvision ``ResNet`` with a width multiplier, adapted stem and ``fc = Identity``.
+@functools.cache
+def _torchvision_resnet_class() -> type[nn.Module]:
+    """The torchvision ``ResNet`` subclass below, defined on first use.  torchvision is imported here,
+    not with this module: its import takes about 2.5 s per process (``torchvision.ops`` imports
+    ``torch._dynamo``; measured 5.1 s for ``import torch, torchvision.models.resnet`` against 2.6 s
+    for ``import torch``), which every stage process of a run on a small CIFAR ResNet would pay
+    for a class it never builds."""
+    from torchvision.models.resnet import ResNet
 
-    torchvision hard-codes 64/128/256/512 stage widths; the width multiplier is applied by
-    scaling ``planes`` in ``_make_layer`` (torchvision's own block classes are reused unchanged).
-    With ``width == 1`` the network is exactly ``torchvision.models.resnet18/50(weights=None)``
-    (same class, same block layout, same initialisation) apart from the stem and ``fc``.
-    """
+    class _TorchvisionResNet(ResNet):
+        """torchvision ``ResNet`` with a width multiplier, adapted stem and ``fc = Identity``.
 
-    def __init__(
-        self,
-        block: type[BasicBlock] | type[Bottleneck],
-        layers: list[int],
-        in_channels: int,
-        width: float,
-        stem: str,
-    ) -> None:
-        # Plain (non-Module) attribute read by _make_layer during ResNet.__init__.
-        self._width_mult = width
-        super().__init__(block, layers)
-        stem_ch = _scaled(64, width)
-        if stem == "cifar":
-            self.conv1 = nn.Conv2d(in_channels, stem_ch, kernel_size=3, stride=1, padding=1, bias=False)
-            self.maxpool = nn.Identity()
-        else:
-            self.conv1 = nn.Conv2d(in_channels, stem_ch, kernel_size=7, stride=2, padding=3, bias=False)
-        nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
-        self.out_dim = _scaled(512, width) * block.expansion
-        self.fc = nn.Identity()
-        self.stem = stem
+        torchvision hard-codes 64/128/256/512 stage widths; the width multiplier is applied by
+        scaling ``planes`` in ``_make_layer`` (torchvision's own block classes are reused unchanged).
+        With ``width == 1`` the network is exactly ``torchvision.models.resnet18/50(weights=None)``
+        (same class, same block layout, same initialisation) apart from the stem and ``fc``.
+        """
 
-    def _make_layer(self, block, planes, blocks, stride=1, dilate=False):  # noqa: D401 - torchvision hook
-        if planes == 64:  # first stage: its input is the stem output
-            self.inplanes = _scaled(64, self._width_mult)
-            self.bn1 = self._norm_layer(self.inplanes)
-        return super()._make_layer(block, _scaled(planes, self._width_mult), blocks, stride, dilate)
+        def __init__(
+            self,
+            block: type[nn.Module],  # torchvision's BasicBlock or Bottleneck
+            layers: list[int],
+            in_channels: int,
+            width: float,
+            stem: str,
+        ) -> None:
+            # Plain (non-Module) attribute read by _make_layer during ResNet.__init__.
+            self._width_mult = width
+            super().__init__(block, layers)
+            stem_ch = _scaled(64, width)
+            if stem == "cifar":
+                self.conv1 = nn.Conv2d(in_channels, stem_ch, kernel_size=3, stride=1, padding=1, bias=False)
+                self.maxpool = nn.Identity()
+            else:
+                self.conv1 = nn.Conv2d(in_channels, stem_ch, kernel_size=7, stride=2, padding=3, bias=False)
+            nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
+            self.out_dim = _scaled(512, width) * block.expansion
+            self.fc = nn.Identity()
+            self.stem = stem
+
+        def _make_layer(self, block, planes, blocks, stride=1, dilate=False):  # noqa: D401 - torchvision hook
+            if planes == 64:  # first stage: its input is the stem output
+                self.inplanes = _scaled(64, self._width_mult)
+                self.bn1 = self._norm_layer(self.inplanes)
+            return super()._make_layer(block, _scaled(planes, self._width_mult), blocks, stride, dilate)
+
+    return _TorchvisionResNet
 
 
-def _tv_resnet(block: type[BasicBlock] | type[Bottleneck], layers: list[int]):
+def _tv_resnet(block: str, layers: list[int]):
+    """A builder of torchvision's ResNet with ``block`` ("BasicBlock" or "Bottleneck", torchvision's
+    classes) and ``layers`` blocks per stage."""
+
     def build(in_channels: int, width: float, stem: str) -> nn.Module:
-        return _TorchvisionResNet(block, layers, in_channels, width, stem)
+        from torchvision.models import resnet as tv
+
+        return _torchvision_resnet_class()(getattr(tv, block), layers, in_channels, width, stem)
 
     return build
 
@@ -174,9 +190,9 @@ BACKBONES: dict[str, Callable[[int, float, str], nn.Module]] = {
     "resnet8": _cifar_resnet(1),
     "resnet20": _cifar_resnet(3),
     "resnet32": _cifar_resnet(5),
-    "resnet10": _tv_resnet(BasicBlock, [1, 1, 1, 1]),
-    "resnet18": _tv_resnet(BasicBlock, [2, 2, 2, 2]),  # == torchvision.models.resnet18
-    "resnet50": _tv_resnet(Bottleneck, [3, 4, 6, 3]),  # == torchvision.models.resnet50
+    "resnet10": _tv_resnet("BasicBlock", [1, 1, 1, 1]),
+    "resnet18": _tv_resnet("BasicBlock", [2, 2, 2, 2]),  # == torchvision.models.resnet18
+    "resnet50": _tv_resnet("Bottleneck", [3, 4, 6, 3]),  # == torchvision.models.resnet50
 }
 
 
