@@ -51,6 +51,12 @@ def is_distributed() -> bool:
     return world_size() > 1
 
 
+def rank_seed(seed: int) -> int:
+    """A seed of this rank's own random stream from ``seed``, which every rank holds alike (the
+    augmentation's, ``ltcl.train.distributed.rank_rng``; BCL's RandAugment draws)."""
+    return (int(seed) * 1_000_003 + rank()) % (2 ** 63 - 1)
+
+
 def is_main() -> bool:
     """True on rank 0 (and in a single-process run): the one process that writes outputs.
     Before the process group exists, falls back to torchrun's ``RANK``."""

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import torch
 
-from ltcl.collectives import is_distributed, rank
+from ltcl.collectives import is_distributed, rank_seed
 from ltcl.data.randaugment import OPS, cutout_centres
 from ltcl.errors import UserError
 from ltcl.losses.bcl import (
@@ -128,8 +128,8 @@ class BCL(SimCLR):
         one seeded by a draw of it and the rank (every rank advances the shared one alike)."""
         if not is_distributed():
             return self.generator
-        seed = int(torch.randint(2 ** 62, (1,), generator=self.generator))
-        return torch.Generator().manual_seed((seed * 1_000_003 + rank()) % (2 ** 63 - 1))
+        shared = int(torch.randint(2 ** 62, (1,), generator=self.generator))
+        return torch.Generator().manual_seed(rank_seed(shared))
 
     def views(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.data.x[idx]

@@ -135,12 +135,12 @@ def extract_features(
 
 
 def embed_images(model, images, mean, std, runtime, batch_size: int = 1024,
-                 space: str = "projection") -> np.ndarray:
+                 space: str = "projection", transform=None) -> np.ndarray:
     """L2-normalised embeddings (N, d) float32 of uint8 NHWC images (array, memmap or tensor) by a
     live encoder ``model`` (``model(x) -> (h, z)``): ``space`` "projection" (head output z) or
     "backbone" (pooled features h), with the run's eval transform
-    (:func:`ltcl.data.augment.to_float_normalised`) and autocast (``runtime.autocast``).  The model
-    is put in eval mode and restored."""
+    (:func:`ltcl.data.augment.to_float_normalised`; ``transform``, e.g. the run's augmentation, in
+    its place) and autocast (``runtime.autocast``).  The model is put in eval mode and restored."""
     if space not in ("projection", "backbone"):
         raise ValueError(f"space must be 'projection' or 'backbone', got {space!r}")
     pick = 1 if space == "projection" else 0
@@ -148,7 +148,7 @@ def embed_images(model, images, mean, std, runtime, batch_size: int = 1024,
     model.eval()
     try:
         out = extract_features(lambda xb: model(xb)[pick], images, batch_size, runtime.device, mean, std,
-                               normalise=partial(to_float_normalised, mean=mean, std=std),
+                               normalise=transform or partial(to_float_normalised, mean=mean, std=std),
                                autocast=runtime.autocast, l2=True)
     finally:
         model.train(was_training)

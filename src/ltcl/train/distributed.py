@@ -36,7 +36,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ltcl.collectives import env_world_size, is_distributed, is_initialized, rank, world_size
+from ltcl.collectives import env_world_size, is_distributed, is_initialized, rank, rank_seed, world_size
 from ltcl.errors import UserError
 from ltcl.registry import entry, entry_of
 
@@ -96,7 +96,7 @@ def rank_rng(seed: int, device: torch.device) -> Iterator[None]:
         return
     devices = [torch.cuda.current_device()] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
-        torch.manual_seed((int(seed) * 1_000_003 + rank()) % (2 ** 63 - 1))
+        torch.manual_seed(rank_seed(seed))
         yield
 
 

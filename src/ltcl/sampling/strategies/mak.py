@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ltcl.errors import UserError
-from ltcl.models.features import embed_images, extract_features
+from ltcl.models.features import embed_images
 from ltcl.sampling.mak import core_set, ecle, k_center_greedy, mak_score, proximity
 from ltcl.sampling.select import OODSelection, round_seed
 from ltcl.sampling.strategies.base import Strategy
@@ -35,22 +35,16 @@ class MAKFeatures(NamedTuple):
 def augmented_embeddings(model, images, augment, runtime, batch_size: int, repeats: int, seed: int,
                          mean, std) -> torch.Tensor:
     """(R, N, d') L2-normalised projection embeddings of ``repeats`` augmented passes over the uint8
-    ``images`` (the run's SimCLR augmentation, eval mode), drawn from torch's generator seeded with
-    ``seed`` inside a forked RNG state (the training stream is untouched); ``mean``/``std``: the
-    per-channel statistics the augmentation normalises with."""
+    ``images`` (the run's SimCLR augmentation ``augment``, eval mode: :func:`embed_images` with it as
+    the transform), drawn from torch's generator seeded with ``seed`` inside a forked RNG state (the
+    training stream is untouched); ``mean``/``std``: the per-channel statistics it normalises with."""
     if augment is None:
         raise UserError("ood.strategy: mak embeds augmented views of the pool; the sampler has no augmentation")
-    was_training = model.training
-    model.eval()
     devices = [runtime.device] if runtime.device.type == "cuda" else []
-    try:
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            views = [extract_features(lambda xb: model(xb)[1], images, batch_size, runtime.device, mean, std,
-                                      normalise=augment, autocast=runtime.autocast, l2=True)
-                     for _ in range(repeats)]
-    finally:
-        model.train(was_training)
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        views = [torch.from_numpy(embed_images(model, images, mean, std, runtime, batch_size, "projection",
+                                               transform=augment)) for _ in range(repeats)]
     return torch.stack(views)
 
 
